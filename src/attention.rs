@@ -1,0 +1,86 @@
+//! The spatial self-attention block of UNet2DModel: diffusers' `Attention` with `AttnProcessor2_0`,
+//! as built by the Attn* blocks (`residual_connection=True`, `bias=True`, optional group norm,
+//! `rescale_output_factor`). Weight names are diffusers' current ones (`to_q`, `to_k`, `to_v`,
+//! `to_out.0`, `group_norm`); legacy names are renamed at load, not here.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::layers::{linear, GroupNorm};
+
+#[derive(Debug, Clone)]
+pub struct AttentionBlock {
+    group_norm: Option<GroupNorm>,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    head_dim: usize,
+    rescale_output_factor: f64,
+}
+
+impl AttentionBlock {
+    /// `heads = channels / head_dim` (integer division, as diffusers): the inner width is
+    /// `heads × head_dim`, which may be narrower than `channels`.
+    pub fn new(
+        channels: usize,
+        head_dim: usize,
+        norm_groups: Option<usize>,
+        eps: f64,
+        rescale_output_factor: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let heads = channels / head_dim;
+        if heads == 0 {
+            candle_core::bail!("attention head dim {head_dim} is wider than the {channels} channels");
+        }
+        let inner = heads * head_dim;
+        let group_norm = match norm_groups {
+            Some(g) => Some(GroupNorm::new(g, channels, eps, vb.pp("group_norm"))?),
+            None => None,
+        };
+        Ok(Self {
+            group_norm,
+            to_q: linear(channels, inner, vb.pp("to_q"))?,
+            to_k: linear(channels, inner, vb.pp("to_k"))?,
+            to_v: linear(channels, inner, vb.pp("to_v"))?,
+            to_out: linear(inner, channels, vb.pp("to_out").pp("0"))?,
+            heads,
+            head_dim,
+            rescale_output_factor,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let residual = x;
+        let (b, c, h, w) = x.dims4()?;
+        let x = match &self.group_norm {
+            Some(norm) => norm.forward(x)?,
+            None => x.clone(),
+        };
+        // [B, C, H, W] → [B, HW, C]
+        let x = x.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
+        let split_heads = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, h * w, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split_heads(self.to_q.forward(&x)?)?;
+        let k = split_heads(self.to_k.forward(&x)?)?;
+        let v = split_heads(self.to_v.forward(&x)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        // Softmax in float32 even for half-precision models (diffusers' `upcast_softmax=True`).
+        let dtype = scores.dtype();
+        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+        let out = probs.matmul(&v)?; // [B, heads, HW, head_dim]
+        let out = out.transpose(1, 2)?.reshape((b, h * w, self.heads * self.head_dim))?;
+        let out = self.to_out.forward(&out)?;
+        let out = out.transpose(D::Minus1, D::Minus2)?.reshape((b, c, h, w))?;
+        let out = (out + residual)?;
+        if self.rescale_output_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.rescale_output_factor
+        }
+    }
+}

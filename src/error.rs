@@ -1,0 +1,67 @@
+//! The crate's error type: one variant per kind of failure, each message naming what is wrong and where.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong when loading or running a model, a scheduler or a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is missing, of the wrong type, or out of range.
+    #[error("invalid config: `{field}`: {reason}")]
+    InvalidConfig { field: String, reason: String },
+
+    /// A file could not be parsed as JSON.
+    #[error("cannot parse {path}: {reason}")]
+    ConfigParse { path: PathBuf, reason: String },
+
+    /// An argument passed to a call (input tensor, timestep, class labels, option) is not acceptable.
+    #[error("invalid argument `{name}`: {reason}")]
+    InvalidArgument { name: String, reason: String },
+
+    /// A path (model folder, weights file, config) does not exist.
+    #[error("not found: {what}")]
+    NotFound { what: String },
+
+    /// A weights file is malformed, or holds a tensor that does not fit the model.
+    #[error("bad weights in {path}: {reason}")]
+    Weights { path: PathBuf, reason: String },
+
+    /// A tensor the model needs is missing from the weights.
+    #[error("missing tensor `{name}` (expected shape {expected:?}) in {path}")]
+    MissingTensor { name: String, expected: Vec<usize>, path: PathBuf },
+
+    /// A tensor in the weights has a different shape than the model needs.
+    #[error("tensor `{name}` in {path} has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch { name: String, expected: Vec<usize>, found: Vec<usize>, path: PathBuf },
+
+    /// The requested device or dtype cannot be used by this build.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// An I/O error, with the path it happened on.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    /// An error raised by candle while computing.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidConfig`].
+    pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig { field: field.into(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn argument(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { name: name.into(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

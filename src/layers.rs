@@ -1,0 +1,58 @@
+//! Small building blocks shared by the model files: activations, convolutions, group norm and linear
+//! layers loaded under diffusers' weight names, plus the error conversion used while building.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+use crate::config::Activation;
+
+impl Activation {
+    /// Applies the activation (diffusers' `get_activation`: SiLU, Mish, exact-erf GELU, ReLU).
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Silu => candle_nn::ops::silu(x),
+            // mish(x) = x · tanh(softplus(x)); softplus is computed stably as max(x, 0) + ln(1 + e^{-|x|}).
+            Activation::Mish => {
+                let softplus = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+                x * softplus.tanh()?
+            }
+            Activation::Gelu => x.gelu_erf(),
+            Activation::Relu => x.relu(),
+        }
+    }
+}
+
+/// A 2D convolution (`weight` [out, in, k, k] and optional `bias`) with symmetric padding and a stride.
+pub fn conv2d(cin: usize, cout: usize, kernel: usize, padding: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let weight = vb.get((cout, cin, kernel, kernel), "weight")?;
+    let bias = vb.get(cout, "bias")?;
+    let cfg = Conv2dConfig { padding, stride, ..Default::default() };
+    Ok(Conv2d::new(weight, Some(bias), cfg))
+}
+
+/// A linear layer (`weight` [out, in], `bias` [out]).
+pub fn linear(cin: usize, cout: usize, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get((cout, cin), "weight")?;
+    let bias = vb.get(cout, "bias")?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+/// Group normalisation computed in float32 whatever the model dtype (diffusers' half-precision
+/// models keep norms in float32 too), cast back to the input dtype.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    inner: candle_nn::GroupNorm,
+}
+
+impl GroupNorm {
+    pub fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get(channels, "weight")?.to_dtype(DType::F32)?;
+        let bias = vb.get(channels, "bias")?.to_dtype(DType::F32)?;
+        Ok(Self { inner: candle_nn::GroupNorm::new(weight, bias, channels, groups, eps)? })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        self.inner.forward(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+    }
+}

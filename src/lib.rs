@@ -1,0 +1,32 @@
+//! # candle-unet2d
+//!
+//! Hugging Face diffusers' `UNet2DModel` (the 2D UNet of DDPM, DDIM, NCSN++ and consistency models)
+//! on [candle], loading exactly what diffusers saves and matching its numbers.
+//!
+//! ```no_run
+//! use candle_unet2d::{LoadOptions, UNet2DModel};
+//! # fn main() -> candle_unet2d::Result<()> {
+//! let model = UNet2DModel::from_pretrained("path/to/unet", &LoadOptions::default())?;
+//! let sample = candle_core::Tensor::randn(0f32, 1.0, (1, 3, 32, 32), model.device())?;
+//! let eps = model.forward(&sample, 999i64, None)?;
+//! # Ok(()) }
+//! ```
+
+pub mod attention;
+pub mod blocks;
+pub mod config;
+pub mod device;
+pub mod embeddings;
+pub mod error;
+pub mod fir;
+pub mod layers;
+pub mod loading;
+pub mod resnet;
+pub mod rng;
+pub mod schedulers;
+pub mod unet;
+
+pub use config::UNet2DConfig;
+pub use error::{Error, Result};
+pub use loading::LoadOptions;
+pub use unet::{Timestep, UNet2DModel};

@@ -1,0 +1,181 @@
+//! Loading a `UNet2DModel` the way diffusers' `from_pretrained` does: a model folder (or a pipeline
+//! folder's `unet/`, or a Hub id in the local cache), `config.json`, and the weights in whichever
+//! format diffusers wrote: safetensors (memory-mapped), sharded safetensors, a `.bin` pickle (read
+//! without executing it), each optionally as a variant (`diffusion_pytorch_model.fp16.safetensors`).
+
+pub mod hub;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use crate::config::UNet2DConfig;
+use crate::error::{Error, Result};
+use crate::unet::UNet2DModel;
+use weights::{StoreBackend, WeightStore};
+
+/// diffusers' weights file stem.
+const WEIGHTS_NAME: &str = "diffusion_pytorch_model";
+
+/// Options of [`UNet2DModel::from_pretrained`], as diffusers' keyword arguments.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// A folder inside the model folder (`"unet"` for a pipeline folder).
+    pub subfolder: Option<String>,
+    /// Weights variant: `Some("fp16")` reads `diffusion_pytorch_model.fp16.safetensors`.
+    pub variant: Option<String>,
+    /// Where the model computes.
+    pub device: Device,
+    /// The dtype the model computes in; weights are converted from the file's dtype.
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { subfolder: None, variant: None, device: Device::Cpu, dtype: DType::F32 }
+    }
+}
+
+/// What was read, for `unet2d info` and the Python `repr`.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// The folder holding `config.json`.
+    pub model_dir: PathBuf,
+    /// The weights files read.
+    pub weight_files: Vec<PathBuf>,
+    /// The dtype the weights are stored in.
+    pub stored_dtype: Option<DType>,
+}
+
+impl UNet2DModel {
+    /// Loads a model folder as diffusers wrote it. `path` is a folder (a model folder, or a pipeline
+    /// folder whose `unet/` is used) or a Hub id found in the local Hugging Face cache.
+    pub fn from_pretrained(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        Self::from_pretrained_with_report(path, options).map(|(model, _)| model)
+    }
+
+    /// [`UNet2DModel::from_pretrained`], also saying which files were read.
+    pub fn from_pretrained_with_report(path: impl AsRef<Path>, options: &LoadOptions) -> Result<(Self, LoadReport)> {
+        let model_dir = resolve_model_dir(path.as_ref(), options.subfolder.as_deref())?;
+        let config = UNet2DConfig::from_file(&model_dir.join("config.json"))?;
+        let files = weight_files(&model_dir, options.variant.as_deref())?;
+        let store = WeightStore::open(&files)?;
+        let vb = VarBuilder::from_backend(Box::new(StoreBackend(&store)), options.dtype, options.device.clone());
+        let model = match UNet2DModel::new(config, vb) {
+            Ok(model) => model,
+            Err(e) => return Err(store.take_error().unwrap_or(e)),
+        };
+        let unused = store.unused();
+        if !unused.is_empty() {
+            let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
+            return Err(Error::Weights {
+                path: files.first().cloned().unwrap_or_default(),
+                reason: format!(
+                    "{} tensor(s) that this config does not use, e.g. {}; the config and weights do not belong together",
+                    unused.len(),
+                    shown.join(", ")
+                ),
+            });
+        }
+        let report = LoadReport { model_dir, weight_files: files, stored_dtype: store.stored_dtype() };
+        Ok((model, report))
+    }
+}
+
+/// The folder holding the UNet's `config.json`.
+pub fn resolve_model_dir(path: &Path, subfolder: Option<&str>) -> Result<PathBuf> {
+    let mut dir = if path.is_dir() {
+        path.to_path_buf()
+    } else if path.exists() {
+        return Err(Error::argument("path", format!("{} is a file; pass the model folder", path.display())));
+    } else {
+        match path.to_str() {
+            Some(s) if hub::looks_like_repo_id(s) && !s.starts_with('.') => hub::resolve(s)?,
+            _ => return Err(Error::NotFound { what: format!("model folder {}", path.display()) }),
+        }
+    };
+    if let Some(sub) = subfolder.filter(|s| !s.is_empty()) {
+        dir = dir.join(sub);
+        if !dir.is_dir() {
+            return Err(Error::NotFound { what: format!("subfolder {sub:?} in {}", path.display()) });
+        }
+    } else if !dir.join("config.json").exists() && dir.join("unet").join("config.json").exists() {
+        // A pipeline folder: its UNet is in unet/.
+        dir = dir.join("unet");
+    }
+    if !dir.join("config.json").exists() {
+        return Err(Error::NotFound { what: format!("config.json in {}", dir.display()) });
+    }
+    Ok(dir)
+}
+
+/// The weights files to read, in diffusers' order of preference: safetensors, sharded safetensors,
+/// `.bin`, sharded `.bin`; each with the variant infix when one is asked for.
+pub fn weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
+    let infix = variant.map(|v| format!(".{v}")).unwrap_or_default();
+    if let Some(v) = variant {
+        if v.is_empty() || v.contains(['/', '\\']) || v.contains("..") {
+            return Err(Error::argument("variant", format!("{v:?} is not a variant name (e.g. \"fp16\")")));
+        }
+    }
+    for ext in ["safetensors", "bin"] {
+        let single = dir.join(format!("{WEIGHTS_NAME}{infix}.{ext}"));
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+        let index = dir.join(format!("{WEIGHTS_NAME}.{ext}.index{infix}.json"));
+        if index.is_file() {
+            return shard_files(dir, &index);
+        }
+    }
+    let present: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(WEIGHTS_NAME))
+                .collect()
+        })
+        .unwrap_or_default();
+    let hint = match (variant, present.is_empty()) {
+        (_, true) => String::new(),
+        (None, false) => format!("; found {} (pass the variant, e.g. variant=\"fp16\")", present.join(", ")),
+        (Some(_), false) => format!("; found {}", present.join(", ")),
+    };
+    Err(Error::NotFound {
+        what: format!("{WEIGHTS_NAME}{infix}.safetensors (or .bin, or a sharded index) in {}{hint}", dir.display()),
+    })
+}
+
+/// The shard files a `*.index.json` names, each checked to exist inside `dir`.
+fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let parsed: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::ConfigParse { path: index.to_path_buf(), reason: e.to_string() })?;
+    let bad = |reason: &str| Error::Weights { path: index.to_path_buf(), reason: reason.into() };
+    let map = parsed.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no \"weight_map\" object"))?;
+    let mut names: Vec<&str> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| bad(&format!("weight_map[{tensor:?}] is not a file name")))?;
+        if file.contains(['/', '\\']) || file.starts_with('.') {
+            return Err(bad(&format!("shard name {file:?} points outside the model folder")));
+        }
+        if !names.contains(&file) {
+            names.push(file);
+        }
+    }
+    names.sort();
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(Error::NotFound { what: format!("shard {name} named by {}", index.display()) });
+        }
+        files.push(path);
+    }
+    if files.is_empty() {
+        return Err(bad("the weight_map is empty"));
+    }
+    Ok(files)
+}

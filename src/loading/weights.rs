@@ -1,0 +1,240 @@
+//! The weight store: every tensor of a checkpoint (safetensors memory-mapped, one file or shards, or a
+//! PyTorch `.bin` read without running pickle code), under diffusers' current names, served to
+//! candle's `VarBuilder` with shape checks whose errors name the tensor, the shapes and the file.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+
+use crate::error::{Error, Result};
+
+/// One weights file.
+enum WeightFile {
+    Safetensors(MmapedSafetensors),
+    Pth(candle_core::pickle::PthTensors),
+}
+
+/// Where a tensor lives: which file, and its name there (before legacy renaming).
+struct Entry {
+    file: usize,
+    stored_name: String,
+    shape: Vec<usize>,
+}
+
+/// All tensors of a checkpoint, by diffusers name.
+pub struct WeightStore {
+    paths: Vec<PathBuf>,
+    files: Vec<WeightFile>,
+    entries: HashMap<String, Entry>,
+    /// The first error met while the model was being built, kept whole (candle's error type can only
+    /// carry its text).
+    first_error: Mutex<Option<Error>>,
+    /// Names the model asked for, to report tensors the checkpoint has but the model does not use.
+    requested: Mutex<BTreeSet<String>>,
+}
+
+/// Keys diffusers drops on load: the fourier projection's legacy duplicate of `time_proj.weight`.
+const IGNORED_KEYS: &[&str] = &["time_proj.W"];
+
+impl WeightStore {
+    /// Opens the files (memory-mapping safetensors) and indexes their tensors, renaming legacy
+    /// attention names in one pass.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut entries = HashMap::new();
+        for (index, path) in paths.iter().enumerate() {
+            let bad = |reason: String| Error::Weights { path: path.clone(), reason };
+            let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+            let file = if is_safetensors {
+                // SAFETY: the file is mapped read-only; like every mmap reader we rely on it not being
+                // truncated while the model loads. Tensors are copied out during loading.
+                let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| bad(e.to_string()))?;
+                for (name, view) in st.tensors() {
+                    add_entry(&mut entries, path, index, name, view.shape().to_vec())?;
+                }
+                WeightFile::Safetensors(st)
+            } else {
+                let pth = candle_core::pickle::PthTensors::new(path, None)
+                    .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
+                for (name, info) in pth.tensor_infos() {
+                    add_entry(&mut entries, path, index, name.clone(), info.layout.dims().to_vec())?;
+                }
+                WeightFile::Pth(pth)
+            };
+            files.push(file);
+        }
+        for key in IGNORED_KEYS {
+            entries.remove(*key);
+        }
+        Ok(Self {
+            paths: paths.to_vec(),
+            files,
+            entries,
+            first_error: Mutex::new(None),
+            requested: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// The files this store reads.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Where errors point when no single file is to blame.
+    fn location(&self) -> PathBuf {
+        match self.paths.as_slice() {
+            [one] => one.clone(),
+            _ => self.paths.first().and_then(|p| p.parent()).map(Path::to_path_buf).unwrap_or_default(),
+        }
+    }
+
+    /// The first error recorded while building, if any.
+    pub fn take_error(&self) -> Option<Error> {
+        self.first_error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Tensors in the checkpoint that the model never asked for (sorted).
+    pub fn unused(&self) -> Vec<String> {
+        let requested = self.requested.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut unused: Vec<String> = self.entries.keys().filter(|k| !requested.contains(*k)).cloned().collect();
+        unused.sort();
+        unused
+    }
+
+    /// The dtype of the stored weights (the most common one), for reporting.
+    pub fn stored_dtype(&self) -> Option<DType> {
+        let mut counts: HashMap<DType, usize> = HashMap::new();
+        for e in self.entries.values() {
+            if let Some(dtype) = self.entry_dtype(e) {
+                *counts.entry(dtype).or_default() += 1;
+            }
+        }
+        counts.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d)
+    }
+
+    fn entry_dtype(&self, e: &Entry) -> Option<DType> {
+        match &self.files[e.file] {
+            WeightFile::Safetensors(st) => st.get(&e.stored_name).ok().and_then(|v| DType::try_from(v.dtype()).ok()),
+            WeightFile::Pth(p) => p.tensor_infos().get(&e.stored_name).map(|i| i.dtype),
+        }
+    }
+
+    fn record(&self, err: Error) -> candle_core::Error {
+        let msg = err.to_string();
+        if let Ok(mut slot) = self.first_error.lock() {
+            slot.get_or_insert(err);
+        }
+        candle_core::Error::Msg(msg)
+    }
+
+    fn load(&self, name: &str, expected: Option<&Shape>, dtype: DType, dev: &Device) -> Result<Tensor> {
+        if let Ok(mut r) = self.requested.lock() {
+            r.insert(name.to_string());
+        }
+        let Some(entry) = self.entries.get(name) else {
+            return Err(Error::MissingTensor {
+                name: name.into(),
+                expected: expected.map(|s| s.dims().to_vec()).unwrap_or_default(),
+                path: self.location(),
+            });
+        };
+        let path = &self.paths[entry.file];
+        if let Some(shape) = expected {
+            if shape.dims() != entry.shape.as_slice() {
+                return Err(Error::ShapeMismatch {
+                    name: name.into(),
+                    expected: shape.dims().to_vec(),
+                    found: entry.shape.clone(),
+                    path: path.clone(),
+                });
+            }
+        }
+        let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
+        let tensor = match &self.files[entry.file] {
+            WeightFile::Safetensors(st) => st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?,
+            WeightFile::Pth(p) => p
+                .get(&entry.stored_name)
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| bad("listed but not readable".into()))?,
+        };
+        if !tensor.dtype().is_float() {
+            return Err(bad(format!("has dtype {:?}; weights must be floating point", tensor.dtype())));
+        }
+        Ok(tensor.to_dtype(dtype)?.to_device(dev)?)
+    }
+}
+
+fn add_entry(
+    entries: &mut HashMap<String, Entry>,
+    path: &Path,
+    file: usize,
+    stored_name: String,
+    shape: Vec<usize>,
+) -> Result<()> {
+    let name = modern_name(&stored_name);
+    let entry = Entry { file, stored_name, shape };
+    if let Some(previous) = entries.insert(name.clone(), entry) {
+        // The same tensor in two shards is ambiguous. (Within one file, a legacy name renamed onto a
+        // current one wins, as in diffusers.)
+        if previous.file != file {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{name}` appears more than once in the checkpoint"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// diffusers' `_fix_state_dict_keys_on_load`: attention blocks saved before diffusers 0.14 name their
+/// projections `query`/`key`/`value`/`proj_attn`; today they are `to_q`/`to_k`/`to_v`/`to_out.0`.
+pub fn modern_name(name: &str) -> String {
+    const RENAMES: [(&str, &str); 4] =
+        [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")];
+    if !name.contains("attentions.") {
+        return name.to_string();
+    }
+    for (old, new) in RENAMES {
+        if let Some(pos) = name.rfind(old) {
+            let rest = &name[pos + old.len()..];
+            if rest == "weight" || rest == "bias" {
+                return format!("{}{}{}", &name[..pos], new, rest);
+            }
+        }
+    }
+    name.to_string()
+}
+
+/// The backend candle's `VarBuilder` reads through.
+pub struct StoreBackend<'a>(pub &'a WeightStore);
+
+impl SimpleBackend for StoreBackend<'_> {
+    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.load(name, Some(&s), dtype, dev).map_err(|e| self.0.record(e))
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.load(name, None, dtype, dev).map_err(|e| self.0.record(e))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.entries.contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::modern_name;
+
+    #[test]
+    fn legacy_attention_names_are_renamed() {
+        assert_eq!(modern_name("mid_block.attentions.0.query.weight"), "mid_block.attentions.0.to_q.weight");
+        assert_eq!(modern_name("down_blocks.1.attentions.0.proj_attn.bias"), "down_blocks.1.attentions.0.to_out.0.bias");
+        assert_eq!(modern_name("down_blocks.1.attentions.0.group_norm.weight"), "down_blocks.1.attentions.0.group_norm.weight");
+        assert_eq!(modern_name("down_blocks.1.resnets.0.conv1.weight"), "down_blocks.1.resnets.0.conv1.weight");
+    }
+}

@@ -1,0 +1,152 @@
+//! diffusers' `ResnetBlock2D` (default and scale-shift time conditioning, with optional nearest/avg-pool
+//! or FIR up/down resampling inside), `Downsample2D` and `Upsample2D`.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Conv2d, Linear, VarBuilder};
+
+use crate::config::{Activation, TimeScaleShift};
+use crate::fir;
+use crate::layers::{conv2d, linear, GroupNorm};
+
+/// Resampling done inside a resnet, to both the residual and the main path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResnetResample {
+    None,
+    /// `Upsample2D(use_conv=False)`: nearest ×2.
+    UpNearest,
+    /// `Downsample2D(use_conv=False)`: 2×2 average pool.
+    DownAvgPool,
+    /// `kernel="fir"`: `upsample_2d` with the (1, 3, 3, 1) kernel.
+    UpFir,
+    /// `kernel="fir"`: `downsample_2d` with the (1, 3, 3, 1) kernel.
+    DownFir,
+}
+
+impl ResnetResample {
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::None => Ok(x.clone()),
+            Self::UpNearest => {
+                let (_, _, h, w) = x.dims4()?;
+                x.upsample_nearest2d(2 * h, 2 * w)
+            }
+            Self::DownAvgPool => x.avg_pool2d(2),
+            Self::UpFir => fir::upsample_2d(x),
+            Self::DownFir => fir::downsample_2d(x),
+        }
+    }
+}
+
+/// Everything that shapes a `ResnetBlock2D` besides its channel counts.
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetOptions {
+    pub groups: usize,
+    /// Groups of the second norm (`None`: same as `groups`).
+    pub groups_out: Option<usize>,
+    pub eps: f64,
+    pub act: Activation,
+    pub time_scale_shift: TimeScaleShift,
+    pub output_scale_factor: f64,
+    pub resample: ResnetResample,
+    /// Force a 1×1 shortcut conv (`None`: only when the channel count changes).
+    pub use_in_shortcut: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Linear,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+    opts: ResnetOptions,
+}
+
+impl ResnetBlock2D {
+    pub fn new(cin: usize, cout: usize, temb: usize, opts: ResnetOptions, vb: VarBuilder) -> Result<Self> {
+        let temb_out = match opts.time_scale_shift {
+            TimeScaleShift::Default => cout,
+            TimeScaleShift::ScaleShift => 2 * cout,
+        };
+        let use_shortcut = opts.use_in_shortcut.unwrap_or(cin != cout);
+        Ok(Self {
+            norm1: GroupNorm::new(opts.groups, cin, opts.eps, vb.pp("norm1"))?,
+            conv1: conv2d(cin, cout, 3, 1, 1, vb.pp("conv1"))?,
+            time_emb_proj: linear(temb, temb_out, vb.pp("time_emb_proj"))?,
+            norm2: GroupNorm::new(opts.groups_out.unwrap_or(opts.groups), cout, opts.eps, vb.pp("norm2"))?,
+            conv2: conv2d(cout, cout, 3, 1, 1, vb.pp("conv2"))?,
+            conv_shortcut: if use_shortcut { Some(conv2d(cin, cout, 1, 0, 1, vb.pp("conv_shortcut"))?) } else { None },
+            opts,
+        })
+    }
+
+    pub fn forward(&self, input: &Tensor, temb: &Tensor) -> Result<Tensor> {
+        let act = self.opts.act;
+        let h = act.apply(&self.norm1.forward(input)?)?;
+        let (input, h) = match self.opts.resample {
+            ResnetResample::None => (input.clone(), h),
+            r => (r.apply(input)?, r.apply(&h)?),
+        };
+        let h = self.conv1.forward(&h)?;
+        let temb = self.time_emb_proj.forward(&act.apply(temb)?)?.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?;
+        let h = match self.opts.time_scale_shift {
+            TimeScaleShift::Default => self.norm2.forward(&h.broadcast_add(&temb)?)?,
+            TimeScaleShift::ScaleShift => {
+                let chunks = temb.chunk(2, 1)?;
+                let (scale, shift) = (&chunks[0], &chunks[1]);
+                self.norm2.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?
+            }
+        };
+        let h = self.conv2.forward(&act.apply(&h)?)?;
+        let input = match &self.conv_shortcut {
+            Some(conv) => conv.forward(&input)?,
+            None => input,
+        };
+        let out = (input + h)?;
+        if self.opts.output_scale_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.opts.output_scale_factor
+        }
+    }
+}
+
+/// `Downsample2D(use_conv=True, name="op")`: a stride-2 3×3 conv; padding 0 pads right and bottom by one.
+#[derive(Debug, Clone)]
+pub struct Downsample2D {
+    conv: Conv2d,
+    pad_right_bottom: bool,
+}
+
+impl Downsample2D {
+    pub fn new(channels: usize, padding: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { conv: conv2d(channels, channels, 3, padding, 2, vb.pp("conv"))?, pad_right_bottom: padding == 0 })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.pad_right_bottom {
+            let x = x.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(D::Minus2, 0, 1)?;
+            self.conv.forward(&x)
+        } else {
+            self.conv.forward(x)
+        }
+    }
+}
+
+/// `Upsample2D(use_conv=True)`: nearest ×2 then a 3×3 conv.
+#[derive(Debug, Clone)]
+pub struct Upsample2D {
+    conv: Conv2d,
+}
+
+impl Upsample2D {
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { conv: conv2d(channels, channels, 3, 1, 1, vb.pp("conv"))? })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        self.conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+    }
+}

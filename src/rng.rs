@@ -1,0 +1,1 @@
+//! torch-compatible random numbers (placeholder until written).
