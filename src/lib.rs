@@ -21,9 +21,13 @@ pub mod error;
 pub mod fir;
 pub mod layers;
 pub mod loading;
+pub mod pipeline;
+#[cfg(feature = "python")]
+mod python;
 pub mod resnet;
 pub mod rng;
 pub mod schedulers;
+pub mod stats;
 pub mod unet;
 
 pub use config::UNet2DConfig;

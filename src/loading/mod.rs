@@ -62,7 +62,27 @@ impl UNet2DModel {
         let config = UNet2DConfig::from_file(&model_dir.join("config.json"))?;
         let files = weight_files(&model_dir, options.variant.as_deref())?;
         let store = WeightStore::open(&files)?;
-        let vb = VarBuilder::from_backend(Box::new(StoreBackend(&store)), options.dtype, options.device.clone());
+        let model = Self::from_store(config, &store, options)?;
+        let report = LoadReport { model_dir, weight_files: files, stored_dtype: store.stored_dtype() };
+        Ok((model, report))
+    }
+
+    /// Builds a model from a config and an in-memory safetensors image (e.g. one embedded in a
+    /// binary with `include_bytes!`); `name` stands for the file in error messages.
+    pub fn from_safetensors_bytes(
+        config: UNet2DConfig,
+        bytes: Vec<u8>,
+        name: &Path,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let store = WeightStore::from_safetensors_bytes(name, bytes)?;
+        Self::from_store(config, &store, options)
+    }
+
+    /// Builds the model reading every weight from `store`, then refuses weights it did not use: a
+    /// config and a checkpoint that do not belong together.
+    fn from_store(config: UNet2DConfig, store: &WeightStore, options: &LoadOptions) -> Result<Self> {
+        let vb = VarBuilder::from_backend(Box::new(StoreBackend(store)), options.dtype, options.device.clone());
         let model = match UNet2DModel::new(config, vb) {
             Ok(model) => model,
             Err(e) => return Err(store.take_error().unwrap_or(e)),
@@ -71,7 +91,7 @@ impl UNet2DModel {
         if !unused.is_empty() {
             let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
             return Err(Error::Weights {
-                path: files.first().cloned().unwrap_or_default(),
+                path: store.paths().first().cloned().unwrap_or_default(),
                 reason: format!(
                     "{} tensor(s) that this config does not use, e.g. {}; the config and weights do not belong together",
                     unused.len(),
@@ -79,8 +99,7 @@ impl UNet2DModel {
                 ),
             });
         }
-        let report = LoadReport { model_dir, weight_files: files, stored_dtype: store.stored_dtype() };
-        Ok((model, report))
+        Ok(model)
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use candle_core::safetensors::MmapedSafetensors;
+use candle_core::safetensors::{BufferedSafetensors, MmapedSafetensors};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 /// One weights file.
 enum WeightFile {
     Safetensors(MmapedSafetensors),
+    /// A safetensors image held in memory (a model embedded in a binary).
+    Buffered(BufferedSafetensors),
     Pth(candle_core::pickle::PthTensors),
 }
 
@@ -79,6 +81,26 @@ impl WeightStore {
         })
     }
 
+    /// A store over one in-memory safetensors image; `name` stands for its path in errors.
+    pub fn from_safetensors_bytes(name: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let st = BufferedSafetensors::new(bytes)
+            .map_err(|e| Error::Weights { path: name.to_path_buf(), reason: e.to_string() })?;
+        let mut entries = HashMap::new();
+        for (stored, view) in st.tensors() {
+            add_entry(&mut entries, name, 0, stored, view.shape().to_vec())?;
+        }
+        for key in IGNORED_KEYS {
+            entries.remove(*key);
+        }
+        Ok(Self {
+            paths: vec![name.to_path_buf()],
+            files: vec![WeightFile::Buffered(st)],
+            entries,
+            first_error: Mutex::new(None),
+            requested: Mutex::new(BTreeSet::new()),
+        })
+    }
+
     /// The files this store reads.
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
@@ -119,6 +141,7 @@ impl WeightStore {
     fn entry_dtype(&self, e: &Entry) -> Option<DType> {
         match &self.files[e.file] {
             WeightFile::Safetensors(st) => st.get(&e.stored_name).ok().and_then(|v| DType::try_from(v.dtype()).ok()),
+            WeightFile::Buffered(st) => st.get(&e.stored_name).ok().and_then(|v| DType::try_from(v.dtype()).ok()),
             WeightFile::Pth(p) => p.tensor_infos().get(&e.stored_name).map(|i| i.dtype),
         }
     }
@@ -156,6 +179,7 @@ impl WeightStore {
         let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
         let tensor = match &self.files[entry.file] {
             WeightFile::Safetensors(st) => st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?,
+            WeightFile::Buffered(st) => st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?,
             WeightFile::Pth(p) => p
                 .get(&entry.stored_name)
                 .map_err(|e| bad(e.to_string()))?

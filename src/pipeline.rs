@@ -1,0 +1,171 @@
+//! Sampling: diffusers' `DDPMPipeline`/`DDIMPipeline` loop (initial noise from the generator, then
+//! `unet → scheduler.step` per timestep with each step's noise from the same generator), with class
+//! labels passed to the UNet for class-conditional models, and the conversion to images.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::loading::{resolve_model_dir, LoadOptions};
+use crate::rng::Generator;
+use crate::schedulers::{Scheduler, StepOptions};
+use crate::unet::UNet2DModel;
+
+/// What to sample.
+#[derive(Debug, Clone)]
+pub struct SampleOptions {
+    /// Number of images. With `class_labels`, it must equal their count (or be 0 to take it from them).
+    pub batch_size: usize,
+    /// Denoising steps (the scheduler's `set_timesteps`).
+    pub num_inference_steps: usize,
+    /// One class id per image, for class-conditional models.
+    pub class_labels: Option<Vec<i64>>,
+    /// DDIM's η; ignored by the other schedulers.
+    pub eta: f64,
+    /// `(height, width)`; `None` takes the model's `sample_size`.
+    pub size: Option<(usize, usize)>,
+    /// Start from these latents instead of drawing the initial noise.
+    pub latents: Option<Tensor>,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        Self { batch_size: 1, num_inference_steps: 50, class_labels: None, eta: 0.0, size: None, latents: None }
+    }
+}
+
+/// Progress of [`sample`]: `step` steps of `total` done.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub step: usize,
+    pub total: usize,
+}
+
+/// Runs the whole denoising loop and returns the final sample `[B, C, H, W]` in the model's value range
+/// (`[-1, 1]` for image models) and float32. `progress` is called after every step.
+pub fn sample(
+    unet: &UNet2DModel,
+    scheduler: &mut Scheduler,
+    options: &SampleOptions,
+    generator: &mut Generator,
+    mut progress: impl FnMut(Progress),
+) -> Result<Tensor> {
+    let config = unet.config();
+    let labels = class_labels_for(unet, options)?;
+    let batch = match (&labels, options.batch_size) {
+        (Some(l), 0) => l.len(),
+        (Some(l), b) if l.len() != b => {
+            return Err(Error::argument(
+                "class_labels",
+                format!("{} labels for a batch of {b} (give one per image)", l.len()),
+            ))
+        }
+        (_, 0) => return Err(Error::argument("batch_size", "must be at least 1")),
+        (_, b) => b,
+    };
+    if options.num_inference_steps == 0 {
+        return Err(Error::argument("num_inference_steps", "must be at least 1"));
+    }
+    let (height, width) = match options.size {
+        Some(hw) => hw,
+        None => config.sample_size.map(|s| s.height_width()).ok_or_else(|| {
+            Error::argument("size", "the model's config has no sample_size; give the height and width")
+        })?,
+    };
+    let shape = [batch, config.in_channels, height, width];
+    let device = unet.device().clone();
+
+    // Initial noise: drawn on the CPU from the torch-compatible generator, as diffusers' randn_tensor does.
+    let mut x = match &options.latents {
+        Some(latents) => {
+            if latents.dims() != shape {
+                return Err(Error::argument("latents", format!("must have shape {shape:?}, got {:?}", latents.dims())));
+            }
+            latents.to_device(&device)?.to_dtype(DType::F32)?
+        }
+        None => generator.randn_tensor(&shape, &candle_core::Device::Cpu)?.to_device(&device)?,
+    };
+    x = (x * scheduler.init_noise_sigma())?;
+    let labels = match labels {
+        Some(l) => Some(Tensor::new(l.as_slice(), &device)?),
+        None => None,
+    };
+
+    scheduler.set_timesteps(options.num_inference_steps)?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let total = timesteps.len();
+    for (i, &t) in timesteps.iter().enumerate() {
+        let model_input = scheduler.scale_model_input(&x, t)?;
+        let model_output = unet.forward(&model_input, t, labels.as_ref())?.to_dtype(DType::F32)?;
+        let step = StepOptions { eta: options.eta, generator: Some(&mut *generator), variance_noise: None };
+        x = scheduler.step(&model_output, t, &x, step)?.prev_sample;
+        progress(Progress { step: i + 1, total });
+    }
+    Ok(x)
+}
+
+/// The labels to condition on: the given ones, checked against the model.
+fn class_labels_for(unet: &UNet2DModel, options: &SampleOptions) -> Result<Option<Vec<i64>>> {
+    let config = unet.config();
+    let conditional = config.num_class_embeds.is_some() && config.class_embed_type.is_none();
+    match (&options.class_labels, conditional) {
+        (None, false) => Ok(None),
+        (Some(_), false) => Err(Error::argument("class_labels", "given, but this model is not class-conditional")),
+        (None, true) => Err(Error::argument(
+            "class_labels",
+            format!("required: this model is class-conditional ({} classes)", config.num_class_embeds.unwrap_or(0)),
+        )),
+        (Some(l), true) => {
+            let n = config.num_class_embeds.unwrap_or(0) as i64;
+            if let Some(bad) = l.iter().find(|&&c| c < 0 || c >= n) {
+                return Err(Error::argument("class_labels", format!("class {bad} is outside [0, {n})")));
+            }
+            Ok(Some(l.clone()))
+        }
+    }
+}
+
+/// diffusers' `output_type="np"`: `(x / 2 + 0.5).clamp(0, 1)` as float32 NHWC.
+pub fn to_images(x: &Tensor) -> Result<Tensor> {
+    Ok(((x.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.permute((0, 2, 3, 1))?.contiguous()?)
+}
+
+/// diffusers' `numpy_to_pil` quantisation: `(images * 255).round()` as bytes, NHWC.
+pub fn to_uint8(images: &Tensor) -> Result<Tensor> {
+    Ok((images * 255.0)?.round()?.clamp(0f32, 255f32)?.to_dtype(DType::U8)?)
+}
+
+/// A UNet and its scheduler, loaded from a diffusers pipeline folder (`model_index.json`, `unet/`,
+/// `scheduler/`), or from a bare UNet folder with diffusers' default `DDPMScheduler`.
+#[derive(Debug, Clone)]
+pub struct UNet2DPipeline {
+    pub unet: std::sync::Arc<UNet2DModel>,
+    pub scheduler: Scheduler,
+    /// The folder it was loaded from.
+    pub path: PathBuf,
+}
+
+impl UNet2DPipeline {
+    pub fn from_pretrained(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let root = resolve_model_dir(path, None).map(|unet_dir| {
+            // resolve_model_dir descends into unet/ for pipeline folders; the scheduler is beside it.
+            if unet_dir.file_name().is_some_and(|n| n == "unet") && unet_dir.parent().is_some_and(|p| p.join("model_index.json").exists()) {
+                unet_dir.parent().map(Path::to_path_buf).unwrap_or(unet_dir)
+            } else {
+                unet_dir
+            }
+        })?;
+        let is_pipeline = root.join("model_index.json").exists() || root.join("unet").join("config.json").exists();
+        let unet_options = LoadOptions { subfolder: is_pipeline.then(|| "unet".to_string()), ..options.clone() };
+        let unet = UNet2DModel::from_pretrained(&root, &unet_options)?;
+        let scheduler_dir = root.join("scheduler");
+        let scheduler = if scheduler_dir.join("scheduler_config.json").exists() {
+            Scheduler::from_pretrained(&scheduler_dir)?
+        } else {
+            Scheduler::from_json(&serde_json::json!({ "_class_name": "DDPMScheduler" }))?
+        };
+        Ok(Self { unet: std::sync::Arc::new(unet), scheduler, path: root })
+    }
+}
