@@ -15,6 +15,8 @@ fn main() -> candle_unet2d::Result<()> {
     for _ in 0..n {
         model.forward(&x, 10i64, labels.as_ref())?;
     }
-    println!("{:.2} ms per forward (batch {batch})", t0.elapsed().as_secs_f64() * 1e3 / n as f64);
+    let ms = t0.elapsed().as_secs_f64() * 1e3 / n as f64;
+    let gflop = candle_unet2d::stats::flops_per_sample(model.config(), h, w)? / 1e9;
+    println!("{ms:.2} ms per forward (batch {batch}, {gflop:.3} GFLOP per sample, {:.1} GFLOP/s)", gflop * batch as f64 / ms * 1e3);
     Ok(())
 }

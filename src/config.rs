@@ -271,7 +271,7 @@ impl UNet2DConfig {
         let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            if path.is_empty() || path == "." {
+            if path.is_empty() || path == "." || path == "?" {
                 Error::ConfigParse { path: source.to_path_buf(), reason: inner.to_string() }
             } else {
                 Error::config(path, inner.to_string())
@@ -695,6 +695,8 @@ mod tests {
     #[test]
     fn not_json_is_a_parse_error() {
         assert!(matches!(parse("not json").unwrap_err(), Error::ConfigParse { .. }));
+        assert!(matches!(parse("{1: 2}").unwrap_err(), Error::ConfigParse { .. }));
+        assert!(matches!(parse("[1, 2]").unwrap_err(), Error::ConfigParse { .. }));
     }
 
     #[test]

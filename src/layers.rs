@@ -2,9 +2,10 @@
 //! layers loaded under diffusers' weight names, plus the error conversion used while building.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::config::Activation;
+use crate::kernels::conv2d::{conv2d_bias, Conv2dParams};
 
 impl Activation {
     /// Applies the activation (diffusers' `get_activation`: SiLU, Mish, exact-erf GELU, ReLU).
@@ -22,12 +23,26 @@ impl Activation {
     }
 }
 
-/// A 2D convolution (`weight` [out, in, k, k] and optional `bias`) with symmetric padding and a stride.
+/// A 2D convolution with bias (`weight` [out, in, k, k], `bias` [out]), symmetric padding and a stride;
+/// the bias is fused into the convolution's output on the CPU.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    params: Conv2dParams,
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d_bias(x, &self.weight, &self.bias, self.params)
+    }
+}
+
+/// Loads a [`Conv2d`] under diffusers' names (`weight`, `bias`).
 pub fn conv2d(cin: usize, cout: usize, kernel: usize, padding: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
     let weight = vb.get((cout, cin, kernel, kernel), "weight")?;
     let bias = vb.get(cout, "bias")?;
-    let cfg = Conv2dConfig { padding, stride, ..Default::default() };
-    Ok(Conv2d::new(weight, Some(bias), cfg))
+    Ok(Conv2d { weight, bias, params: Conv2dParams { kernel, stride, padding } })
 }
 
 /// A linear layer (`weight` [out, in], `bias` [out]).

@@ -19,6 +19,7 @@ pub mod device;
 pub mod embeddings;
 pub mod error;
 pub mod fir;
+pub mod kernels;
 pub mod layers;
 pub mod loading;
 pub mod pipeline;

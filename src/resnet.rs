@@ -2,11 +2,11 @@
 //! or FIR up/down resampling inside), `Downsample2D` and `Upsample2D`.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::config::{Activation, TimeScaleShift};
 use crate::fir;
-use crate::layers::{conv2d, linear, GroupNorm};
+use crate::layers::{conv2d, linear, Conv2d, GroupNorm};
 
 /// Resampling done inside a resnet, to both the residual and the main path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

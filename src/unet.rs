@@ -2,13 +2,13 @@
 //! diffusers' `models/unets/unet_2d.py`.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
 use crate::config::{ClassEmbeddingKind, ModelSpec, TimeEmbeddingKind, UNet2DConfig};
 use crate::embeddings::{ClassEmbedding, TimeProjection, TimestepEmbedding};
 use crate::error::{Error, Result};
-use crate::layers::{conv2d, GroupNorm};
+use crate::layers::{conv2d, Conv2d, GroupNorm};
 
 /// The timestep(s) of a forward call, as diffusers accepts them.
 #[derive(Debug, Clone, Copy)]

@@ -2,13 +2,13 @@
 //! `AttnSkipDownBlock2D`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::{skip_groups, BlockSettings};
 use crate::attention::AttentionBlock;
 use crate::config::{DownBlockKind, ResampleKind};
 use crate::fir;
-use crate::layers::conv2d;
+use crate::layers::{conv2d, Conv2d};
 use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetResample};
 
 /// How a down block halves the resolution.

@@ -1,13 +1,13 @@
 //! Up blocks: `UpBlock2D`, `ResnetUpsampleBlock2D`, `AttnUpBlock2D`, `SkipUpBlock2D`, `AttnSkipUpBlock2D`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::{skip_groups, BlockSettings};
 use crate::attention::AttentionBlock;
 use crate::config::{Activation, ResampleKind, UpBlockKind};
 use crate::fir;
-use crate::layers::{conv2d, GroupNorm};
+use crate::layers::{conv2d, Conv2d, GroupNorm};
 use crate::resnet::{ResnetBlock2D, ResnetResample, Upsample2D};
 
 /// How an up block doubles the resolution.

@@ -82,6 +82,7 @@ impl UNet2DModel {
     /// Builds the model reading every weight from `store`, then refuses weights it did not use: a
     /// config and a checkpoint that do not belong together.
     fn from_store(config: UNet2DConfig, store: &WeightStore, options: &LoadOptions) -> Result<Self> {
+        check_device_dtype(&options.device, options.dtype)?;
         let vb = VarBuilder::from_backend(Box::new(StoreBackend(store)), options.dtype, options.device.clone());
         let model = match UNet2DModel::new(config, vb) {
             Ok(model) => model,
@@ -100,6 +101,20 @@ impl UNet2DModel {
             });
         }
         Ok(model)
+    }
+}
+
+/// Refuses dtype/device pairs candle cannot compute in.
+fn check_device_dtype(device: &Device, dtype: DType) -> Result<()> {
+    match dtype {
+        DType::F32 | DType::F16 => Ok(()),
+        DType::BF16 if !device.is_cpu() => Ok(()),
+        DType::BF16 => Err(Error::Unsupported(
+            "bfloat16 on the CPU (candle's CPU backend has no bfloat16 matmul); use float32 or float16 on the CPU, \
+             or bfloat16 on CUDA"
+                .into(),
+        )),
+        other => Err(Error::argument("dtype", format!("{other:?} is not a floating-point model dtype"))),
     }
 }
 
