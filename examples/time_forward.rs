@@ -9,7 +9,10 @@ fn main() -> candle_unet2d::Result<()> {
     let model = UNet2DModel::from_pretrained(dir, &LoadOptions::default())?;
     let (h, w) = model.config().sample_size.map(|s| s.height_width()).unwrap_or((32, 32));
     let x = candle_core::Tensor::randn(0f32, 1.0, (batch, model.config().in_channels, h, w), model.device())?;
-    let labels = model.config().num_class_embeds.map(|_| candle_core::Tensor::zeros(batch, candle_core::DType::I64, model.device()).unwrap());
+    let labels = model
+        .config()
+        .num_class_embeds
+        .map(|_| candle_core::Tensor::zeros(batch, candle_core::DType::I64, model.device()).unwrap());
     model.forward(&x, 10i64, labels.as_ref())?;
     let t0 = std::time::Instant::now();
     for _ in 0..n {
@@ -17,6 +20,9 @@ fn main() -> candle_unet2d::Result<()> {
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3 / n as f64;
     let gflop = candle_unet2d::stats::flops_per_sample(model.config(), h, w)? / 1e9;
-    println!("{ms:.2} ms per forward (batch {batch}, {gflop:.3} GFLOP per sample, {:.1} GFLOP/s)", gflop * batch as f64 / ms * 1e3);
+    println!(
+        "{ms:.2} ms per forward (batch {batch}, {gflop:.3} GFLOP per sample, {:.1} GFLOP/s)",
+        gflop * batch as f64 / ms * 1e3
+    );
     Ok(())
 }

@@ -267,16 +267,14 @@ pub struct ModelSpec {
 impl UNet2DConfig {
     /// Parses a config from JSON text; `source` names it in errors.
     pub fn from_json_str(json: &str, source: &Path) -> Result<Self> {
-        let de = &mut serde_json::Deserializer::from_str(json);
-        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path.is_empty() || path == "." || path == "?" {
-                Error::ConfigParse { path: source.to_path_buf(), reason: inner.to_string() }
-            } else {
-                Error::config(path, inner.to_string())
-            }
-        })?;
+        let parse_error = |reason: String| Error::ConfigParse { path: source.to_path_buf(), reason };
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| parse_error(e.to_string()))?;
+        if !value.is_object() {
+            // serde would read a JSON array positionally into the struct; a config is an object.
+            return Err(parse_error("a config must be a JSON object".into()));
+        }
+        let config: Self = serde_path_to_error::deserialize(value)
+            .map_err(|e| Error::config(e.path().to_string(), e.into_inner().to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -313,7 +311,10 @@ impl UNet2DConfig {
             return Err(Error::config("block_out_channels", "must have at least one entry"));
         }
         if levels > MAX_LEVELS {
-            return Err(Error::config("block_out_channels", format!("{levels} levels; at most {MAX_LEVELS} are supported")));
+            return Err(Error::config(
+                "block_out_channels",
+                format!("{levels} levels; at most {MAX_LEVELS} are supported"),
+            ));
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             check_size(&format!("block_out_channels[{i}]"), c, MAX_CHANNELS)?;
@@ -331,7 +332,10 @@ impl UNet2DConfig {
         if self.down_block_types.len() != levels {
             return Err(Error::config(
                 "down_block_types",
-                format!("must have one entry per block_out_channels entry ({} vs {levels})", self.down_block_types.len()),
+                format!(
+                    "must have one entry per block_out_channels entry ({} vs {levels})",
+                    self.down_block_types.len()
+                ),
             ));
         }
         check_size("in_channels", self.in_channels, MAX_CHANNELS)?;
@@ -361,7 +365,10 @@ impl UNet2DConfig {
             return Err(Error::config("dropout", format!("must be in [0, 1], got {}", self.dropout)));
         }
         if self.downsample_padding > 1 {
-            return Err(Error::config("downsample_padding", format!("must be 0 or 1, got {}", self.downsample_padding)));
+            return Err(Error::config(
+                "downsample_padding",
+                format!("must be 0 or 1, got {}", self.downsample_padding),
+            ));
         }
 
         let down_blocks = self
@@ -601,7 +608,8 @@ fn check_size(field: &str, value: usize, max: usize) -> Result<()> {
 
 const DOWN_BLOCKS: &[&str] =
     &["DownBlock2D", "ResnetDownsampleBlock2D", "AttnDownBlock2D", "SkipDownBlock2D", "AttnSkipDownBlock2D"];
-const UP_BLOCKS: &[&str] = &["UpBlock2D", "ResnetUpsampleBlock2D", "AttnUpBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D"];
+const UP_BLOCKS: &[&str] =
+    &["UpBlock2D", "ResnetUpsampleBlock2D", "AttnUpBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D"];
 
 fn unknown(field: &str, value: &str, expected: &[&str]) -> Error {
     Error::config(field, format!("unknown value {value:?}; expected one of {}", expected.join(", ")))
@@ -703,12 +711,15 @@ mod tests {
     fn validation_names_the_field() {
         let cases = [
             (r#"{"down_block_types": ["DownBlock2D"]}"#, "up_block_types"),
-            (r#"{"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "Nope"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}"#, "down_block_types[1]"),
+            (
+                r#"{"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "Nope"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}"#,
+                "down_block_types[1]",
+            ),
             (r#"{"act_fn": "tanh"}"#, "act_fn"),
             (r#"{"time_embedding_type": "adm"}"#, "time_embedding_type"),
             (r#"{"time_embedding_type": "learned"}"#, "num_train_timesteps"),
             (r#"{"class_embed_type": "projection"}"#, "class_embed_type"),
-            (r#"{"norm_num_groups": 7}"#, "norm_num_groups"),
+            (r#"{"norm_num_groups": 5}"#, "norm_num_groups"),
             (r#"{"norm_num_groups": null}"#, "norm_num_groups"),
             (r#"{"block_out_channels": [0, 64, 64, 64]}"#, "block_out_channels[0]"),
             (r#"{"block_out_channels": [99999999, 64, 64, 64]}"#, "block_out_channels[0]"),

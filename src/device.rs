@@ -17,7 +17,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
     };
     match ordinal {
         Some(ordinal) => cuda_device(ordinal),
-        None => Err(Error::argument("device", format!("unknown device {name:?}; expected \"cpu\", \"cuda\" or \"cuda:N\""))),
+        None => {
+            Err(Error::argument("device", format!("unknown device {name:?}; expected \"cpu\", \"cuda\" or \"cuda:N\"")))
+        }
     }
 }
 

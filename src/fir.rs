@@ -11,8 +11,7 @@ const FIR_TAPS: [f32; 4] = [1.0, 3.0, 3.0, 1.0];
 
 fn fir_kernel(gain: f32, device: &candle_core::Device, dtype: candle_core::DType) -> Result<Tensor> {
     let sum: f32 = FIR_TAPS.iter().sum::<f32>().powi(2);
-    let k: Vec<f32> =
-        FIR_TAPS.iter().flat_map(|a| FIR_TAPS.iter().map(move |b| a * b / sum * gain)).collect();
+    let k: Vec<f32> = FIR_TAPS.iter().flat_map(|a| FIR_TAPS.iter().map(move |b| a * b / sum * gain)).collect();
     Tensor::from_vec(k, (1, 1, 4, 4), device)?.to_dtype(dtype)
 }
 

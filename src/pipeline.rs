@@ -151,7 +151,9 @@ impl UNet2DPipeline {
         let path = path.as_ref();
         let root = resolve_model_dir(path, None).map(|unet_dir| {
             // resolve_model_dir descends into unet/ for pipeline folders; the scheduler is beside it.
-            if unet_dir.file_name().is_some_and(|n| n == "unet") && unet_dir.parent().is_some_and(|p| p.join("model_index.json").exists()) {
+            if unet_dir.file_name().is_some_and(|n| n == "unet")
+                && unet_dir.parent().is_some_and(|p| p.join("model_index.json").exists())
+            {
                 unet_dir.parent().map(Path::to_path_buf).unwrap_or(unet_dir)
             } else {
                 unet_dir

@@ -129,11 +129,12 @@ mod tests {
 
     #[test]
     fn ddpm_cifar10_counts_match_the_published_figures() {
-        // google/ddpm-cifar10-32: 35.7 M parameters, about 12.1 GFLOP per 32×32 sample.
+        // google/ddpm-cifar10-32: 35.7 M parameters, 12.1 GFLOP per 32×32 sample in convolutions and
+        // linear layers; the attention matmuls add 0.34 GFLOP (5 blocks × 4 · 256² · 256).
         let config = cifar10_32();
         let params = num_parameters(&config).unwrap() as f64 / 1e6;
         assert!((params - 35.7).abs() < 0.1, "{params} M");
         let gflops = flops_per_sample(&config, 32, 32).unwrap() / 1e9;
-        assert!((gflops - 12.1).abs() < 0.25, "{gflops} GFLOP");
+        assert!((gflops - 12.44).abs() < 0.05, "{gflops} GFLOP");
     }
 }

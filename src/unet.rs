@@ -87,9 +87,11 @@ impl UNet2DModel {
         let class_embedding = match spec.class_embedding {
             None => None,
             Some(ClassEmbeddingKind::Table(rows)) => Some(ClassEmbedding::table(rows, temb, vb.pp("class_embedding"))?),
-            Some(ClassEmbeddingKind::Timestep) => {
-                Some(ClassEmbedding::Timestep(TimestepEmbedding::new(timestep_input_dim, temb, vb.pp("class_embedding"))?))
-            }
+            Some(ClassEmbeddingKind::Timestep) => Some(ClassEmbedding::Timestep(TimestepEmbedding::new(
+                timestep_input_dim,
+                temb,
+                vb.pp("class_embedding"),
+            )?)),
             Some(ClassEmbeddingKind::Identity) => Some(ClassEmbedding::Identity { dim: temb }),
         };
 
@@ -224,9 +226,7 @@ impl UNet2DModel {
         if let (Some(class_embedding), Some(labels)) = (&self.class_embedding, class_labels) {
             let class_emb = match class_embedding {
                 ClassEmbedding::Table { table, .. } => table.forward(labels)?,
-                ClassEmbedding::Timestep(mlp) => {
-                    mlp.forward(&self.time_proj.forward(labels)?.to_dtype(self.dtype)?)?
-                }
+                ClassEmbedding::Timestep(mlp) => mlp.forward(&self.time_proj.forward(labels)?.to_dtype(self.dtype)?)?,
                 ClassEmbedding::Identity { .. } => labels.clone(),
             };
             emb = emb.broadcast_add(&class_emb.to_dtype(self.dtype)?)?;
@@ -281,7 +281,10 @@ impl UNet2DModel {
         let dims = sample.dims();
         let c = self.config.in_channels;
         let [b, ch, h, w] = dims else {
-            return Err(Error::argument("sample", format!("must have shape [batch, {c}, height, width], got {dims:?}")));
+            return Err(Error::argument(
+                "sample",
+                format!("must have shape [batch, {c}, height, width], got {dims:?}"),
+            ));
         };
         if *ch != c {
             return Err(Error::argument("sample", format!("has {ch} channels, the model takes {c} (shape {dims:?})")));
@@ -354,14 +357,16 @@ impl UNet2DModel {
     /// embedding takes: row indices (table), float32 `[B]` (timestep) or `[B, D]` vectors (identity).
     fn check_class_labels(&self, labels: Option<&Tensor>, batch: usize) -> Result<Option<Tensor>> {
         let arg = |reason: String| Error::argument("class_labels", reason);
-        let (embedding, labels) = match (&self.class_embedding, labels) {
-            (None, None) => return Ok(None),
-            (None, Some(_)) => {
-                return Err(arg("given, but this model is not class-conditional (class_embed_type and num_class_embeds are null)".into()))
-            }
-            (Some(_), None) => return Err(arg("required: this model is class-conditional".into())),
-            (Some(e), Some(l)) => (e, l.to_device(&self.device)?),
-        };
+        let (embedding, labels) =
+            match (&self.class_embedding, labels) {
+                (None, None) => return Ok(None),
+                (None, Some(_)) => return Err(arg(
+                    "given, but this model is not class-conditional (class_embed_type and num_class_embeds are null)"
+                        .into(),
+                )),
+                (Some(_), None) => return Err(arg("required: this model is class-conditional".into())),
+                (Some(e), Some(l)) => (e, l.to_device(&self.device)?),
+            };
         let batch_ok = |n: usize| n == batch || n == 1;
         match embedding {
             ClassEmbedding::Table { rows, .. } => {

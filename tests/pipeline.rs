@@ -16,7 +16,8 @@ fn shipped_model() -> std::path::PathBuf {
 
 fn check_case(name: &str) {
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixture(&format!("pipeline/{name}.json"))).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(common::fixture(&format!("pipeline/{name}.json"))).unwrap())
+            .unwrap();
     let expected =
         candle_core::safetensors::load(common::fixture(&format!("pipeline/{name}.safetensors")), &Device::Cpu).unwrap();
     let pipe = UNet2DPipeline::from_pretrained(shipped_model(), &LoadOptions::default()).unwrap();

@@ -11,7 +11,8 @@ use candle_unet2d::{LoadOptions, Timestep, UNet2DModel};
 const TOLERANCE: f32 = 1e-4;
 
 fn run_case(dir: &std::path::Path) -> (f32, f32) {
-    let case: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     let variant = (case["weights_format"] == "fp16").then(|| "fp16".to_string());
     let options = LoadOptions { variant, ..LoadOptions::default() };
@@ -37,7 +38,11 @@ fn every_fixture_matches_diffusers() {
     assert!(cases.len() >= 17, "expected the 17 fixture cases, found {}", cases.len());
     for dir in cases {
         let (diff, scale) = run_case(&dir);
-        println!("{:32} max abs diff {diff:.2e} (bound {:.2e})", dir.file_name().unwrap().to_string_lossy(), TOLERANCE * scale);
+        println!(
+            "{:32} max abs diff {diff:.2e} (bound {:.2e})",
+            dir.file_name().unwrap().to_string_lossy(),
+            TOLERANCE * scale
+        );
     }
 }
 

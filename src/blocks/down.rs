@@ -53,7 +53,11 @@ impl DownBlock {
         for i in 0..layers {
             let c = if i == 0 { cin } else { cout };
             let vb_r = vb.pp("resnets").pp(i);
-            resnets.push(if is_skip { s.skip_resnet(c, cout, skip_groups(c), vb_r)? } else { s.resnet(c, cout, vb_r)? });
+            resnets.push(if is_skip {
+                s.skip_resnet(c, cout, skip_groups(c), vb_r)?
+            } else {
+                s.resnet(c, cout, vb_r)?
+            });
             let vb_a = vb.pp("attentions").pp(i);
             match kind {
                 DownBlockKind::AttnDown => attentions.push(s.attention(cout, vb_a)?),

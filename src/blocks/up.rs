@@ -51,7 +51,9 @@ impl UpBlock {
             resnets.push(match kind {
                 UpBlockKind::SkipUp => s.skip_resnet(resnet_in + skip, cout, skip_groups(resnet_in + skip), vb_r)?,
                 // diffusers writes `min(resnet_in_channels + res_skip_channels // 4, 32)`; kept as written.
-                UpBlockKind::AttnSkipUp => s.skip_resnet(resnet_in + skip, cout, (resnet_in + skip / 4).min(32), vb_r)?,
+                UpBlockKind::AttnSkipUp => {
+                    s.skip_resnet(resnet_in + skip, cout, (resnet_in + skip / 4).min(32), vb_r)?
+                }
                 _ => s.resnet(resnet_in + skip, cout, vb_r)?,
             });
             if kind == UpBlockKind::AttnUp {
@@ -67,7 +69,9 @@ impl UpBlock {
             let vb_u = vb.pp("upsamplers").pp(0);
             Some(match kind {
                 UpBlockKind::Up => Upsampler::Conv(Upsample2D::new(cout, vb_u)?),
-                UpBlockKind::AttnUp if s.upsample_type == ResampleKind::Conv => Upsampler::Conv(Upsample2D::new(cout, vb_u)?),
+                UpBlockKind::AttnUp if s.upsample_type == ResampleKind::Conv => {
+                    Upsampler::Conv(Upsample2D::new(cout, vb_u)?)
+                }
                 UpBlockKind::AttnUp | UpBlockKind::ResnetUpsample => {
                     Upsampler::Resnet(s.resampling_resnet(cout, ResnetResample::UpNearest, vb_u)?)
                 }

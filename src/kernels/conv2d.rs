@@ -55,7 +55,12 @@ impl CustomOp3 for Conv2dBias {
         let (c_out, c_in_w, kh, kw) = l2.shape().dims4()?;
         let Conv2dParams { kernel, stride, padding } = self.0;
         if c_in_w != c_in || kh != kernel || kw != kernel || b.len() != c_out {
-            candle_core::bail!("conv2d-bias: weight {:?} / bias {} do not fit input {:?}", l2.dims(), b.len(), l1.dims());
+            candle_core::bail!(
+                "conv2d-bias: weight {:?} / bias {} do not fit input {:?}",
+                l2.dims(),
+                b.len(),
+                l1.dims()
+            );
         }
         if h + 2 * padding < kernel || wd + 2 * padding < kernel || stride == 0 {
             candle_core::bail!("conv2d-bias: input {h}×{wd} too small for kernel {kernel} with padding {padding}");
@@ -92,11 +97,25 @@ impl CustomOp3 for Conv2dBias {
             // rhs is [k × n] with row stride rhs_rs, all in bounds by construction.
             unsafe {
                 gemm::gemm(
-                    c_out, n, k,
-                    dst, 1, out_pixels as isize, true,
-                    w.as_ptr(), 1, k as isize,
-                    rhs.as_ptr(), 1, rhs_rs,
-                    1.0, 1.0, false, false, false, gemm_par,
+                    c_out,
+                    n,
+                    k,
+                    dst,
+                    1,
+                    out_pixels as isize,
+                    true,
+                    w.as_ptr(),
+                    1,
+                    k as isize,
+                    rhs.as_ptr(),
+                    1,
+                    rhs_rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm_par,
                 );
             }
         };

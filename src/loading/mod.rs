@@ -185,8 +185,8 @@ pub fn weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
 /// The shard files a `*.index.json` names, each checked to exist inside `dir`.
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let parsed: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::ConfigParse { path: index.to_path_buf(), reason: e.to_string() })?;
+    let parsed: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::ConfigParse { path: index.to_path_buf(), reason: e.to_string() })?;
     let bad = |reason: &str| Error::Weights { path: index.to_path_buf(), reason: reason.into() };
     let map = parsed.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no \"weight_map\" object"))?;
     let mut names: Vec<&str> = Vec::new();

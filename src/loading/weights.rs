@@ -237,7 +237,14 @@ pub fn modern_name(name: &str) -> String {
 pub struct StoreBackend<'a>(pub &'a WeightStore);
 
 impl SimpleBackend for StoreBackend<'_> {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         self.0.load(name, Some(&s), dtype, dev).map_err(|e| self.0.record(e))
     }
 
@@ -257,8 +264,14 @@ mod tests {
     #[test]
     fn legacy_attention_names_are_renamed() {
         assert_eq!(modern_name("mid_block.attentions.0.query.weight"), "mid_block.attentions.0.to_q.weight");
-        assert_eq!(modern_name("down_blocks.1.attentions.0.proj_attn.bias"), "down_blocks.1.attentions.0.to_out.0.bias");
-        assert_eq!(modern_name("down_blocks.1.attentions.0.group_norm.weight"), "down_blocks.1.attentions.0.group_norm.weight");
+        assert_eq!(
+            modern_name("down_blocks.1.attentions.0.proj_attn.bias"),
+            "down_blocks.1.attentions.0.to_out.0.bias"
+        );
+        assert_eq!(
+            modern_name("down_blocks.1.attentions.0.group_norm.weight"),
+            "down_blocks.1.attentions.0.group_norm.weight"
+        );
         assert_eq!(modern_name("down_blocks.1.resnets.0.conv1.weight"), "down_blocks.1.resnets.0.conv1.weight");
     }
 }

@@ -1,0 +1,82 @@
+"""Exceptions raised by candle_unet2d.
+
+Every error is a :class:`UNet2DError`, and also the builtin exception it resembles, so that
+``except ValueError`` / ``except FileNotFoundError`` written for diffusers keeps working:
+
+=========================  ======================  ==================================================
+class                      also a                  raised for
+=========================  ======================  ==================================================
+``ConfigError``            ``ValueError``          a bad ``config.json`` (unparsable, wrong type, out
+                                                   of range, unknown block type)
+``InvalidArgumentError``   ``ValueError``          a bad argument: sample shape/dtype, timestep, class
+                                                   labels, dtype name, device name, variant
+``WeightsError``           ``ValueError``          weights that do not fit the config (missing or
+                                                   unused tensors, wrong shapes, malformed files)
+``ModelNotFoundError``     ``FileNotFoundError``   a missing model folder, subfolder, config or
+                                                   weights file
+``ReadError``              ``OSError``             a file that exists but cannot be read
+``UnsupportedError``       ``RuntimeError``        a device this build cannot use (e.g. ``"cuda"`` in
+                                                   a CPU-only build)
+``InternalError``          ``RuntimeError``        a failure inside the computation, or a bug
+=========================  ======================  ==================================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "InternalError",
+    "InvalidArgumentError",
+    "ModelNotFoundError",
+    "ReadError",
+    "UNet2DError",
+    "UnsupportedError",
+    "WeightsError",
+]
+
+
+class UNet2DError(Exception):
+    """Base class of every error raised by candle_unet2d."""
+
+
+class ConfigError(UNet2DError, ValueError):
+    """The model's ``config.json`` cannot be parsed or holds an invalid value."""
+
+
+class InvalidArgumentError(UNet2DError, ValueError):
+    """An argument (sample, timestep, class labels, dtype, device, variant) is not acceptable."""
+
+
+class WeightsError(UNet2DError, ValueError):
+    """The weights are malformed or do not belong to the config."""
+
+
+class ModelNotFoundError(UNet2DError, FileNotFoundError):
+    """The model folder, a subfolder, ``config.json`` or the weights file does not exist."""
+
+
+class ReadError(UNet2DError, OSError):
+    """A file exists but could not be read."""
+
+
+class UnsupportedError(UNet2DError, RuntimeError):
+    """The requested device cannot be used by this build."""
+
+
+class InternalError(UNet2DError, RuntimeError):
+    """A failure inside the computation, or a bug in candle_unet2d (please report it)."""
+
+
+# Shown as candle_unet2d.X in tracebacks and reprs (the package re-exports them all).
+for _cls in (
+    UNet2DError,
+    ConfigError,
+    InvalidArgumentError,
+    WeightsError,
+    ModelNotFoundError,
+    ReadError,
+    UnsupportedError,
+    InternalError,
+):
+    _cls.__module__ = "candle_unet2d"
+del _cls

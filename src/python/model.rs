@@ -1,0 +1,384 @@
+//! The Python `UNet2DModel`: `from_pretrained`, `__call__`/`forward`, `config`, `dtype`, `device`,
+//! `num_parameters`, `__repr__`. Argument parsing and conversion only; the model is the crate's.
+
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+
+use super::arrays::{is_ndarray, is_torch, numpy_module, to_tensor, Framework, HostArray, Numbers};
+use super::errors::{argument_error, argument_error_from, run_detached, ErrorKind};
+use crate::config::{ClassEmbeddingKind, TimeEmbeddingKind};
+use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
+use crate::loading::{LoadOptions, LoadReport};
+use crate::unet::{Timestep, UNet2DModel};
+
+/// The module holding the pure-Python helper classes (`UNet2DOutput`, `FrozenDict`).
+const OUTPUTS_MODULE: &str = "candle_unet2d._outputs";
+
+/// diffusers' `UNet2DModel`, computing with candle. Load with `UNet2DModel.from_pretrained(path)`.
+#[pyclass(frozen, name = "UNet2DModel", module = "candle_unet2d")]
+pub struct PyUNet2DModel {
+    model: UNet2DModel,
+    report: LoadReport,
+    /// A `FrozenDict` of the config, built once.
+    config: Py<PyAny>,
+}
+
+/// A timestep as diffusers reads it: Python numbers become one integer, arrays keep their values.
+enum TimestepArg {
+    Int(i64),
+    Tensor(Tensor),
+}
+
+#[pymethods]
+impl PyUNet2DModel {
+    /// Loads a model folder as diffusers saved it (see the stub for the arguments).
+    #[staticmethod]
+    #[pyo3(signature = (path, subfolder=None, variant=None, device=None, dtype=None, torch_dtype=None))]
+    fn from_pretrained(
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+        subfolder: Option<&Bound<'_, PyAny>>,
+        variant: Option<&Bound<'_, PyAny>>,
+        device: Option<&Bound<'_, PyAny>>,
+        dtype: Option<&Bound<'_, PyAny>>,
+        torch_dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let path_buf: PathBuf = path.extract().map_err(|e| {
+            argument_error_from(
+                py,
+                "path",
+                format!("must be a str or os.PathLike, got {}", type_name(path)),
+                e,
+            )
+        })?;
+        let subfolder = optional_str(subfolder, "subfolder")?;
+        let variant = optional_str(variant, "variant")?;
+        let device = match device {
+            None => "cpu".to_string(),
+            Some(d) if d.is_none() => "cpu".to_string(),
+            Some(d) if d.is_instance_of::<PyString>() || is_torch(d) => d.str()?.to_string(),
+            Some(d) => {
+                return Err(argument_error(
+                    py,
+                    "device",
+                    format!(
+                        "must be a str such as \"cpu\" or \"cuda:0\", got {}",
+                        type_name(d)
+                    ),
+                ))
+            }
+        };
+        let dtype = match (
+            dtype.filter(|d| !d.is_none()),
+            torch_dtype.filter(|d| !d.is_none()),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(argument_error(
+                    py,
+                    "dtype",
+                    "give dtype or torch_dtype, not both (they are the same option)",
+                ))
+            }
+            (Some(d), None) => dtype_string(d, "dtype")?,
+            (None, Some(d)) => dtype_string(d, "torch_dtype")?,
+            (None, None) => "float32".to_string(),
+        };
+
+        let (model, report) = run_detached(py, move || {
+            let options = LoadOptions {
+                subfolder,
+                variant,
+                device: parse_device(&device)?,
+                dtype: parse_dtype(&dtype)?,
+            };
+            UNet2DModel::from_pretrained_with_report(&path_buf, &options)
+        })?;
+
+        let config = config_dict(py, &model, path)?;
+        Ok(Self {
+            model,
+            report,
+            config,
+        })
+    }
+
+    /// Runs the UNet; see `forward`.
+    #[pyo3(signature = (sample, timestep, class_labels=None, return_dict=None))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        sample: &Bound<'py, PyAny>,
+        timestep: &Bound<'py, PyAny>,
+        class_labels: Option<&Bound<'py, PyAny>>,
+        return_dict: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.forward(py, sample, timestep, class_labels, return_dict)
+    }
+
+    /// Runs the UNet on `sample` [B, C, H, W] at `timestep`, as diffusers' `UNet2DModel.forward`.
+    #[pyo3(
+        signature = (sample, timestep, class_labels=None, return_dict=None),
+        text_signature = "(self, sample, timestep, class_labels=None, return_dict=True)"
+    )]
+    fn forward<'py>(
+        &self,
+        py: Python<'py>,
+        sample: &Bound<'py, PyAny>,
+        timestep: &Bound<'py, PyAny>,
+        class_labels: Option<&Bound<'py, PyAny>>,
+        return_dict: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let framework = Framework::of(sample)?;
+        let sample = to_tensor(sample, "sample", Numbers::Float)?;
+        let timestep = timestep_arg(timestep)?;
+        let class_labels = match class_labels.filter(|c| !c.is_none()) {
+            Some(c) => Some(to_tensor(c, "class_labels", Numbers::Real)?),
+            None => None,
+        };
+        let return_dict = match return_dict.filter(|r| !r.is_none()) {
+            None => true,
+            Some(r) => r
+                .is_truthy()
+                .map_err(|e| argument_error_from(py, "return_dict", "must be a bool", e))?,
+        };
+
+        let model = &self.model;
+        let output = run_detached(py, move || {
+            let timestep = match &timestep {
+                TimestepArg::Int(t) => Timestep::Int(*t),
+                TimestepArg::Tensor(t) => Timestep::Tensor(t),
+            };
+            let out = model.forward(&sample, timestep, class_labels.as_ref())?;
+            HostArray::from_tensor(&out)
+        })?;
+        let output = output
+            .into_python(py, &framework)
+            .map_err(|e| internal_from(py, "cannot build the output array", e))?;
+
+        if return_dict {
+            static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+            let class = OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "UNet2DOutput")?;
+            class.call1((output,))
+        } else {
+            Ok(PyTuple::new(py, [output])?.into_any())
+        }
+    }
+
+    /// The config (a read-only dict with attribute access), as diffusers' `model.config`.
+    #[getter]
+    fn config(&self, py: Python<'_>) -> Py<PyAny> {
+        self.config.clone_ref(py)
+    }
+
+    /// The dtype the model computes in: "float32", "float16" or "bfloat16".
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        dtype_name(self.model.dtype())
+    }
+
+    /// The device the weights live on: "cpu" or "cuda:N".
+    #[getter]
+    fn device(&self) -> String {
+        device_name(self.model.device())
+    }
+
+    /// The number of weights, as diffusers' `ModelMixin.num_parameters`.
+    #[pyo3(signature = (only_trainable=false, exclude_embeddings=false))]
+    fn num_parameters(
+        &self,
+        py: Python<'_>,
+        only_trainable: bool,
+        exclude_embeddings: bool,
+    ) -> PyResult<usize> {
+        let config = self.model.config().clone();
+        run_detached(py, move || {
+            let spec = config.validate()?;
+            let shapes = crate::stats::parameter_shapes(&config)?;
+            let learned = spec.time_embedding == TimeEmbeddingKind::Learned;
+            let fourier = spec.time_embedding == TimeEmbeddingKind::Fourier;
+            let table = matches!(spec.class_embedding, Some(ClassEmbeddingKind::Table(_)));
+            let keep = |name: &str| {
+                // nn.Embedding weights: the class table, and the learned time embedding.
+                let embedding = (table && name == "class_embedding.weight")
+                    || (learned && name == "time_proj.weight");
+                // GaussianFourierProjection's weight is a parameter with requires_grad=False.
+                let frozen = fourier && name == "time_proj.weight";
+                !((exclude_embeddings && embedding) || (only_trainable && frozen))
+            };
+            Ok(shapes
+                .iter()
+                .filter(|(n, _)| keep(n))
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum())
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.model.config();
+        let quoted = |items: &[String]| {
+            items
+                .iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let files: Vec<String> = self
+            .report
+            .weight_files
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let channels: Vec<String> = c.block_out_channels.iter().map(|n| n.to_string()).collect();
+        let stored = self
+            .report
+            .stored_dtype
+            .map(|d| format!(", stored_dtype='{}'", dtype_name(d)))
+            .unwrap_or_default();
+        format!(
+            "UNet2DModel(path='{}', weights=[{}]{stored}, in_channels={}, out_channels={}, \
+             block_out_channels=[{}], down_block_types=[{}], up_block_types=[{}], dtype='{}', device='{}')",
+            self.report.model_dir.display(),
+            quoted(&files),
+            c.in_channels,
+            c.out_channels,
+            channels.join(", "),
+            quoted(&c.down_block_types),
+            quoted(&c.up_block_types),
+            dtype_name(self.model.dtype()),
+            device_name(self.model.device()),
+        )
+    }
+}
+
+/// `model.config`: diffusers' config dict plus `_class_name` and `_name_or_path`, as a `FrozenDict`.
+fn config_dict(
+    py: Python<'_>,
+    model: &UNet2DModel,
+    path: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    static FROZEN_DICT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let json = model.config().to_json().to_string();
+    let fields = py.import("json")?.call_method1("loads", (json,))?;
+    let dict = PyDict::new(py);
+    dict.set_item("_class_name", "UNet2DModel")?;
+    dict.update(fields.cast()?)?;
+    dict.set_item(
+        "_name_or_path",
+        py.import("os")?.call_method1("fspath", (path,))?,
+    )?;
+    Ok(FROZEN_DICT
+        .import(py, OUTPUTS_MODULE, "FrozenDict")?
+        .call1((dict,))?
+        .unbind())
+}
+
+/// The timestep the way diffusers' `UNet2DModel.forward` reads it: a torch tensor or numpy array keeps
+/// its values (floats stay floats); a Python or numpy scalar becomes `torch.tensor([t], dtype=torch.long)`,
+/// i.e. an integer, a float truncated toward zero.
+fn timestep_arg(obj: &Bound<'_, PyAny>) -> PyResult<TimestepArg> {
+    let py = obj.py();
+    if is_torch(obj) || is_ndarray(obj) {
+        return Ok(TimestepArg::Tensor(to_tensor(
+            obj,
+            "timestep",
+            Numbers::Real,
+        )?));
+    }
+    let generic = numpy_module(py)?.getattr("generic")?;
+    let scalar = if obj.is_instance(&generic)? {
+        obj.call_method0("item")?
+    } else {
+        obj.clone()
+    };
+    if scalar.is_instance_of::<PyInt>() {
+        // bool is an int, as for torch.tensor([True], dtype=torch.long).
+        let t: i64 = scalar.extract().map_err(|_| {
+            argument_error(
+                py,
+                "timestep",
+                format!("{scalar} does not fit in a 64-bit integer"),
+            )
+        })?;
+        return Ok(TimestepArg::Int(t));
+    }
+    if scalar.is_instance_of::<PyFloat>() {
+        let t: f64 = scalar.extract()?;
+        if !t.is_finite() || t.trunc().abs() >= 9.2e18 {
+            return Err(argument_error(
+                py,
+                "timestep",
+                format!("{t} is not a finite timestep"),
+            ));
+        }
+        return Ok(TimestepArg::Int(t.trunc() as i64));
+    }
+    Err(argument_error(
+        py,
+        "timestep",
+        format!(
+            "must be an int, a float, a numpy array or a torch tensor, got {}",
+            type_name(obj)
+        ),
+    ))
+}
+
+/// An optional string argument.
+fn optional_str(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<String>> {
+    match obj {
+        None => Ok(None),
+        Some(o) if o.is_none() => Ok(None),
+        Some(o) => o.extract::<String>().map(Some).map_err(|_| {
+            argument_error(
+                o.py(),
+                name,
+                format!("must be a str or None, got {}", type_name(o)),
+            )
+        }),
+    }
+}
+
+/// A dtype argument as a name: a str, a torch dtype (`str()` gives "torch.float16"), or anything
+/// `numpy.dtype` accepts.
+fn dtype_string(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
+    let py = obj.py();
+    if obj.is_instance_of::<PyString>() {
+        return obj.extract();
+    }
+    if is_torch(obj) {
+        return Ok(obj.str()?.to_string());
+    }
+    let numpy_name = numpy_module(py)?
+        .call_method1("dtype", (obj,))
+        .and_then(|d| d.getattr("name"));
+    match numpy_name {
+        Ok(n) => Ok(n.extract()?),
+        Err(_) => Err(argument_error(
+            py,
+            name,
+            format!("must be a dtype name (\"float32\", \"float16\", \"bfloat16\") or a torch dtype, got {}", type_name(obj)),
+        )),
+    }
+}
+
+/// An `InternalError` caused by a Python exception.
+fn internal_from(py: Python<'_>, what: &str, cause: PyErr) -> PyErr {
+    let err = ErrorKind::Internal.err(py, format!("{what}: {cause}"));
+    err.set_cause(py, Some(cause));
+    err
+}
+
+/// The qualified name of `obj`'s type, for messages.
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .fully_qualified_name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "an unknown type".into())
+}

@@ -1,0 +1,84 @@
+"""Shared by the Python tests: where the fixtures are, how to load a case, and the tolerance check.
+
+The fixtures are the ones the Rust tests use (``tests/fixtures/unet2d/<case>/``, made by diffusers 0.42.1,
+see ``shared/reference/make_fixtures.py``): a model folder as diffusers wrote it, ``expected.safetensors``
+(``sample``, ``timestep``, optional ``class_labels``, and diffusers' float64 ``output``) and ``case.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+UNET2D_FIXTURES = FIXTURES / "unet2d"
+
+# max|ours − expected| ≤ TOLERANCE · max(1, max|expected|): the project's fixture tolerance.
+TOLERANCE = 1e-4
+
+
+def case_dirs() -> list[Path]:
+    """Every ``tests/fixtures/unet2d/<case>`` folder, sorted."""
+    return sorted(p for p in UNET2D_FIXTURES.iterdir() if p.is_dir())
+
+
+@dataclass
+class Case:
+    """One fixture case: its folder, ``case.json`` and the arrays of ``expected.safetensors``."""
+
+    path: Path
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def variant(self) -> str | None:
+        return "fp16" if self.meta["weights_format"] == "fp16" else None
+
+    def timestep(self) -> Any:
+        """The timestep exactly as diffusers was called with it (see ``case.json``'s ``timestep_kind``)."""
+        t = self.arrays["timestep"]
+        kind = self.meta["timestep_kind"]
+        if kind == "int":
+            return int(t.reshape(-1)[0])
+        if kind == "float":
+            return float(t.reshape(-1)[0])  # diffusers truncates it to an integer; so must we
+        if kind == "tensor0d":
+            return np.asarray(t).reshape(())
+        if kind == "tensor1d":
+            return np.asarray(t).reshape(-1)
+        raise AssertionError(f"{self.name}: unknown timestep_kind {kind!r}")
+
+
+def load_case(path: Path) -> Case:
+    meta = json.loads((path / "case.json").read_text())
+    return Case(path=path, meta=meta, arrays=load_file(str(path / "expected.safetensors")))
+
+
+def max_abs_diff(actual: Any, expected: Any) -> tuple[float, float]:
+    """``max|actual − expected|`` and the scale ``max(1, max|expected|)`` it is judged against."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"shapes differ: {a.shape} vs {e.shape}"
+    return float(np.max(np.abs(a - e))), max(1.0, float(np.max(np.abs(e))))
+
+
+def assert_close(actual: Any, expected: Any, rel: float = TOLERANCE, what: str = "") -> None:
+    """Asserts ``max|actual − expected| ≤ rel · max(1, max|expected|)``."""
+    diff, scale = max_abs_diff(actual, expected)
+    assert np.isfinite(diff), f"{what}: non-finite values"
+    assert diff <= rel * scale, f"{what}: max abs diff {diff:.3e} > {rel:.1e} × {scale:.3g}"
+
+
+@pytest.fixture(params=case_dirs(), ids=lambda p: p.name)
+def case(request: pytest.FixtureRequest) -> Case:
+    return load_case(request.param)
