@@ -1,0 +1,194 @@
+//! Tensor helpers the schedulers share: the working dtype, shape checks, x₀ clipping and dynamic
+//! thresholding, linear combinations with f64 coefficients, and drawing the step noise.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::rng::Generator;
+
+use super::StepOptions;
+
+/// The dtype the step math runs in: f64 for f64 inputs, f32 for everything else (f16/bf16 are upcast).
+pub fn compute_dtype(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// Checks that a tensor argument is a float tensor.
+pub fn check_float(name: &str, t: &Tensor) -> Result<()> {
+    if t.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(Error::argument(
+            name,
+            format!("must be a float tensor, got {:?}", t.dtype()),
+        ))
+    }
+}
+
+/// Checks that `t` has exactly the shape `expected` (the sample's).
+pub fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
+    if t.dims() != expected {
+        return Err(Error::argument(
+            name,
+            format!(
+                "has shape {:?} but the sample has shape {:?}",
+                t.dims(),
+                expected
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects `generator` and `variance_noise` given together (diffusers raises the same for DDIM).
+pub fn check_noise_sources(opts: &StepOptions<'_>) -> Result<()> {
+    if opts.generator.is_some() && opts.variance_noise.is_some() {
+        return Err(Error::argument(
+            "variance_noise",
+            "pass either `generator` or `variance_noise`, not both",
+        ));
+    }
+    Ok(())
+}
+
+/// The noise of a stochastic step, shaped like the sample, in `dtype` on `device`: `variance_noise`
+/// when given (shape-checked), else `generator.randn_tensor(shape)` (torch.randn's float32 stream,
+/// like diffusers' `randn_tensor` with a CPU generator). With neither, it is an error: steps never
+/// draw from an unseeded source.
+pub fn step_noise(
+    opts: &mut StepOptions<'_>,
+    shape: &[usize],
+    device: &Device,
+    dtype: DType,
+    what: &str,
+) -> Result<Tensor> {
+    if let Some(noise) = opts.variance_noise {
+        check_float("variance_noise", noise)?;
+        check_shape("variance_noise", noise, shape)?;
+        return Ok(noise.to_device(device)?.to_dtype(dtype)?);
+    }
+    match opts.generator.as_deref_mut() {
+        Some(generator) => Ok(draw_randn(generator, shape, device)?.to_dtype(dtype)?),
+        None => Err(Error::argument(
+            "generator",
+            format!(
+                "{what} adds noise: pass a `generator` (seeded) or the `variance_noise` to add"
+            ),
+        )),
+    }
+}
+
+/// The one place a scheduler draws random numbers.
+fn draw_randn(generator: &mut Generator, shape: &[usize], device: &Device) -> Result<Tensor> {
+    Ok(generator.randn_tensor(shape, device)?)
+}
+
+/// `Σ cᵢ·tᵢ` with f64 coefficients (every tensor has the same shape and dtype).
+pub fn lin_comb(terms: &[(&Tensor, f64)]) -> Result<Tensor> {
+    let mut acc: Option<Tensor> = None;
+    for (t, c) in terms {
+        let term = t.affine(*c, 0.0)?;
+        acc = Some(match acc {
+            None => term,
+            Some(a) => (a + term)?,
+        });
+    }
+    acc.ok_or_else(|| Error::argument("terms", "empty linear combination"))
+}
+
+/// Clamps x₀ to `[−range, range]` (`clip_sample`).
+pub fn clip(x: &Tensor, range: f64) -> Result<Tensor> {
+    Ok(x.clamp(-range, range)?)
+}
+
+/// diffusers' `_threshold_sample` (Imagen's dynamic thresholding): per batch item, `s` is the
+/// `ratio`-quantile of |x₀| (linear interpolation, as `torch.quantile`), clamped to `[1, max_value]`;
+/// x₀ is clamped to `[−s, s]` and divided by `s`. The quantile is computed on the CPU.
+pub fn threshold_sample(x: &Tensor, ratio: f64, max_value: f64) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    if dims.len() < 2 {
+        return Err(Error::argument(
+            "sample",
+            format!("dynamic thresholding needs a batched tensor [B, C, …], got shape {dims:?}"),
+        ));
+    }
+    let batch = dims[0];
+    let per_item: usize = dims[1..].iter().product();
+    if batch == 0 || per_item == 0 {
+        return Ok(x.clone());
+    }
+    let flat = x.reshape((batch, per_item))?;
+    let rows = flat
+        .to_dtype(DType::F64)?
+        .to_device(&Device::Cpu)?
+        .to_vec2::<f64>()?;
+    let mut s = Vec::with_capacity(batch);
+    for row in rows {
+        let mut abs: Vec<f64> = row.iter().map(|v| v.abs()).collect();
+        let q = if abs.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            quantile(&mut abs, ratio)
+        };
+        // torch.clamp(s, min=1, max=max_value)
+        s.push(q.max(1.0).min(max_value));
+    }
+    let s = Tensor::from_vec(s, (batch, 1), &Device::Cpu)?
+        .to_dtype(x.dtype())?
+        .to_device(x.device())?;
+    let out = flat
+        .broadcast_maximum(&s.neg()?)?
+        .broadcast_minimum(&s)?
+        .broadcast_div(&s)?;
+    Ok(out.reshape(dims)?)
+}
+
+/// `torch.quantile(values, q)` with linear interpolation (values must be free of NaN).
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    let n = values.len();
+    values.sort_by(|a, b| a.total_cmp(b));
+    let rank = q * (n - 1) as f64;
+    let below = rank.floor();
+    let above = rank.ceil().min((n - 1) as f64);
+    let lo = values[below as usize];
+    let hi = values[above as usize];
+    let w = rank - below;
+    // torch's lerp: the formula switches at w = 0.5 for accuracy.
+    if w < 0.5 {
+        lo + w * (hi - lo)
+    } else {
+        hi - (hi - lo) * (1.0 - w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates() {
+        let mut v = vec![4.0, 1.0, 3.0, 2.0];
+        assert!((quantile(&mut v, 0.5) - 2.5).abs() < 1e-12);
+        let mut v = vec![1.0, 2.0, 3.0, 4.0, 5.0];
+        assert!((quantile(&mut v, 0.995) - 4.98).abs() < 1e-12);
+    }
+
+    #[test]
+    fn thresholding_clamps_and_scales() -> Result<()> {
+        let x = Tensor::new(
+            &[[[-3.0f32, 0.5], [2.0, 1.0]], [[0.1, 0.2], [0.3, -0.4]]],
+            &Device::Cpu,
+        )?;
+        // item 0: |x| = [3, .5, 2, 1] → 0.5-quantile = 1.5 → s = min(max(1.5, 1), 2) = 1.5
+        let y = threshold_sample(&x, 0.5, 2.0)?.to_vec3::<f32>()?;
+        assert!((y[0][0][0] + 1.0).abs() < 1e-6);
+        assert!((y[0][0][1] - 0.5 / 1.5).abs() < 1e-6);
+        // item 1: quantile < 1 → s = 1: plain clipping
+        assert!((y[1][1][1] + 0.4).abs() < 1e-6);
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! `DDPMScheduler`: the ancestral sampler of Ho et al. (2020), as diffusers 0.42.1's
+//! `scheduling_ddpm.py` implements it.
+//!
+//! Differences from diffusers, all on inputs diffusers does not handle:
+//! * [`DdpmScheduler::step`] before [`DdpmScheduler::set_timesteps`] is an error (diffusers falls back
+//!   to the full 1000-step schedule);
+//! * `variance_noise` can be injected (diffusers' DDPM has no such argument); a step with `t > 0` needs
+//!   either it or a `generator` (there is no hidden global random source);
+//! * `variance_type: fixed_large_log` uses `exp(½·log βₜ) = √βₜ` as the standard deviation (diffusers
+//!   takes the square root of `log βₜ`, which is negative, and returns NaN).
+
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+use super::betas::NoiseSchedule;
+use super::common::{
+    check_float, check_noise_sources, check_shape, clip, compute_dtype, lin_comb, step_noise,
+    threshold_sample,
+};
+use super::config::{read_config_json, DdpmConfig, PredictionType, VarianceType};
+use super::timesteps::{check_num_inference_steps, ddpm_ddim_timesteps};
+use super::{SchedulerKind, SchedulerOutput, StepOptions};
+
+/// diffusers' `DDPMScheduler`.
+#[derive(Clone, Debug)]
+pub struct DdpmScheduler {
+    config: DdpmConfig,
+    schedule: NoiseSchedule,
+    timesteps: Vec<i64>,
+    num_inference_steps: Option<usize>,
+}
+
+impl DdpmScheduler {
+    /// Builds the scheduler from a validated config.
+    pub fn new(config: DdpmConfig) -> Result<Self> {
+        config.validate()?;
+        let schedule = NoiseSchedule::new(
+            config.beta_schedule,
+            config.beta_start,
+            config.beta_end,
+            config.num_train_timesteps,
+            config.trained_betas.as_deref(),
+            config.rescale_betas_zero_snr,
+        )?;
+        let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
+        Ok(DdpmScheduler {
+            config,
+            schedule,
+            timesteps,
+            num_inference_steps: None,
+        })
+    }
+
+    /// From a config object (foreign and `_`-prefixed keys ignored, as `DDPMScheduler.from_config`).
+    pub fn from_json(value: &Value) -> Result<Self> {
+        Self::new(DdpmConfig::from_json(value)?)
+    }
+
+    /// From `dir/scheduler_config.json` or `dir/scheduler/scheduler_config.json`.
+    pub fn from_pretrained(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_json(&read_config_json(dir.as_ref())?)
+    }
+
+    /// The parsed config.
+    pub fn config(&self) -> &DdpmConfig {
+        &self.config
+    }
+
+    /// The full config with `_class_name` (diffusers' `.config`).
+    pub fn config_json(&self) -> Value {
+        self.config.to_json()
+    }
+
+    /// [`SchedulerKind::Ddpm`].
+    pub fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Ddpm
+    }
+
+    /// `num_train_timesteps` of the config.
+    pub fn num_train_timesteps(&self) -> usize {
+        self.config.num_train_timesteps
+    }
+
+    /// Model evaluations per step (diffusers' `order`): 1.
+    pub fn order(&self) -> usize {
+        1
+    }
+
+    /// σ of the initial noise: 1.
+    pub fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    /// βₜ of the training schedule.
+    pub fn betas(&self) -> &[f64] {
+        &self.schedule.betas
+    }
+
+    /// ᾱₜ of the training schedule.
+    pub fn alphas_cumprod(&self) -> &[f64] {
+        &self.schedule.alphas_cumprod
+    }
+
+    /// The number of inference steps set by the last `set_timesteps`, if any.
+    pub fn num_inference_steps(&self) -> Option<usize> {
+        self.num_inference_steps
+    }
+
+    /// The timesteps to step through, descending (before `set_timesteps`: all training timesteps,
+    /// as diffusers shows them, though stepping needs `set_timesteps`).
+    pub fn timesteps(&self) -> &[i64] {
+        &self.timesteps
+    }
+
+    /// The identity: DDPM does not scale the model input.
+    pub fn scale_model_input(&self, sample: &Tensor, _timestep: i64) -> Result<Tensor> {
+        Ok(sample.clone())
+    }
+
+    /// Sets `num_inference_steps` timesteps spaced by `timestep_spacing`.
+    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
+        check_num_inference_steps(num_inference_steps, self.config.num_train_timesteps)?;
+        self.timesteps = ddpm_ddim_timesteps(
+            self.config.timestep_spacing,
+            self.config.num_train_timesteps,
+            num_inference_steps,
+            self.config.steps_offset,
+        );
+        self.num_inference_steps = Some(num_inference_steps);
+        Ok(())
+    }
+
+    /// Sets custom timesteps (diffusers' `set_timesteps(timesteps=[…])`): strictly descending, within
+    /// `[0, num_train_timesteps)`.
+    pub fn set_custom_timesteps(&mut self, timesteps: &[i64]) -> Result<()> {
+        if timesteps.is_empty() {
+            return Err(Error::argument("timesteps", "must not be empty"));
+        }
+        if timesteps.windows(2).any(|w| w[1] >= w[0]) {
+            return Err(Error::argument(
+                "timesteps",
+                "custom timesteps must be in strictly descending order",
+            ));
+        }
+        let n = self.config.num_train_timesteps as i64;
+        if timesteps[0] >= n || timesteps[timesteps.len() - 1] < 0 {
+            return Err(Error::argument(
+                "timesteps",
+                format!("custom timesteps must lie in [0, {n}), got {timesteps:?}"),
+            ));
+        }
+        self.timesteps = timesteps.to_vec();
+        self.num_inference_steps = Some(timesteps.len());
+        Ok(())
+    }
+
+    /// The timestep after `timestep` in the schedule (−1 after the last one).
+    pub fn previous_timestep(&self, timestep: i64) -> Result<i64> {
+        let index = self
+            .timesteps
+            .iter()
+            .position(|&t| t == timestep)
+            .ok_or_else(|| {
+                Error::argument(
+                    "timestep",
+                    format!(
+                        "{timestep} is not in the scheduler's timesteps {:?}",
+                        self.timesteps
+                    ),
+                )
+            })?;
+        Ok(self.timesteps.get(index + 1).copied().unwrap_or(-1))
+    }
+
+    fn alpha_prod(&self, t: i64) -> Result<f64> {
+        usize::try_from(t)
+            .ok()
+            .and_then(|i| self.schedule.alphas_cumprod.get(i).copied())
+            .ok_or_else(|| {
+                Error::argument(
+                    "timestep",
+                    format!(
+                        "{t} is outside the training range [0, {})",
+                        self.config.num_train_timesteps
+                    ),
+                )
+            })
+    }
+
+    /// One reverse step x_t → x_{t−1} (diffusers' `DDPMScheduler.step`).
+    ///
+    /// `model_output` is the model's prediction for `sample` at `timestep` (with twice the sample's
+    /// channels on dim 1 for `variance_type: learned*`, split as diffusers does). For `timestep > 0` the
+    /// step adds noise: `opts.variance_noise` if given, else a draw of the sample's shape from
+    /// `opts.generator`; one of them is required. `opts.eta` is ignored.
+    pub fn step(
+        &self,
+        model_output: &Tensor,
+        timestep: i64,
+        sample: &Tensor,
+        mut opts: StepOptions<'_>,
+    ) -> Result<SchedulerOutput> {
+        if self.num_inference_steps.is_none() {
+            return Err(Error::argument(
+                "timestep",
+                "the scheduler has no timesteps yet: call set_timesteps before step",
+            ));
+        }
+        check_noise_sources(&opts)?;
+        check_float("sample", sample)?;
+        check_float("model_output", model_output)?;
+        let t = timestep;
+        let prev_t = self.previous_timestep(t)?;
+        let alpha_prod_t = self.alpha_prod(t)?;
+        let alpha_prod_t_prev = if prev_t >= 0 {
+            self.alpha_prod(prev_t)?
+        } else {
+            1.0
+        };
+
+        let shape = sample.dims().to_vec();
+        let variance_type = self.config.variance_type;
+        let (model_output, predicted_variance) = if variance_type.is_learned() {
+            let mut doubled = shape.clone();
+            if doubled.len() >= 2 {
+                doubled[1] *= 2;
+            }
+            if shape.len() < 2 || model_output.dims() != doubled.as_slice() {
+                return Err(Error::argument(
+                    "model_output",
+                    format!(
+                        "variance_type `{}` needs the predicted variance as extra channels: expected shape \
+                         {doubled:?} (twice the sample's channels), got {:?}",
+                        variance_type.as_str(),
+                        model_output.dims()
+                    ),
+                ));
+            }
+            let chunks = model_output.chunk(2, 1)?;
+            (chunks[0].clone(), Some(chunks[1].clone()))
+        } else {
+            check_shape("model_output", model_output, &shape)?;
+            (model_output.clone(), None)
+        };
+
+        let out_dtype = sample.dtype();
+        let dtype = compute_dtype(out_dtype);
+        let x = sample.to_dtype(dtype)?;
+        let model_output = model_output.to_dtype(dtype)?;
+
+        // 1. alphas, betas
+        let beta_prod_t = 1.0 - alpha_prod_t;
+        let beta_prod_t_prev = 1.0 - alpha_prod_t_prev;
+        let current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
+        let current_beta_t = 1.0 - current_alpha_t;
+
+        // 2. predicted x₀ (formula 15)
+        let pred_original = match self.config.prediction_type {
+            PredictionType::Epsilon => {
+                lin_comb(&[(&x, 1.0), (&model_output, -beta_prod_t.sqrt())])?
+                    .affine(1.0 / alpha_prod_t.sqrt(), 0.0)?
+            }
+            PredictionType::Sample => model_output.clone(),
+            PredictionType::VPrediction => lin_comb(&[
+                (&x, alpha_prod_t.sqrt()),
+                (&model_output, -beta_prod_t.sqrt()),
+            ])?,
+        };
+
+        // 3. clip or threshold x₀
+        let pred_original = if self.config.thresholding {
+            threshold_sample(
+                &pred_original,
+                self.config.dynamic_thresholding_ratio,
+                self.config.sample_max_value,
+            )?
+        } else if self.config.clip_sample {
+            clip(&pred_original, self.config.clip_sample_range)?
+        } else {
+            pred_original
+        };
+
+        // 4.–5. posterior mean (formula 7)
+        let x0_coeff = alpha_prod_t_prev.sqrt() * current_beta_t / beta_prod_t;
+        let xt_coeff = current_alpha_t.sqrt() * beta_prod_t_prev / beta_prod_t;
+        let mut prev = lin_comb(&[(&pred_original, x0_coeff), (&x, xt_coeff)])?;
+
+        // 6. noise
+        if t > 0 {
+            let noise = step_noise(
+                &mut opts,
+                &shape,
+                x.device(),
+                dtype,
+                "a DDPM step with timestep > 0",
+            )?;
+            // β̃ₜ, clamped as diffusers does before taking logs
+            let variance =
+                ((1.0 - alpha_prod_t_prev) / (1.0 - alpha_prod_t) * current_beta_t).max(1e-20);
+            let scaled = match variance_type {
+                VarianceType::FixedSmall => noise.affine(variance.sqrt(), 0.0)?,
+                VarianceType::FixedSmallLog => noise.affine((0.5 * variance.ln()).exp(), 0.0)?,
+                VarianceType::FixedLarge => noise.affine(current_beta_t.sqrt(), 0.0)?,
+                VarianceType::FixedLargeLog => {
+                    noise.affine((0.5 * current_beta_t.ln()).exp(), 0.0)?
+                }
+                VarianceType::Learned => {
+                    let pv = predicted_variance_or_err(&predicted_variance)?.to_dtype(dtype)?;
+                    (pv.sqrt()? * &noise)?
+                }
+                VarianceType::LearnedRange => {
+                    let pv = predicted_variance_or_err(&predicted_variance)?.to_dtype(dtype)?;
+                    let min_log = variance.ln();
+                    let max_log = current_beta_t.ln();
+                    // frac·max_log + (1 − frac)·min_log with frac = (v + 1) / 2
+                    let log_var =
+                        pv.affine((max_log - min_log) / 2.0, (max_log + min_log) / 2.0)?;
+                    (log_var.affine(0.5, 0.0)?.exp()? * &noise)?
+                }
+            };
+            prev = (prev + scaled)?;
+        }
+
+        Ok(SchedulerOutput {
+            prev_sample: prev.to_dtype(out_dtype)?,
+            pred_original_sample: Some(pred_original.to_dtype(out_dtype)?),
+        })
+    }
+}
+
+fn predicted_variance_or_err(pv: &Option<Tensor>) -> Result<&Tensor> {
+    pv.as_ref()
+        .ok_or_else(|| Error::argument("model_output", "missing the predicted variance channels"))
+}
