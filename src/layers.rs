@@ -6,6 +6,7 @@ use candle_nn::{Linear, VarBuilder};
 
 use crate::config::Activation;
 use crate::kernels::conv2d::{conv2d_bias, Conv2dParams};
+use crate::kernels::group_norm::{group_norm_cpu, Epilogue};
 
 impl Activation {
     /// Applies the activation (diffusers' `get_activation`: SiLU, Mish, exact-erf GELU, ReLU).
@@ -57,17 +58,37 @@ pub fn linear(cin: usize, cout: usize, vb: VarBuilder) -> Result<Linear> {
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     inner: candle_nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
 }
 
 impl GroupNorm {
     pub fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get(channels, "weight")?.to_dtype(DType::F32)?;
         let bias = vb.get(channels, "bias")?.to_dtype(DType::F32)?;
-        Ok(Self { inner: candle_nn::GroupNorm::new(weight, bias, channels, groups, eps)? })
+        let inner = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
+        Ok(Self { inner, weight, bias, groups, eps })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, None)
+    }
+
+    /// The norm followed by `act` (fused into one pass for SiLU on the CPU).
+    pub fn forward_then(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
+        let epilogue = match act {
+            None => Epilogue::None,
+            Some(Activation::Silu) => Epilogue::Silu,
+            Some(other) => return other.apply(&self.forward(x)?),
+        };
+        if let Some(y) = group_norm_cpu(x, &self.weight, &self.bias, self.groups, self.eps, epilogue)? {
+            return Ok(y);
+        }
         let dtype = x.dtype();
-        self.inner.forward(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+        let y = self.inner.forward(&x.to_dtype(DType::F32)?)?;
+        let y = if epilogue == Epilogue::Silu { candle_nn::ops::silu(&y)? } else { y };
+        y.to_dtype(dtype)
     }
 }

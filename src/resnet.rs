@@ -83,7 +83,7 @@ impl ResnetBlock2D {
 
     pub fn forward(&self, input: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let act = self.opts.act;
-        let h = act.apply(&self.norm1.forward(input)?)?;
+        let h = self.norm1.forward_then(input, Some(act))?;
         let (input, h) = match self.opts.resample {
             ResnetResample::None => (input.clone(), h),
             r => (r.apply(input)?, r.apply(&h)?),
@@ -91,14 +91,14 @@ impl ResnetBlock2D {
         let h = self.conv1.forward(&h)?;
         let temb = self.time_emb_proj.forward(&act.apply(temb)?)?.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?;
         let h = match self.opts.time_scale_shift {
-            TimeScaleShift::Default => self.norm2.forward(&h.broadcast_add(&temb)?)?,
+            TimeScaleShift::Default => self.norm2.forward_then(&h.broadcast_add(&temb)?, Some(act))?,
             TimeScaleShift::ScaleShift => {
                 let chunks = temb.chunk(2, 1)?;
                 let (scale, shift) = (&chunks[0], &chunks[1]);
-                self.norm2.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?
+                act.apply(&self.norm2.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)?
             }
         };
-        let h = self.conv2.forward(&act.apply(&h)?)?;
+        let h = self.conv2.forward(&h)?;
         let input = match &self.conv_shortcut {
             Some(conv) => conv.forward(&input)?,
             None => input,

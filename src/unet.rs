@@ -262,8 +262,7 @@ impl UNet2DModel {
         }
 
         // 6. post-process
-        let hidden = self.conv_norm_out.forward(&hidden)?;
-        let hidden = crate::config::Activation::Silu.apply(&hidden)?;
+        let hidden = self.conv_norm_out.forward_then(&hidden, Some(crate::config::Activation::Silu))?;
         let mut out = self.conv_out.forward(&hidden)?;
         if let Some(skip) = skip_sample {
             out = (out + skip)?;

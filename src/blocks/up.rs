@@ -122,7 +122,7 @@ impl UpBlock {
             Some(Upsampler::Conv(up)) => hidden = up.forward(&hidden)?,
             Some(Upsampler::Resnet(resnet)) => hidden = resnet.forward(&hidden, temb)?,
             Some(Upsampler::Skip { skip_norm, skip_conv, resnet_up }) => {
-                let states = skip_conv.forward(&Activation::Silu.apply(&skip_norm.forward(&hidden)?)?)?;
+                let states = skip_conv.forward(&skip_norm.forward_then(&hidden, Some(Activation::Silu))?)?;
                 skip_sample = Some(match skip_sample {
                     Some(s) => (s + states)?,
                     None => states,

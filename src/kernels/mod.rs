@@ -3,3 +3,4 @@
 //! the UNet actually has. Other devices and dtypes fall back to candle's own ops.
 
 pub mod conv2d;
+pub mod group_norm;
