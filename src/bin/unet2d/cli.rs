@@ -1,0 +1,249 @@
+//! The command line as typed: clap's derive structs, one `///` doc per flag.
+//!
+//! Checks that need nothing but the flag's own value (ranges, finite numbers, the `.png`
+//! extension) run here as value parsers, so clap reports them as usage errors (exit code 2).
+//! Everything that needs the model or the file system runs when the raw flags become validated
+//! options ([`crate::sample::Plan`], [`crate::info`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// Sample images from diffusers' UNet2DModel (DDPM, DDIM, DPM-Solver++) on candle.
+///
+/// With no arguments, `unet2d sample` draws the ten digits 0–9 from the model shipped inside the
+/// binary and writes them to samples.png.
+#[derive(Debug, Parser)]
+#[command(
+    name = "unet2d",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Draw images from a model and write them as PNG (one grid, or one file per image).
+    Sample(SampleArgs),
+    /// Describe a model: its config in brief, size, compute cost, weights and scheduler.
+    Info(InfoArgs),
+}
+
+/// Which model to load; shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The model: `digits16` (the 16×16 digits model shipped inside the binary; the default), a
+    /// diffusers pipeline folder (model_index.json, unet/, scheduler/), a bare UNet folder
+    /// (config.json and weights; sampled with diffusers' default DDPM scheduler), or a Hub id
+    /// found in the local Hugging Face cache. Write `./digits16` for a folder of that name.
+    #[arg(long, value_name = "PATH|HUB_ID")]
+    pub model: Option<PathBuf>,
+}
+
+/// `unet2d sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Noise scheduler, converted from the model's scheduler config as diffusers'
+    /// `from_config` does [default: the model's own scheduler].
+    #[arg(long, value_enum)]
+    pub scheduler: Option<SchedulerChoice>,
+
+    /// Denoising steps [default: 1000 for ddpm (as DDPMPipeline), 50 for ddim, 20 for dpmpp].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub steps: Option<usize>,
+
+    /// Number of images [default: the number of --class labels; for a class-conditional model
+    /// without --class, min(classes, 16); else 8].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub batch: Option<usize>,
+
+    /// Class labels, one per image, comma-separated (e.g. 3,1,4): sets the batch size. For
+    /// class-conditional models only; the shipped digits model draws digit k for class k
+    /// [default: 0, 1, 2, … cycling over the model's classes].
+    #[arg(
+        long,
+        value_name = "ID,...",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    pub class: Option<Vec<i64>>,
+
+    /// Seed of the torch-compatible random generator: a seed gives the same images as diffusers
+    /// with `generator=torch.Generator().manual_seed(seed)`.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+
+    /// DDIM's η: 0 is deterministic, 1 is DDPM-like. Only DDIM uses it [default: 0].
+    #[arg(long, value_name = "E", value_parser = non_negative_finite, allow_negative_numbers = true)]
+    pub eta: Option<f64>,
+
+    /// Where to compute: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pub device: String,
+
+    /// The dtype the model computes in (the weights are converted; the sampling loop stays f32).
+    #[arg(long, value_enum, default_value_t = DTypeChoice::F32)]
+    pub dtype: DTypeChoice,
+
+    /// Write all images as one PNG grid: one row for up to 10 images, else ⌈√batch⌉ columns
+    /// [default: samples.png].
+    #[arg(long, value_name = "FILE.png", value_parser = png_path, conflicts_with = "out_dir")]
+    pub out: Option<PathBuf>,
+
+    /// Write one PNG per image into DIR (created if missing), at the model's resolution, named
+    /// so that sorting by name gives the batch order (sample_000_class3.png, …).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+
+    /// Nearest-neighbour upscaling factor of each image [default: for the grid, the smallest
+    /// factor that makes a tile at least 64 px; 1 with --out-dir].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub scale: Option<u32>,
+}
+
+/// `unet2d info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// The schedulers `--scheduler` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulerChoice {
+    /// DDPMScheduler: ancestral sampling, as trained (slow: one step per training timestep).
+    Ddpm,
+    /// DDIMScheduler: deterministic with --eta 0, good in about 50 steps.
+    Ddim,
+    /// DPMSolverMultistepScheduler as DPM-Solver++ (2nd order): good in about 20 steps.
+    Dpmpp,
+}
+
+/// The dtypes `--dtype` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeChoice {
+    /// float32.
+    F32,
+    /// float16.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl DTypeChoice {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            DTypeChoice::F32 => candle_core::DType::F32,
+            DTypeChoice::F16 => candle_core::DType::F16,
+            DTypeChoice::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
+/// A usage error found after parsing (flags that disagree with each other), reported as clap
+/// reports its own: `error: …` and exit code 2.
+pub fn usage_error(message: impl std::fmt::Display) -> clap::Error {
+    Cli::command().error(ErrorKind::ArgumentConflict, message)
+}
+
+/// Prints a clap error (or the help/version it carries) and returns its exit code. Errors are
+/// printed as one line: `error: …` followed by clap's hints, without the usage block.
+pub fn report_clap_error(err: &clap::Error) -> ExitCode {
+    let code = ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+        }
+        _ => eprintln!("{}", one_line(&err.render().to_string())),
+    }
+    code
+}
+
+/// clap's multi-line error as one line: the message and its hints, without `Usage:` and the
+/// `For more information` trailer.
+fn one_line(rendered: &str) -> String {
+    let mut out = String::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if line.starts_with('[') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    if !out.starts_with("error:") {
+        out.insert_str(0, "error: ");
+    }
+    out
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}
+
+fn non_negative_finite(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number ≥ 0".into()),
+        Err(_) => Err("not a number".into()),
+    }
+}
+
+fn png_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    match path.extension() {
+        Some(ext) if ext.eq_ignore_ascii_case("png") => Ok(path),
+        _ => Err("must end in .png (only PNG is written)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let text = "error: invalid value 'x' for '--scheduler <SCHEDULER>'\n  [possible values: ddpm, ddim, dpmpp]\n\n  tip: a similar value exists: 'ddim'\n\nUsage: unet2d sample\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(text),
+            "error: invalid value 'x' for '--scheduler <SCHEDULER>' [possible values: ddpm, ddim, dpmpp]; tip: a similar value exists: 'ddim'"
+        );
+    }
+
+    #[test]
+    fn value_parsers() {
+        assert!(at_least_one("0").is_err());
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(non_negative_finite("-1").is_err());
+        assert!(non_negative_finite("nan").is_err());
+        assert!(non_negative_finite("inf").is_err());
+        assert_eq!(non_negative_finite("0.5"), Ok(0.5));
+        assert!(png_path("x.jpg").is_err());
+        assert!(png_path("x").is_err());
+        assert!(png_path("X.PNG").is_ok());
+    }
+}

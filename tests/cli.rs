@@ -1,0 +1,330 @@
+//! The `unet2d` binary, run as users run it: the shipped model with no files around, outputs
+//! decoded with the `image` crate, and every bad argument answered by one `error:` line.
+//!
+//! Run with `cargo test --release --features cli --test cli`. Sampling uses DPM-Solver++ with few
+//! steps to stay fast (the default DDPM takes 1000 steps).
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_unet2d::stats::num_parameters;
+use candle_unet2d::UNet2DConfig;
+
+/// A fresh, empty folder for one test, which is also the working directory of the binary.
+fn workdir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `unet2d args…` in `dir` with stderr piped (so no progress bar).
+fn unet2d(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_unet2d"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the unet2d binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts success and returns stdout.
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Asserts the failure users should see: exit `code`, nothing on stdout, and stderr exactly one
+/// line starting with `error:` — no panic, no backtrace. Returns that line.
+fn fails(out: &Output, code: i32) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {}", text(&out.stdout));
+    assert!(stderr.starts_with("error: "), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "more than one line: {stderr}");
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!stderr.contains(bad), "stderr mentions {bad}: {stderr}");
+    }
+    stderr.trim_end().to_string()
+}
+
+/// Sorted `*.png` file names in `dir`.
+fn png_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn gray(path: &Path) -> image::GrayImage {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(img.color(), image::ColorType::L8, "{}", path.display());
+    img.into_luma8()
+}
+
+#[test]
+fn sample_without_a_model_writes_the_digit_grid() {
+    let dir = workdir("grid");
+    let stdout = ok(&unet2d(&dir, &["sample", "--steps", "20", "--scheduler", "dpmpp", "--out", "d.png"]));
+    // Ten digits 0..9 of 16×16, scaled 4× so a tile is 64 px, in one row.
+    let grid = gray(&dir.join("d.png"));
+    assert_eq!(grid.dimensions(), (640, 64));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("d.png") && stdout.contains("10 images"), "{stdout}");
+    // Digits, not a blank or saturated image: a dark background with bright strokes.
+    let pixels = grid.as_raw();
+    let bright = pixels.iter().filter(|&&p| p > 128).count() as f64 / pixels.len() as f64;
+    assert!((0.05..0.6).contains(&bright), "bright fraction {bright}");
+}
+
+#[test]
+fn out_dir_files_sort_in_batch_order_and_match_the_grid() {
+    let dir = workdir("out_dir");
+    let common = ["sample", "--steps", "10", "--scheduler", "dpmpp", "--batch", "12", "--seed", "7"];
+    ok(&unet2d(&dir, &[&common[..], &["--out-dir", "each"]].concat()));
+    ok(&unet2d(&dir, &[&common[..], &["--out", "grid.png", "--scale", "1"]].concat()));
+
+    let names = png_files(&dir.join("each"));
+    assert_eq!(names.len(), 12, "{names:?}");
+    // 12 > 10 images: ⌈√12⌉ = 4 columns, 3 rows, at --scale 1.
+    let grid = gray(&dir.join("grid.png"));
+    assert_eq!(grid.dimensions(), (64, 48));
+    for (i, name) in names.iter().enumerate() {
+        // Without --class the labels cycle over the ten classes.
+        assert!(name.contains(&format!("_class{}", i % 10)), "{i}: {name}");
+        let img = gray(&dir.join("each").join(name));
+        assert_eq!(img.dimensions(), (16, 16), "{name}");
+        let (x0, y0) = ((i % 4) as u32 * 16, (i / 4) as u32 * 16);
+        for (x, y, p) in img.enumerate_pixels() {
+            assert_eq!(grid.get_pixel(x0 + x, y0 + y), p, "{name} at ({x}, {y})");
+        }
+    }
+}
+
+#[test]
+fn class_labels_set_the_batch() {
+    let dir = workdir("classes");
+    ok(&unet2d(&dir, &["sample", "--steps", "10", "--scheduler", "dpmpp", "--class", "3,1,4", "--out-dir", "out"]));
+    assert_eq!(
+        png_files(&dir.join("out")),
+        ["sample_000_class3.png", "sample_001_class1.png", "sample_002_class4.png"]
+    );
+    ok(&unet2d(&dir, &["sample", "--steps", "10", "--scheduler", "dpmpp", "--class", "3,1,4", "--out", "g.png"]));
+    assert_eq!(gray(&dir.join("g.png")).dimensions(), (192, 64));
+}
+
+#[test]
+fn the_seed_decides_the_images() {
+    let dir = workdir("seed");
+    let run = |seed: &str, out: &str| {
+        ok(&unet2d(
+            &dir,
+            &["sample", "--steps", "10", "--scheduler", "dpmpp", "--class", "8", "--seed", seed, "--out", out],
+        ));
+        gray(&dir.join(out)).into_raw()
+    };
+    let a = run("1", "a.png");
+    assert_eq!(a, run("1", "b.png"), "same seed, same image");
+    assert_ne!(a, run("2", "c.png"), "another seed, another image");
+}
+
+#[test]
+fn info_describes_the_shipped_model() {
+    let dir = workdir("info");
+    let stdout = ok(&unet2d(&dir, &["info"]));
+    let config_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits16/unet/config.json");
+    let params = num_parameters(&UNet2DConfig::from_file(&config_path).unwrap()).unwrap();
+    let line = stdout.lines().find(|l| l.starts_with("parameters")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.replace(',', "").contains(&params.to_string()), "{line} vs {params}");
+    for expected in ["16x16", "DDPMScheduler", "squaredcos_cap_v2", "epsilon", "GFLOPs", "float32", "10 classes"] {
+        assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
+    }
+    // The same model from its folder.
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits16");
+    let from_folder = ok(&unet2d(&dir, &["info", "--model", folder.to_str().unwrap()]));
+    assert!(from_folder.contains("diffusion_pytorch_model.safetensors"), "{from_folder}");
+    assert!(from_folder.contains(&line.to_string()), "{from_folder}");
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let dir = workdir("usage");
+    let base = ["sample", "--steps", "10", "--scheduler", "dpmpp"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["sample", "--scheduler", "euler"], "--scheduler"),
+        (&["sample", "--steps", "0"], "--steps"),
+        (&["sample", "--batch", "0"], "--batch"),
+        (&["sample", "--eta", "-1"], "--eta"),
+        (&["sample", "--eta", "inf"], "--eta"),
+        (&["sample", "--out", "x.jpg"], ".png"),
+        (&["sample", "--out", "a.png", "--out-dir", "d"], "cannot be used with"),
+        (&["sample", "--class", "3,1", "--batch", "3"], "--batch 3"),
+        (&["sample", "--dtype", "f64"], "--dtype"),
+        (&["sample", "--bogus"], "--bogus"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let args = if args[0] == "sample" { [&base[..], &args[1..]].concat() } else { args.to_vec() };
+        let line = fails(&unet2d(&dir, &args), 2);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+    assert!(png_files(&dir).is_empty(), "nothing is written");
+}
+
+#[test]
+fn runtime_errors_are_one_line_and_come_before_sampling() {
+    let dir = workdir("runtime");
+    std::fs::write(dir.join("a_file"), b"not a folder").unwrap();
+    let base = ["sample", "--steps", "10", "--scheduler", "dpmpp"];
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--class", "12"], "out of range"),
+        (vec!["--class=-1"], "out of range"),
+        (vec!["--model", "/nonexistent"], "/nonexistent"),
+        (vec!["--out", "/proc/x.png"], "/proc/x.png"),
+        (vec!["--out", "a_file/x.png"], "a_file"),
+        (vec!["--out", "missing/x.png"], "missing"),
+        (vec!["--out-dir", "a_file/sub"], "a_file/sub"),
+        (vec!["--device", "tpu"], "tpu"),
+        (vec!["sample", "--scheduler", "ddpm", "--steps", "5000"], "--steps 5000"),
+    ];
+    if !cfg!(feature = "cuda") {
+        cases.push((vec!["--device", "cuda:0"], "built without CUDA support"));
+    }
+    for (extra, needle) in cases {
+        let args = if extra[0] == "sample" { extra } else { [&base[..], &extra].concat() };
+        let line = fails(&unet2d(&dir, &args), 1);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+    let names = png_files(&dir);
+    assert!(names.is_empty(), "nothing is written: {names:?}");
+}
+
+#[test]
+fn a_folder_without_weights_is_refused() {
+    let dir = workdir("no_weights");
+    let unet = dir.join("pipe").join("unet");
+    std::fs::create_dir_all(&unet).unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits16/unet/config.json");
+    std::fs::copy(config, unet.join("config.json")).unwrap();
+    std::fs::write(dir.join("pipe").join("model_index.json"), b"{}").unwrap();
+    let line = fails(&unet2d(&dir, &["info", "--model", "pipe"]), 1);
+    assert!(line.contains("diffusion_pytorch_model"), "{line}");
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let dir = workdir("help");
+    let help = ok(&unet2d(&dir, &["sample", "--help"]));
+    for flag in [
+        "--model",
+        "--scheduler",
+        "--steps",
+        "--batch",
+        "--class",
+        "--seed",
+        "--eta",
+        "--device",
+        "--dtype",
+        "--out",
+        "--out-dir",
+        "--scale",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+    assert!(ok(&unet2d(&dir, &["--version"])).starts_with("unet2d "));
+}
+
+/// Writes a bare UNet folder (config.json + safetensors, no scheduler) of a tiny unconditional
+/// model with `channels` image channels and small random weights.
+fn tiny_unet(dir: &Path, channels: usize) {
+    use candle_unet2d::stats::parameter_shapes;
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({
+        "sample_size": 8, "in_channels": channels, "out_channels": channels,
+        "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+        "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"],
+        "attention_head_dim": null, "add_attention": false
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let config: UNet2DConfig = serde_json::from_value(config).unwrap();
+    let mut generator = candle_unet2d::rng::Generator::from_seed(0);
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = parameter_shapes(&config)
+        .unwrap()
+        .into_iter()
+        .map(|(name, shape)| {
+            let t = generator.randn_tensor(&shape, &candle_core::Device::Cpu).unwrap();
+            (name, (t * 0.05).unwrap())
+        })
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+}
+
+#[test]
+fn an_unconditional_rgb_unet_folder_samples_with_the_default_ddpm() {
+    let dir = workdir("rgb");
+    tiny_unet(&dir.join("rgb"), 3);
+    let info = ok(&unet2d(&dir, &["info", "--model", "rgb"]));
+    assert!(info.contains("DDPMScheduler") && info.contains("default"), "{info}");
+    assert!(info.contains("unconditional"), "{info}");
+
+    // Unconditional: 8 images by default; 8×8 images are scaled 8× to 64 px tiles, one row.
+    ok(&unet2d(&dir, &["sample", "--model", "rgb", "--scheduler", "ddim", "--steps", "3", "--out", "rgb.png"]));
+    let img = image::open(dir.join("rgb.png")).unwrap();
+    assert_eq!(img.color(), image::ColorType::Rgb8);
+    assert_eq!((img.width(), img.height()), (512, 64));
+
+    ok(&unet2d(&dir, &["sample", "--model", "rgb", "--steps", "2", "--batch", "2", "--out-dir", "each"]));
+    assert_eq!(png_files(&dir.join("each")), ["sample_000.png", "sample_001.png"]);
+
+    let line = fails(&unet2d(&dir, &["sample", "--model", "rgb", "--steps", "2", "--class", "1"]), 1);
+    assert!(line.contains("not class-conditional"), "{line}");
+}
+
+#[test]
+fn other_channel_counts_are_refused_before_sampling() {
+    let dir = workdir("four_channels");
+    tiny_unet(&dir.join("latent"), 4);
+    let line = fails(&unet2d(&dir, &["sample", "--model", "latent", "--steps", "2"]), 1);
+    assert!(line.contains("4-channel"), "{line}");
+    assert!(png_files(&dir).is_empty());
+}
+
+#[test]
+fn the_images_are_diffusers_images_for_the_same_seed() {
+    // tests/fixtures/pipeline/digits16_dpmpp20_seed1: diffusers' DDPMPipeline loop on the shipped
+    // model with DPMSolverMultistepScheduler (dpmsolver++, order 2), 20 steps, classes 0..9,
+    // generator=torch.Generator().manual_seed(1); `images` is output_type="np" (float, NHWC).
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline/digits16_dpmpp20_seed1.safetensors");
+    let expected = candle_core::safetensors::load(fixture, &candle_core::Device::Cpu).unwrap();
+    let expected = expected["images"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+
+    let dir = workdir("diffusers");
+    ok(&unet2d(&dir, &["sample", "--scheduler", "dpmpp", "--steps", "20", "--seed", "1", "--out-dir", "each"]));
+    let names = png_files(&dir.join("each"));
+    assert_eq!(names.len(), 10);
+    let mut worst = 0f32;
+    for (i, name) in names.iter().enumerate() {
+        let img = gray(&dir.join("each").join(name));
+        for (j, &p) in img.as_raw().iter().enumerate() {
+            let want = expected[i * 256 + j] * 255.0;
+            worst = worst.max((f32::from(p) - want).abs());
+        }
+    }
+    // The pipeline test allows 2/255 on the float images; quantising adds at most half a level.
+    assert!(worst <= 2.5, "max pixel difference {worst}/255");
+}
