@@ -23,9 +23,9 @@ pub mod kernels;
 pub mod layers;
 pub mod loading;
 pub mod pipeline;
-pub mod random_init;
 #[cfg(feature = "python")]
 mod python;
+pub mod random_init;
 pub mod resnet;
 pub mod rng;
 pub mod schedulers;

@@ -83,15 +83,9 @@ impl Mt19937 {
         state[0] = (seed & 0xffff_ffff) as u32;
         for j in 1..MT_N {
             let prev = state[j - 1];
-            state[j] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(j as u32);
+            state[j] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(j as u32);
         }
-        Mt19937 {
-            state,
-            left: 1,
-            next: 0,
-        }
+        Mt19937 { state, left: 1, next: 0 }
     }
 
     #[inline]
@@ -177,12 +171,7 @@ impl Generator {
 
     /// A generator seeded with `seed`, like `torch.Generator().manual_seed(seed)`.
     pub fn from_seed(seed: u64) -> Self {
-        Generator {
-            seed,
-            engine: Mt19937::new(seed),
-            next_double_normal: None,
-            kernel: NormalFillKernel::default(),
-        }
+        Generator { seed, engine: Mt19937::new(seed), next_double_normal: None, kernel: NormalFillKernel::default() }
     }
 
     /// Re-seeds the generator, like `torch.Generator.manual_seed`: resets the engine and clears the
@@ -439,11 +428,7 @@ fn sincos256(x: f32) -> (f32, f32) {
     let minus_dp1 = -0.785_156_25_f64 as f32;
     let minus_dp2 = -2.418_756_484_985_351_562_5e-4_f64 as f32;
     let minus_dp3 = -3.774_894_977_445_941_08e-8_f64 as f32;
-    let sincof = [
-        -1.951_529_589_1E-4_f64 as f32,
-        8.332_160_873_6E-3_f64 as f32,
-        -1.666_665_461_1E-1_f64 as f32,
-    ];
+    let sincof = [-1.951_529_589_1E-4_f64 as f32, 8.332_160_873_6E-3_f64 as f32, -1.666_665_461_1E-1_f64 as f32];
     let coscof = [
         2.443_315_711_809_948E-5_f64 as f32,
         -1.388_731_625_493_765E-3_f64 as f32,
@@ -455,11 +440,7 @@ fn sincos256(x: f32) -> (f32, f32) {
     let mut x = x.abs();
     // `_mm256_cvttps_epi32`: truncation; out-of-range and NaN lanes give i32::MIN.
     let scaled = x * fopi;
-    let mut j = if scaled.is_finite() && scaled.abs() < 2_147_483_648.0 {
-        scaled as i32
-    } else {
-        i32::MIN
-    };
+    let mut j = if scaled.is_finite() && scaled.abs() < 2_147_483_648.0 { scaled as i32 } else { i32::MIN };
     j = j.wrapping_add(1) & !1;
     let y = j as f32;
     let swap_sign_sin = ((j & 4) as u32) << 29;
@@ -491,10 +472,7 @@ fn sincos256(x: f32) -> (f32, f32) {
     let yc = yc - ysin1;
     let s = ysin1 + ysin2;
     let c = yc + ys;
-    (
-        f32::from_bits(s.to_bits() ^ sign_sin),
-        f32::from_bits(c.to_bits() ^ sign_cos),
-    )
+    (f32::from_bits(s.to_bits() ^ sign_sin), f32::from_bits(c.to_bits() ^ sign_cos))
 }
 
 /// ATen's portable `normal_fill_16<float>` with mean 0 and std 1: Box–Muller on 8 pairs of float32
@@ -579,33 +557,20 @@ mod tests {
         assert!(g.randn(&[4, 0, 7]).is_empty());
         assert!(g.randn(&[usize::MAX, 2]).is_empty());
         assert!(g.randn(&[usize::MAX / 2]).is_empty());
-        assert_eq!(
-            g.clone().random_u64(),
-            before,
-            "empty draws must not advance the state"
-        );
+        assert_eq!(g.clone().random_u64(), before, "empty draws must not advance the state");
         assert_eq!(g.randn(&[]).len(), 1);
-        let t = g
-            .randn_tensor(&[2, 0, 3], &candle_core::Device::Cpu)
-            .unwrap();
+        let t = g.randn_tensor(&[2, 0, 3], &candle_core::Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[2, 0, 3]);
-        assert!(g
-            .randn_tensor(&[usize::MAX, 3], &candle_core::Device::Cpu)
-            .is_err());
+        assert!(g.randn_tensor(&[usize::MAX, 3], &candle_core::Device::Cpu).is_err());
     }
 
     #[test]
     fn randn_tensor_matches_randn() {
         let mut a = Generator::from_seed(5);
         let mut b = a.clone();
-        let t = a
-            .randn_tensor(&[2, 3, 4], &candle_core::Device::Cpu)
-            .unwrap();
+        let t = a.randn_tensor(&[2, 3, 4], &candle_core::Device::Cpu).unwrap();
         assert_eq!(t.dtype(), candle_core::DType::F32);
-        assert_eq!(
-            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            b.randn(&[2, 3, 4])
-        );
+        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.randn(&[2, 3, 4]));
     }
 
     #[test]
@@ -615,11 +580,7 @@ mod tests {
         assert!(x.iter().all(|v| v.is_finite()));
         let n = x.len() as f64;
         let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = x
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / n;
+        let var = x.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
         assert!(mean.abs() < 0.02, "mean {mean}");
         assert!((var - 1.0).abs() < 0.02, "var {var}");
     }
@@ -642,11 +603,7 @@ mod tests {
         assert_eq!(b.normal_fill_kernel(), NormalFillKernel::Scalar);
         assert_eq!(a.normal_fill_kernel(), NormalFillKernel::Avx2);
         let (x, y) = (a.randn(&[4099]), b.randn(&[4099]));
-        let max = x
-            .iter()
-            .zip(&y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
+        let max = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
         assert!(max < 1e-5, "max diff {max}");
         // Small draws and the generator state do not depend on the kernel.
         assert_eq!(a.randn(&[7]), b.randn(&[7]));
@@ -660,17 +617,11 @@ mod tests {
         assert!(log256(0.0).is_nan() && log256(-1.0).is_nan());
         let (s, c) = sincos256(0.0);
         assert_eq!((s, c), (0.0, 1.0));
-        assert_eq!(
-            fma(0.1, 0.2, -0.3).to_bits(),
-            0.1f32.mul_add(0.2, -0.3).to_bits()
-        );
+        assert_eq!(fma(0.1, 0.2, -0.3).to_bits(), 0.1f32.mul_add(0.2, -0.3).to_bits());
         for k in 0..64 {
             let t = k as f32 * 0.1;
             let (s, c) = sincos256(t);
-            assert!(
-                (s - t.sin()).abs() < 1e-6 && (c - t.cos()).abs() < 1e-6,
-                "{t}"
-            );
+            assert!((s - t.sin()).abs() < 1e-6 && (c - t.cos()).abs() < 1e-6, "{t}");
         }
         // Out-of-range and non-finite arguments must not panic.
         let _ = sincos256(f32::NAN);

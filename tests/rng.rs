@@ -14,8 +14,7 @@ use candle_unet2d::rng::Generator;
 const TOL: f32 = 1e-6;
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/rng/torch_randn.safetensors");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rng/torch_randn.safetensors");
     candle_core::safetensors::load(&path, &Device::Cpu)
         .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()))
 }
@@ -27,10 +26,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
 /// Largest |a - b|, after checking the lengths agree.
 fn max_abs_diff(key: &str, ours: &[f32], expected: &[f32]) -> f32 {
     assert_eq!(ours.len(), expected.len(), "{key}: length");
-    ours.iter()
-        .zip(expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    ours.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
 /// `randn_seed{S}_shape{a}x{b}…` → (S, [a, b, …]).
@@ -38,10 +34,7 @@ fn parse_single(key: &str) -> Option<(u64, Vec<usize>)> {
     let rest = key.strip_prefix("randn_seed")?;
     let (seed, shape) = rest.split_once("_shape")?;
     let seed = seed.parse().ok()?;
-    let shape = shape
-        .split('x')
-        .map(|d| d.parse().ok())
-        .collect::<Option<Vec<usize>>>()?;
+    let shape = shape.split('x').map(|d| d.parse().ok()).collect::<Option<Vec<usize>>>()?;
     Some((seed, shape))
 }
 
@@ -52,12 +45,7 @@ fn fixture_has_the_expected_keys() {
     let seqs = t.keys().filter(|k| k.starts_with("randn_seq_seed")).count();
     assert_eq!(singles, 27, "3 seeds × 9 shapes");
     assert_eq!(seqs, 3);
-    assert_eq!(
-        singles + seqs,
-        t.len(),
-        "unrecognised keys: {:?}",
-        t.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(singles + seqs, t.len(), "unrecognised keys: {:?}", t.keys().collect::<Vec<_>>());
 }
 
 #[test]
@@ -96,17 +84,8 @@ fn large_draws_are_bit_identical() {
         }
         let ours = Generator::from_seed(seed).randn(&shape);
         let expected = flat(&expected);
-        let differing = ours
-            .iter()
-            .zip(&expected)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(
-            differing,
-            0,
-            "{key}: {differing} of {} values differ in some bit",
-            expected.len()
-        );
+        let differing = ours.iter().zip(&expected).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differing, 0, "{key}: {differing} of {} values differ in some bit", expected.len());
         checked += 1;
     }
     assert_eq!(checked, 18);
@@ -118,9 +97,7 @@ fn single_draws_as_tensors_match_torch() {
         let Some((seed, shape)) = parse_single(&key) else {
             continue;
         };
-        let t = Generator::from_seed(seed)
-            .randn_tensor(&shape, &Device::Cpu)
-            .unwrap();
+        let t = Generator::from_seed(seed).randn_tensor(&shape, &Device::Cpu).unwrap();
         assert_eq!(t.dtype(), candle_core::DType::F32, "{key}");
         assert_eq!(t.dims(), expected.dims(), "{key}");
         let err = max_abs_diff(&key, &flat(&t), &flat(&expected));
@@ -135,9 +112,7 @@ fn successive_draws_match_torch() {
         let Some(seed) = key.strip_prefix("randn_seq_seed") else {
             continue;
         };
-        let seed: u64 = seed
-            .parse()
-            .unwrap_or_else(|e| panic!("{key}: bad seed: {e}"));
+        let seed: u64 = seed.parse().unwrap_or_else(|e| panic!("{key}: bad seed: {e}"));
         let mut g = Generator::new();
         g.manual_seed(seed);
         let mut ours = g.randn(&[2, 1, 4, 4]);

@@ -9,9 +9,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_unet2d::rng::Generator;
 use candle_unet2d::schedulers::betas::{betas_for_alpha_bar, AlphaTransform, MAX_BETA};
 use candle_unet2d::schedulers::{
-    AlgorithmType, BetaSchedule, DdimConfig, DdimScheduler, DdpmConfig, DdpmScheduler,
-    DpmSolverMultistepConfig, DpmSolverMultistepScheduler, FinalSigmasType, PredictionType,
-    Scheduler, SchedulerKind, SolverType, StepOptions, TimestepSpacing, VarianceType,
+    AlgorithmType, BetaSchedule, DdimConfig, DdimScheduler, DdpmConfig, DdpmScheduler, DpmSolverMultistepConfig,
+    DpmSolverMultistepScheduler, FinalSigmasType, PredictionType, Scheduler, SchedulerKind, SolverType, StepOptions,
+    TimestepSpacing, VarianceType,
 };
 use candle_unet2d::Error;
 use serde_json::{json, Value};
@@ -45,24 +45,13 @@ fn run_case(name: &str) -> Result<f64, Box<dyn std::error::Error>> {
     let samples = &tensors["samples"];
 
     let mut scheduler = Scheduler::from_pretrained(&dir)?;
-    assert_eq!(
-        scheduler.kind().class_name(),
-        case["scheduler"].as_str().unwrap(),
-        "{name}: class"
-    );
+    assert_eq!(scheduler.kind().class_name(), case["scheduler"].as_str().unwrap(), "{name}: class");
     let n = case["num_inference_steps"].as_u64().unwrap() as usize;
     let eta = case["eta"].as_f64().unwrap();
     scheduler.set_timesteps(n)?;
-    assert_eq!(
-        scheduler.timesteps(),
-        expected_timesteps.as_slice(),
-        "{name}: timesteps"
-    );
+    assert_eq!(scheduler.timesteps(), expected_timesteps.as_slice(), "{name}: timesteps");
     let init_sigma = case["init_noise_sigma"].as_f64().unwrap();
-    assert!(
-        (scheduler.init_noise_sigma() - init_sigma).abs() < 1e-12,
-        "{name}: init_noise_sigma"
-    );
+    assert!((scheduler.init_noise_sigma() - init_sigma).abs() < 1e-12, "{name}: init_noise_sigma");
 
     let mut worst = 0f64;
     for (i, &t) in expected_timesteps.iter().enumerate() {
@@ -70,22 +59,10 @@ fn run_case(name: &str) -> Result<f64, Box<dyn std::error::Error>> {
         let noise = noises.get(i)?;
         let sample = samples.get(i)?;
         let expected = samples.get(i + 1)?;
-        let opts = StepOptions {
-            eta,
-            generator: None,
-            variance_noise: Some(&noise),
-        };
+        let opts = StepOptions { eta, generator: None, variance_noise: Some(&noise) };
         let out = scheduler.step(&model_output, t, &sample, opts)?;
-        assert_eq!(
-            out.prev_sample.dims(),
-            expected.dims(),
-            "{name}: step {i} shape"
-        );
-        assert_eq!(
-            out.prev_sample.dtype(),
-            DType::F32,
-            "{name}: step {i} dtype"
-        );
+        assert_eq!(out.prev_sample.dims(), expected.dims(), "{name}: step {i} shape");
+        assert_eq!(out.prev_sample.dtype(), DType::F32, "{name}: step {i} dtype");
         let ours = out.prev_sample.flatten_all()?.to_vec1::<f32>()?;
         let reference = expected.flatten_all()?.to_vec1::<f32>()?;
         for (k, (a, b)) in ours.iter().zip(&reference).enumerate() {
@@ -104,10 +81,7 @@ fn run_case(name: &str) -> Result<f64, Box<dyn std::error::Error>> {
 #[test]
 fn every_fixture_case_matches_diffusers() -> TestResult {
     let names = case_names();
-    assert!(
-        names.len() >= 8,
-        "expected the 8 public cases, found {names:?}"
-    );
+    assert!(names.len() >= 8, "expected the 8 public cases, found {names:?}");
     for name in &names {
         let worst = run_case(name)?;
         println!("{name:34} max relative error {worst:.3e}");
@@ -145,24 +119,12 @@ fn squaredcos_cap_v2_betas_are_nonzero_and_match_hand_values() -> TestResult {
     // computed in f64 (candle-transformers' integer division makes them all zero)
     let exact = betas_for_alpha_bar(1000, MAX_BETA, AlphaTransform::Cosine);
     assert_eq!(exact.len(), 1000);
-    assert!(
-        exact.iter().all(|&b| b > 0.0),
-        "cosine betas must all be positive"
-    );
+    assert!(exact.iter().all(|&b| b > 0.0), "cosine betas must all be positive");
     // by hand: beta_i = min(1 − ᾱ((i+1)/N) / ᾱ(i/N), 0.999), ᾱ(t) = cos((t + 0.008)/1.008 · π/2)²
-    let alpha_bar = |t: f64| {
-        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
-            .cos()
-            .powi(2)
-    };
+    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
     for i in [0usize, 1, 250, 500, 998, 999] {
-        let by_hand =
-            (1.0 - alpha_bar((i + 1) as f64 / 1000.0) / alpha_bar(i as f64 / 1000.0)).min(0.999);
-        assert!(
-            (exact[i] - by_hand).abs() < 1e-15,
-            "beta[{i}] = {} vs {by_hand}",
-            exact[i]
-        );
+        let by_hand = (1.0 - alpha_bar((i + 1) as f64 / 1000.0) / alpha_bar(i as f64 / 1000.0)).min(0.999);
+        assert!((exact[i] - by_hand).abs() < 1e-15, "beta[{i}] = {} vs {by_hand}", exact[i]);
     }
     // values from Python's math module (diffusers' betas_for_alpha_bar before its float32 cast)
     let from_python = [
@@ -173,17 +135,10 @@ fn squaredcos_cap_v2_betas_are_nonzero_and_match_hand_values() -> TestResult {
         (999, 0.999),
     ];
     for (i, v) in from_python {
-        assert!(
-            (exact[i] - v).abs() <= 1e-15 * v.max(1e-3),
-            "beta[{i}] = {} vs {v}",
-            exact[i]
-        );
+        assert!((exact[i] - v).abs() <= 1e-15 * v.max(1e-3), "beta[{i}] = {} vs {v}", exact[i]);
     }
     // the scheduler stores them at float32 precision, like diffusers
-    let s = DdpmScheduler::new(DdpmConfig {
-        beta_schedule: BetaSchedule::SquaredcosCapV2,
-        ..Default::default()
-    })?;
+    let s = DdpmScheduler::new(DdpmConfig { beta_schedule: BetaSchedule::SquaredcosCapV2, ..Default::default() })?;
     for (i, v) in from_python {
         assert_eq!(s.betas()[i], v as f32 as f64, "stored beta[{i}]");
     }
@@ -196,21 +151,13 @@ fn squaredcos_cap_v2_betas_are_nonzero_and_match_hand_values() -> TestResult {
 /// diffusers' float32 tables (tables.safetensors, made by make_extra_fixtures.py) against ours.
 #[test]
 fn tables_match_diffusers_float32_tables() -> TestResult {
-    let t =
-        candle_core::safetensors::load(fixtures_root().join("tables.safetensors"), &Device::Cpu)?;
-    let get = |k: &str| -> Result<Vec<f64>, Box<dyn std::error::Error>> {
-        Ok(t[k].to_dtype(DType::F64)?.to_vec1::<f64>()?)
-    };
+    let t = candle_core::safetensors::load(fixtures_root().join("tables.safetensors"), &Device::Cpu)?;
+    let get =
+        |k: &str| -> Result<Vec<f64>, Box<dyn std::error::Error>> { Ok(t[k].to_dtype(DType::F64)?.to_vec1::<f64>()?) };
     let configs = [
         ("linear", json!({})),
-        (
-            "scaled_linear",
-            json!({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}),
-        ),
-        (
-            "squaredcos_cap_v2",
-            json!({"beta_schedule": "squaredcos_cap_v2"}),
-        ),
+        ("scaled_linear", json!({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})),
+        ("squaredcos_cap_v2", json!({"beta_schedule": "squaredcos_cap_v2"})),
         ("sigmoid", json!({"beta_schedule": "sigmoid"})),
         ("laplace", json!({"beta_schedule": "laplace"})),
         (
@@ -222,43 +169,23 @@ fn tables_match_diffusers_float32_tables() -> TestResult {
         let s = DdpmScheduler::from_json(&cfg)?;
         for (what, ours, theirs) in [
             ("betas", s.betas().to_vec(), get(&format!("{key}.betas"))?),
-            (
-                "alphas_cumprod",
-                s.alphas_cumprod().to_vec(),
-                get(&format!("{key}.alphas_cumprod"))?,
-            ),
+            ("alphas_cumprod", s.alphas_cumprod().to_vec(), get(&format!("{key}.alphas_cumprod"))?),
         ] {
             assert_eq!(ours.len(), theirs.len());
-            let worst = ours
-                .iter()
-                .zip(&theirs)
-                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-30))
-                .fold(0f64, f64::max);
+            let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / b.abs().max(1e-30)).fold(0f64, f64::max);
             let exact = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
             println!("{key:24} {what:15} {exact:4}/1000 identical, max relative diff {worst:.2e}");
             // within a couple of float32 ulps, except where diffusers' float32 rescaling cancels
             // (`1 − ᾱₜ/ᾱₜ₋₁`): one-ulp differences in torch's vectorised sqrt show up there as ~1e-4
-            let bound = if key.ends_with("zero_snr") && what == "betas" {
-                2e-4
-            } else {
-                5e-7
-            };
+            let bound = if key.ends_with("zero_snr") && what == "betas" { 2e-4 } else { 5e-7 };
             assert!(worst < bound, "{key} {what}: max relative diff {worst:e}");
         }
     }
     let dpm_configs = [
         ("dpm_karras", json!({"use_karras_sigmas": true}), 15),
-        (
-            "dpm_karras_cosine",
-            json!({"use_karras_sigmas": true, "beta_schedule": "squaredcos_cap_v2"}),
-            10,
-        ),
+        ("dpm_karras_cosine", json!({"use_karras_sigmas": true, "beta_schedule": "squaredcos_cap_v2"}), 10),
         ("dpm_lu", json!({"use_lu_lambdas": true}), 12),
-        (
-            "dpm_exponential",
-            json!({"use_exponential_sigmas": true}),
-            12,
-        ),
+        ("dpm_exponential", json!({"use_exponential_sigmas": true}), 12),
         (
             "dpm_sigma_min_leading",
             json!({"final_sigmas_type": "sigma_min", "timestep_spacing": "leading", "steps_offset": 1}),
@@ -278,10 +205,7 @@ fn tables_match_diffusers_float32_tables() -> TestResult {
         let theirs = get(&format!("{key}.sigmas"))?;
         assert_eq!(s.sigmas().len(), theirs.len(), "{key}: sigmas");
         for (i, (a, b)) in s.sigmas().iter().zip(&theirs).enumerate() {
-            assert!(
-                (a - b).abs() <= 5e-7 * b.abs(),
-                "{key}: sigma[{i}] {a} vs {b}"
-            );
+            assert!((a - b).abs() <= 5e-7 * b.abs(), "{key}: sigma[{i}] {a} vs {b}");
         }
     }
     Ok(())
@@ -370,8 +294,7 @@ fn config_json_is_complete_and_round_trips() -> TestResult {
     assert_eq!(cfg["lambda_min_clipped"], "-Infinity");
     // every key diffusers saved is there
     let saved: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("scheduler_config.json"))?
-            .replace("-Infinity", "\"-Infinity\""),
+        &std::fs::read_to_string(dir.join("scheduler_config.json"))?.replace("-Infinity", "\"-Infinity\""),
     )?;
     for key in saved.as_object().unwrap().keys() {
         assert!(cfg.get(key).is_some(), "config_json lacks `{key}`");
@@ -391,9 +314,7 @@ fn config_json_is_complete_and_round_trips() -> TestResult {
 
 #[test]
 fn from_json_as_converts_and_ignores_foreign_keys() -> TestResult {
-    let ddpm_cfg =
-        Scheduler::from_pretrained(fixtures_root().join("ddpm_cosine_fixed_small_log_v"))?
-            .config_json();
+    let ddpm_cfg = Scheduler::from_pretrained(fixtures_root().join("ddpm_cosine_fixed_small_log_v"))?.config_json();
     let mut cfg = ddpm_cfg.clone();
     cfg["some_future_option"] = json!({"nested": [1, 2, 3]});
     cfg["_private"] = json!("ignored");
@@ -404,15 +325,9 @@ fn from_json_as_converts_and_ignores_foreign_keys() -> TestResult {
     assert_eq!(out["_class_name"], "DDIMScheduler");
     assert_eq!(out["beta_schedule"], "squaredcos_cap_v2");
     assert_eq!(out["prediction_type"], "v_prediction");
-    assert!(
-        out.get("variance_type").is_none(),
-        "DDIM has no variance_type"
-    );
+    assert!(out.get("variance_type").is_none(), "DDIM has no variance_type");
     assert!(out.get("some_future_option").is_none());
-    assert_eq!(
-        out["set_alpha_to_one"], true,
-        "missing keys take DDIM's defaults"
-    );
+    assert_eq!(out["set_alpha_to_one"], true, "missing keys take DDIM's defaults");
 
     let dpm = Scheduler::from_json_as(SchedulerKind::DpmSolverMultistep, &cfg)?;
     assert_eq!(dpm.config_json()["solver_order"], 2);
@@ -421,27 +336,17 @@ fn from_json_as_converts_and_ignores_foreign_keys() -> TestResult {
 
     // and back
     let back = Scheduler::from_json_as(SchedulerKind::Ddpm, &ddim.config_json())?;
-    assert_eq!(
-        back.config_json()["variance_type"],
-        "fixed_small",
-        "DDPM's default again"
-    );
+    assert_eq!(back.config_json()["variance_type"], "fixed_small", "DDPM's default again");
 
     // `_use_default_values` keys fall back to defaults, as in diffusers
-    let with_defaults =
-        json!({"beta_schedule": "scaled_linear", "_use_default_values": ["beta_schedule"]});
-    assert_eq!(
-        DdimConfig::from_json(&with_defaults)?.beta_schedule,
-        BetaSchedule::Linear
-    );
+    let with_defaults = json!({"beta_schedule": "scaled_linear", "_use_default_values": ["beta_schedule"]});
+    assert_eq!(DdimConfig::from_json(&with_defaults)?.beta_schedule, BetaSchedule::Linear);
     Ok(())
 }
 
 #[test]
 fn aliases_are_normalised_like_diffusers() -> TestResult {
-    let c = DpmSolverMultistepConfig::from_json(
-        &json!({"algorithm_type": "deis", "solver_type": "bh2"}),
-    )?;
+    let c = DpmSolverMultistepConfig::from_json(&json!({"algorithm_type": "deis", "solver_type": "bh2"}))?;
     assert_eq!(c.algorithm_type, AlgorithmType::DpmSolverPlusPlus);
     assert_eq!(c.solver_type, SolverType::Midpoint);
     assert_eq!(c.to_json()["algorithm_type"], "dpmsolver++");
@@ -484,92 +389,31 @@ fn bad_config_values_name_the_field() {
     let e = DdpmConfig::from_json(&json!({"beta_schedule": "quadratic"})).unwrap_err();
     assert_eq!(config_field(&e), "beta_schedule");
     assert!(e.to_string().contains("quadratic"), "{e}");
-    let e = Scheduler::from_json_as(SchedulerKind::Ddim, &json!({"beta_schedule": "quadratic"}))
-        .unwrap_err();
+    let e = Scheduler::from_json_as(SchedulerKind::Ddim, &json!({"beta_schedule": "quadratic"})).unwrap_err();
     assert_eq!(config_field(&e), "beta_schedule");
 
     let cases: Vec<(Value, SchedulerKind, &str)> = vec![
-        (
-            json!({"prediction_type": "flow"}),
-            SchedulerKind::Ddpm,
-            "prediction_type",
-        ),
-        (
-            json!({"variance_type": "tiny"}),
-            SchedulerKind::Ddpm,
-            "variance_type",
-        ),
-        (
-            json!({"timestep_spacing": "random"}),
-            SchedulerKind::Ddim,
-            "timestep_spacing",
-        ),
-        (
-            json!({"algorithm_type": "dpm"}),
-            SchedulerKind::DpmSolverMultistep,
-            "algorithm_type",
-        ),
-        (
-            json!({"final_sigmas_type": "one"}),
-            SchedulerKind::DpmSolverMultistep,
-            "final_sigmas_type",
-        ),
-        (
-            json!({"num_train_timesteps": 0}),
-            SchedulerKind::Ddpm,
-            "num_train_timesteps",
-        ),
-        (
-            json!({"num_train_timesteps": "1000"}),
-            SchedulerKind::Ddpm,
-            "num_train_timesteps",
-        ),
-        (
-            json!({"num_train_timesteps": -5}),
-            SchedulerKind::Ddim,
-            "num_train_timesteps",
-        ),
-        (
-            json!({"clip_sample": "yes"}),
-            SchedulerKind::Ddim,
-            "clip_sample",
-        ),
-        (
-            json!({"solver_order": 4}),
-            SchedulerKind::DpmSolverMultistep,
-            "solver_order",
-        ),
-        (
-            json!({"solver_order": 0}),
-            SchedulerKind::DpmSolverMultistep,
-            "solver_order",
-        ),
+        (json!({"prediction_type": "flow"}), SchedulerKind::Ddpm, "prediction_type"),
+        (json!({"variance_type": "tiny"}), SchedulerKind::Ddpm, "variance_type"),
+        (json!({"timestep_spacing": "random"}), SchedulerKind::Ddim, "timestep_spacing"),
+        (json!({"algorithm_type": "dpm"}), SchedulerKind::DpmSolverMultistep, "algorithm_type"),
+        (json!({"final_sigmas_type": "one"}), SchedulerKind::DpmSolverMultistep, "final_sigmas_type"),
+        (json!({"num_train_timesteps": 0}), SchedulerKind::Ddpm, "num_train_timesteps"),
+        (json!({"num_train_timesteps": "1000"}), SchedulerKind::Ddpm, "num_train_timesteps"),
+        (json!({"num_train_timesteps": -5}), SchedulerKind::Ddim, "num_train_timesteps"),
+        (json!({"clip_sample": "yes"}), SchedulerKind::Ddim, "clip_sample"),
+        (json!({"solver_order": 4}), SchedulerKind::DpmSolverMultistep, "solver_order"),
+        (json!({"solver_order": 0}), SchedulerKind::DpmSolverMultistep, "solver_order"),
         (
             json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "zero"}),
             SchedulerKind::DpmSolverMultistep,
             "final_sigmas_type",
         ),
-        (
-            json!({"beta_schedule": "sigmoid"}),
-            SchedulerKind::Ddim,
-            "beta_schedule",
-        ),
-        (
-            json!({"trained_betas": [0.1, 0.2]}),
-            SchedulerKind::Ddpm,
-            "trained_betas",
-        ),
+        (json!({"beta_schedule": "sigmoid"}), SchedulerKind::Ddim, "beta_schedule"),
+        (json!({"trained_betas": [0.1, 0.2]}), SchedulerKind::Ddpm, "trained_betas"),
         (json!({"beta_end": 2.0}), SchedulerKind::Ddpm, "beta_end"),
-        (
-            json!({"dynamic_thresholding_ratio": 1.5}),
-            SchedulerKind::Ddpm,
-            "dynamic_thresholding_ratio",
-        ),
-        (
-            json!({"use_beta_sigmas": true}),
-            SchedulerKind::DpmSolverMultistep,
-            "use_beta_sigmas",
-        ),
+        (json!({"dynamic_thresholding_ratio": 1.5}), SchedulerKind::Ddpm, "dynamic_thresholding_ratio"),
+        (json!({"use_beta_sigmas": true}), SchedulerKind::DpmSolverMultistep, "use_beta_sigmas"),
     ];
     for (cfg, kind, field) in cases {
         let e = Scheduler::from_json_as(kind, &cfg).unwrap_err();
@@ -579,10 +423,7 @@ fn bad_config_values_name_the_field() {
     let e = Scheduler::from_json(&json!({"_class_name": "EulerDiscreteScheduler"})).unwrap_err();
     assert_eq!(config_field(&e), "_class_name");
     let msg = e.to_string();
-    assert!(
-        msg.contains("EulerDiscreteScheduler") && msg.contains("DDIMScheduler"),
-        "{msg}"
-    );
+    assert!(msg.contains("EulerDiscreteScheduler") && msg.contains("DDIMScheduler"), "{msg}");
     let e = Scheduler::from_json(&json!({"beta_start": 0.001})).unwrap_err();
     assert_eq!(config_field(&e), "_class_name");
     let e = Scheduler::from_json_as(SchedulerKind::Ddpm, &json!([1, 2])).unwrap_err();
@@ -601,10 +442,7 @@ fn unparsable_json_is_a_config_parse_error() -> TestResult {
 }
 
 fn all_kinds() -> Vec<Scheduler> {
-    SchedulerKind::ALL
-        .iter()
-        .map(|k| Scheduler::from_json_as(*k, &json!({})).unwrap())
-        .collect()
+    SchedulerKind::ALL.iter().map(|k| Scheduler::from_json_as(*k, &json!({})).unwrap()).collect()
 }
 
 #[test]
@@ -626,10 +464,7 @@ fn step_before_set_timesteps_is_an_error() -> TestResult {
     let x = Tensor::zeros((1, 3, 4, 4), DType::F32, &Device::Cpu)?;
     let noise = Tensor::zeros((1, 3, 4, 4), DType::F32, &Device::Cpu)?;
     for mut s in all_kinds() {
-        let opts = StepOptions {
-            variance_noise: Some(&noise),
-            ..Default::default()
-        };
+        let opts = StepOptions { variance_noise: Some(&noise), ..Default::default() };
         let e = s.step(&x, 999, &x, opts).unwrap_err();
         assert!(e.to_string().contains("set_timesteps"), "{}: {e}", s.kind());
     }
@@ -644,46 +479,24 @@ fn mismatched_shapes_are_errors() -> TestResult {
         s.set_timesteps(10)?;
         let t = s.timesteps()[0];
         let noise = Tensor::zeros((1, 3, 4, 4), DType::F32, &Device::Cpu)?;
-        let opts = StepOptions {
-            variance_noise: Some(&noise),
-            ..Default::default()
-        };
+        let opts = StepOptions { variance_noise: Some(&noise), ..Default::default() };
         let e = s.step(&bad, t, &x, opts).unwrap_err();
-        assert!(
-            matches!(&e, Error::InvalidArgument { name, .. } if name == "model_output"),
-            "{}: {e}",
-            s.kind()
-        );
+        assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "model_output"), "{}: {e}", s.kind());
         // a wrongly shaped variance_noise (used by DDPM at t > 0)
         if s.kind() == SchedulerKind::Ddpm {
-            let opts = StepOptions {
-                variance_noise: Some(&bad),
-                ..Default::default()
-            };
+            let opts = StepOptions { variance_noise: Some(&bad), ..Default::default() };
             let e = s.step(&x, t, &x, opts).unwrap_err();
-            assert!(
-                matches!(&e, Error::InvalidArgument { name, .. } if name == "variance_noise"),
-                "{e}"
-            );
+            assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "variance_noise"), "{e}");
         }
     }
     // learned variance needs twice the channels
-    let mut s = DdpmScheduler::new(DdpmConfig {
-        variance_type: VarianceType::LearnedRange,
-        ..Default::default()
-    })?;
+    let mut s = DdpmScheduler::new(DdpmConfig { variance_type: VarianceType::LearnedRange, ..Default::default() })?;
     s.set_timesteps(10)?;
     let mut g = Generator::from_seed(0);
-    let opts = StepOptions {
-        generator: Some(&mut g),
-        ..Default::default()
-    };
+    let opts = StepOptions { generator: Some(&mut g), ..Default::default() };
     assert!(s.step(&x, 900, &x, opts).is_err());
     let doubled = Tensor::zeros((1, 6, 4, 4), DType::F32, &Device::Cpu)?;
-    let opts = StepOptions {
-        generator: Some(&mut g),
-        ..Default::default()
-    };
+    let opts = StepOptions { generator: Some(&mut g), ..Default::default() };
     let out = s.step(&doubled, 900, &x, opts)?;
     assert_eq!(out.prev_sample.dims(), &[1, 3, 4, 4]);
     Ok(())
@@ -695,14 +508,8 @@ fn timesteps_outside_the_schedule_are_errors() -> TestResult {
     let noise = Tensor::zeros((1, 3, 4, 4), DType::F32, &Device::Cpu)?;
     let mut ddpm = DdpmScheduler::new(DdpmConfig::default())?;
     ddpm.set_timesteps(10)?;
-    let opts = StepOptions {
-        variance_noise: Some(&noise),
-        ..Default::default()
-    };
-    assert!(
-        ddpm.step(&x, 901, &x, opts).is_err(),
-        "901 is not a DDPM timestep"
-    );
+    let opts = StepOptions { variance_noise: Some(&noise), ..Default::default() };
+    assert!(ddpm.step(&x, 901, &x, opts).is_err(), "901 is not a DDPM timestep");
 
     let mut ddim = DdimScheduler::new(DdimConfig::default())?;
     ddim.set_timesteps(10)?;
@@ -731,45 +538,18 @@ fn stochastic_steps_need_a_noise_source() -> TestResult {
     let mut ddpm = Scheduler::from_json_as(SchedulerKind::Ddpm, &json!({}))?;
     ddpm.set_timesteps(10)?;
     let e = ddpm.step(&x, 900, &x, StepOptions::default()).unwrap_err();
-    assert!(
-        matches!(&e, Error::InvalidArgument { name, .. } if name == "generator"),
-        "{e}"
-    );
+    assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "generator"), "{e}");
     // t = 0 adds no noise, so none is needed
     ddpm.step(&x, 0, &x, StepOptions::default())?;
 
     let mut ddim = Scheduler::from_json_as(SchedulerKind::Ddim, &json!({}))?;
     ddim.set_timesteps(10)?;
     ddim.step(&x, 900, &x, StepOptions::default())?;
-    assert!(ddim
-        .step(
-            &x,
-            900,
-            &x,
-            StepOptions {
-                eta: 1.0,
-                ..Default::default()
-            }
-        )
-        .is_err());
-    assert!(ddim
-        .step(
-            &x,
-            900,
-            &x,
-            StepOptions {
-                eta: -1.0,
-                ..Default::default()
-            }
-        )
-        .is_err());
+    assert!(ddim.step(&x, 900, &x, StepOptions { eta: 1.0, ..Default::default() }).is_err());
+    assert!(ddim.step(&x, 900, &x, StepOptions { eta: -1.0, ..Default::default() }).is_err());
 
     let mut g = Generator::from_seed(1);
-    let opts = StepOptions {
-        generator: Some(&mut g),
-        variance_noise: Some(&x),
-        eta: 1.0,
-    };
+    let opts = StepOptions { generator: Some(&mut g), variance_noise: Some(&x), eta: 1.0 };
     let e = ddim.step(&x, 900, &x, opts).unwrap_err();
     assert!(e.to_string().contains("not both"), "{e}");
     Ok(())
@@ -788,46 +568,14 @@ fn generator_noise_is_torch_randn_of_the_sample_shape() -> TestResult {
     ddpm.set_timesteps(10)?;
 
     let mut g = Generator::from_seed(42);
-    let a = ddpm.step(
-        &eps,
-        900,
-        &x,
-        StepOptions {
-            generator: Some(&mut g),
-            ..Default::default()
-        },
-    )?;
-    let b = ddpm.step(
-        &eps,
-        800,
-        &x,
-        StepOptions {
-            generator: Some(&mut g),
-            ..Default::default()
-        },
-    )?;
+    let a = ddpm.step(&eps, 900, &x, StepOptions { generator: Some(&mut g), ..Default::default() })?;
+    let b = ddpm.step(&eps, 800, &x, StepOptions { generator: Some(&mut g), ..Default::default() })?;
 
     let mut g2 = Generator::from_seed(42);
     let n1 = g2.randn_tensor(&[2, 3, 4, 4], &dev)?;
     let n2 = g2.randn_tensor(&[2, 3, 4, 4], &dev)?;
-    let a2 = ddpm.step(
-        &eps,
-        900,
-        &x,
-        StepOptions {
-            variance_noise: Some(&n1),
-            ..Default::default()
-        },
-    )?;
-    let b2 = ddpm.step(
-        &eps,
-        800,
-        &x,
-        StepOptions {
-            variance_noise: Some(&n2),
-            ..Default::default()
-        },
-    )?;
+    let a2 = ddpm.step(&eps, 900, &x, StepOptions { variance_noise: Some(&n1), ..Default::default() })?;
+    let b2 = ddpm.step(&eps, 800, &x, StepOptions { variance_noise: Some(&n2), ..Default::default() })?;
     let diff = |p: &Tensor, q: &Tensor| -> candle_core::Result<f32> {
         (p - q)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     };
@@ -836,15 +584,7 @@ fn generator_noise_is_torch_randn_of_the_sample_shape() -> TestResult {
 
     // the last step (t = 0) draws nothing: the generator does not advance
     let mut g3 = Generator::from_seed(7);
-    ddpm.step(
-        &eps,
-        0,
-        &x,
-        StepOptions {
-            generator: Some(&mut g3),
-            ..Default::default()
-        },
-    )?;
+    ddpm.step(&eps, 0, &x, StepOptions { generator: Some(&mut g3), ..Default::default() })?;
     let mut g4 = Generator::from_seed(7);
     assert_eq!(g3.randn(&[5]), g4.randn(&[5]));
     Ok(())
@@ -854,32 +594,18 @@ fn generator_noise_is_torch_randn_of_the_sample_shape() -> TestResult {
 fn dpm_solver_order_1_equals_ddim() -> TestResult {
     // DPM-Solver++ (1st order) is DDIM: check both trajectories on the same timesteps
     let dev = Device::Cpu;
-    let mut ddim = DdimScheduler::new(DdimConfig {
-        clip_sample: false,
-        ..Default::default()
-    })?;
+    let mut ddim = DdimScheduler::new(DdimConfig { clip_sample: false, ..Default::default() })?;
     ddim.set_timesteps(10)?;
-    let mut dpm = DpmSolverMultistepScheduler::new(DpmSolverMultistepConfig {
-        solver_order: 1,
-        ..Default::default()
-    })?;
+    let mut dpm = DpmSolverMultistepScheduler::new(DpmSolverMultistepConfig { solver_order: 1, ..Default::default() })?;
     dpm.set_custom_timesteps(ddim.timesteps())?;
     let mut g = Generator::from_seed(3);
     let mut x_ddim = g.randn_tensor(&[1, 2, 4, 4], &dev)?;
     let mut x_dpm = x_ddim.clone();
     for &t in ddim.timesteps() {
         let eps = g.randn_tensor(&[1, 2, 4, 4], &dev)?;
-        x_ddim = ddim
-            .step(&eps, t, &x_ddim, StepOptions::default())?
-            .prev_sample;
-        x_dpm = dpm
-            .step(&eps, t, &x_dpm, StepOptions::default())?
-            .prev_sample;
-        let d = (&x_ddim - &x_dpm)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
+        x_ddim = ddim.step(&eps, t, &x_ddim, StepOptions::default())?.prev_sample;
+        x_dpm = dpm.step(&eps, t, &x_dpm, StepOptions::default())?.prev_sample;
+        let d = (&x_ddim - &x_dpm)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         assert!(d < 1e-4, "t={t}: DDIM and DPM-Solver++(1) differ by {d}");
     }
     Ok(())
@@ -894,36 +620,21 @@ fn dpm_solver_set_timesteps_resets_state() -> TestResult {
         s.set_timesteps(20)?;
         let mut x = tensors["samples"].get(0)?;
         for (i, t) in s.timesteps().to_vec().into_iter().enumerate() {
-            x = s
-                .step(
-                    &tensors["model_outputs"].get(i)?,
-                    t,
-                    &x,
-                    StepOptions::default(),
-                )?
-                .prev_sample;
+            x = s.step(&tensors["model_outputs"].get(i)?, t, &x, StepOptions::default())?.prev_sample;
         }
         Ok(x)
     };
     let a = run(&mut s)?;
     assert_eq!(s.lower_order_nums(), 2);
     let b = run(&mut s)?;
-    let d = (&a - &b)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f32>()?;
+    let d = (&a - &b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
     assert_eq!(d, 0.0);
     Ok(())
 }
 
 /// The exact model for data ~ N(0, I): ε̂(x, t) = σₜ·x (so x̂₀ = αₜ·x and v̂ = 0), in the
 /// parameterisation `prediction_type` asks for. Its probability-flow ODE is the identity map.
-fn gaussian_oracle(
-    x: &Tensor,
-    alpha_cumprod: f64,
-    prediction_type: &str,
-) -> candle_core::Result<Tensor> {
+fn gaussian_oracle(x: &Tensor, alpha_cumprod: f64, prediction_type: &str) -> candle_core::Result<Tensor> {
     let (alpha, sigma) = (alpha_cumprod.sqrt(), (1.0 - alpha_cumprod).sqrt());
     match prediction_type {
         "sample" => x.affine(alpha, 0.0),
@@ -949,89 +660,38 @@ fn dpm_solver_variants_solve_the_gaussian_ode() -> TestResult {
         (json!({"solver_order": 3}), true, 0.02),
         // a third-order last step onto σ_min without lower_order_final is rough (diffusers agrees:
         // fixture x_dpm_3m_sigma_min_no_lof)
-        (
-            json!({"solver_order": 3, "lower_order_final": false, "final_sigmas_type": "sigma_min"}),
-            true,
-            0.3,
-        ),
+        (json!({"solver_order": 3, "lower_order_final": false, "final_sigmas_type": "sigma_min"}), true, 0.3),
         (json!({"solver_type": "heun"}), true, 0.025),
         (json!({"use_karras_sigmas": true}), true, 0.15),
         (json!({"use_lu_lambdas": true}), true, 0.05),
         (json!({"use_exponential_sigmas": true}), true, 0.05),
-        (
-            json!({"euler_at_final": true, "timestep_spacing": "trailing"}),
-            true,
-            0.04,
-        ),
-        (
-            json!({"timestep_spacing": "leading", "steps_offset": 1}),
-            true,
-            0.04,
-        ),
-        (
-            json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}),
-            true,
-            0.07,
-        ),
-        (
-            json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3}),
-            true,
-            0.06,
-        ),
+        (json!({"euler_at_final": true, "timestep_spacing": "trailing"}), true, 0.04),
+        (json!({"timestep_spacing": "leading", "steps_offset": 1}), true, 0.04),
+        (json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}), true, 0.07),
+        (json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3}), true, 0.06),
         (json!({"prediction_type": "sample"}), true, 0.04),
-        (
-            json!({"prediction_type": "v_prediction", "beta_schedule": "squaredcos_cap_v2"}),
-            true,
-            0.03,
-        ),
-        (
-            json!({"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1}),
-            true,
-            0.03,
-        ),
+        (json!({"prediction_type": "v_prediction", "beta_schedule": "squaredcos_cap_v2"}), true, 0.03),
+        (json!({"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1}), true, 0.03),
         (json!({"variance_type": "learned_range"}), true, 0.04),
         (json!({"algorithm_type": "sde-dpmsolver++"}), false, 0.0),
-        (
-            json!({"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
-            false,
-            0.0,
-        ),
-        (
-            json!({"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}),
-            false,
-            0.0,
-        ),
-        (
-            json!({"thresholding": true, "sample_max_value": 1.5}),
-            false,
-            0.0,
-        ),
+        (json!({"algorithm_type": "sde-dpmsolver++", "solver_order": 3}), false, 0.0),
+        (json!({"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}), false, 0.0),
+        (json!({"thresholding": true, "sample_max_value": 1.5}), false, 0.0),
     ];
     for (cfg, deterministic, bound) in variants {
         let mut s = DpmSolverMultistepScheduler::from_json(&cfg)?;
         s.set_timesteps(12)?;
-        let prediction = cfg
-            .get("prediction_type")
-            .and_then(Value::as_str)
-            .unwrap_or("epsilon")
-            .to_string();
+        let prediction = cfg.get("prediction_type").and_then(Value::as_str).unwrap_or("epsilon").to_string();
         let learned = cfg.get("variance_type").is_some();
         let mut g = Generator::from_seed(5);
         let x_init = g.randn_tensor(&[2, 2, 4, 4], &dev)?;
         let mut x = x_init.clone();
         for t in s.timesteps().to_vec() {
-            let mut mo = gaussian_oracle(
-                &x,
-                s.alphas_cumprod()[t.clamp(0, 999) as usize],
-                &prediction,
-            )?;
+            let mut mo = gaussian_oracle(&x, s.alphas_cumprod()[t.clamp(0, 999) as usize], &prediction)?;
             if learned {
                 mo = Tensor::cat(&[mo, g.randn_tensor(&[2, 2, 4, 4], &dev)?], 1)?;
             }
-            let opts = StepOptions {
-                generator: Some(&mut g),
-                ..Default::default()
-            };
+            let opts = StepOptions { generator: Some(&mut g), ..Default::default() };
             x = s.step(&mo, t, &x, opts)?.prev_sample;
         }
         let v = x.flatten_all()?.to_vec1::<f32>()?;
@@ -1039,10 +699,7 @@ fn dpm_solver_variants_solve_the_gaussian_ode() -> TestResult {
         let err = rel_diff(&x, &x_init)?;
         println!("{cfg:100} ‖x_T→0 − x_init‖/‖x_init‖ = {err:.4}");
         if deterministic {
-            assert!(
-                err < bound,
-                "{cfg}: the ODE solution is off by {err} (bound {bound})"
-            );
+            assert!(err < bound, "{cfg}: the ODE solution is off by {err} (bound {bound})");
         } else {
             assert!(v.iter().all(|a| a.abs() < 10.0), "{cfg}: output blew up");
         }
@@ -1053,19 +710,10 @@ fn dpm_solver_variants_solve_the_gaussian_ode() -> TestResult {
 #[test]
 fn ddpm_and_ddim_variants_run() -> TestResult {
     let dev = Device::Cpu;
-    let ddpm_variants = [
-        "fixed_small",
-        "fixed_small_log",
-        "fixed_large",
-        "fixed_large_log",
-        "learned",
-        "learned_range",
-    ];
+    let ddpm_variants =
+        ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"];
     for v in ddpm_variants {
-        let mut s = Scheduler::from_json_as(
-            SchedulerKind::Ddpm,
-            &json!({"variance_type": v, "thresholding": true}),
-        )?;
+        let mut s = Scheduler::from_json_as(SchedulerKind::Ddpm, &json!({"variance_type": v, "thresholding": true}))?;
         s.set_timesteps(8)?;
         let mut g = Generator::from_seed(9);
         let mut x = g.randn_tensor(&[2, 1, 4, 4], &dev)?;
@@ -1082,18 +730,14 @@ fn ddpm_and_ddim_variants_run() -> TestResult {
             } else {
                 g.randn_tensor(&[2, 1, 4, 4], &dev)?
             };
-            let opts = StepOptions {
-                generator: Some(&mut g),
-                ..Default::default()
-            };
+            let opts = StepOptions { generator: Some(&mut g), ..Default::default() };
             x = s.step(&mo, t, &x, opts)?.prev_sample;
         }
         let vals = x.flatten_all()?.to_vec1::<f32>()?;
         assert!(vals.iter().all(|a| a.is_finite()), "{v}: non-finite output");
     }
     for spacing in ["leading", "trailing", "linspace"] {
-        let mut s =
-            DdimScheduler::from_json(&json!({"timestep_spacing": spacing, "thresholding": true}))?;
+        let mut s = DdimScheduler::from_json(&json!({"timestep_spacing": spacing, "thresholding": true}))?;
         s.set_timesteps(7)?;
         let x = Tensor::ones((1, 1, 2, 2), DType::F32, &dev)?;
         for t in s.timesteps().to_vec() {
@@ -1133,10 +777,7 @@ fn karras_cosine_repeated_timesteps_run_to_the_end() -> TestResult {
         "beta_schedule": "squaredcos_cap_v2"
     }))?;
     s.set_timesteps(10)?;
-    assert_eq!(
-        s.timesteps(),
-        &[998, 998, 998, 998, 997, 995, 983, 894, 259, 0]
-    );
+    assert_eq!(s.timesteps(), &[998, 998, 998, 998, 997, 995, 983, 894, 259, 0]);
     let x = Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu)?.affine(0.5, 0.0)?;
     let mut y = x.clone();
     for t in s.timesteps().to_vec() {
@@ -1147,10 +788,7 @@ fn karras_cosine_repeated_timesteps_run_to_the_end() -> TestResult {
     // set_begin_index starts mid-schedule
     s.set_timesteps(10)?;
     s.set_begin_index(4);
-    assert!(
-        s.step(&x, 998, &y, StepOptions::default()).is_err(),
-        "index 4 is timestep 997"
-    );
+    assert!(s.step(&x, 998, &y, StepOptions::default()).is_err(), "index 4 is timestep 997");
     s.step(&x, 997, &y, StepOptions::default())?;
     assert_eq!(s.step_index(), Some(5));
     Ok(())
@@ -1160,10 +798,7 @@ fn karras_cosine_repeated_timesteps_run_to_the_end() -> TestResult {
 fn ddpm_custom_timesteps() -> TestResult {
     let mut s = DdpmScheduler::new(DdpmConfig::default())?;
     assert!(s.set_custom_timesteps(&[500, 600]).is_err(), "must descend");
-    assert!(
-        s.set_custom_timesteps(&[1000, 10]).is_err(),
-        "must be < num_train_timesteps"
-    );
+    assert!(s.set_custom_timesteps(&[1000, 10]).is_err(), "must be < num_train_timesteps");
     assert!(s.set_custom_timesteps(&[]).is_err());
     s.set_custom_timesteps(&[999, 500, 20, 0])?;
     assert_eq!(s.timesteps(), &[999, 500, 20, 0]);
@@ -1171,10 +806,7 @@ fn ddpm_custom_timesteps() -> TestResult {
     assert_eq!(s.previous_timestep(0)?, -1);
     let x = Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu)?;
     let noise = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu)?;
-    let opts = StepOptions {
-        variance_noise: Some(&noise),
-        ..Default::default()
-    };
+    let opts = StepOptions { variance_noise: Some(&noise), ..Default::default() };
     s.step(&x, 20, &x, opts)?;
     Ok(())
 }

@@ -1,11 +1,30 @@
-"""diffusers' ``UNet2DModel`` on candle (Rust): load a diffusers model folder, run it on numpy or torch.
+"""diffusers' ``UNet2DModel`` on candle (Rust): load a diffusers model folder, run it on numpy or torch;
+diffusers' DDPM, DDIM and DPM-Solver schedulers, torch's CPU random stream, and a sampling pipeline.
 
 >>> from candle_unet2d import UNet2DModel
 >>> model = UNet2DModel.from_pretrained("google/ddpm-cifar10-32")  # doctest: +SKIP
 >>> eps = model(sample, 999).sample  # doctest: +SKIP
+
+>>> from candle_unet2d import DDIMScheduler, Generator, UNet2DPipeline
+>>> pipe = UNet2DPipeline.from_pretrained("path/to/pipeline")  # doctest: +SKIP
+>>> pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # doctest: +SKIP
+>>> images = pipe(batch_size=4, generator=Generator().manual_seed(0)).images  # doctest: +SKIP
 """
 
-from ._core import WITH_CUDA, UNet2DModel, __version__
+from ._core import (
+    WITH_CUDA,
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    Generator,
+    SchedulerMixin,
+    UNet2DModel,
+    UNet2DPipeline,
+    __version__,
+    default_generator,
+    manual_seed,
+    randn,
+)
 from ._errors import (
     ConfigError,
     InternalError,
@@ -16,20 +35,31 @@ from ._errors import (
     UnsupportedError,
     WeightsError,
 )
-from ._outputs import FrozenDict, UNet2DOutput
+from ._outputs import FrozenDict, ImagePipelineOutput, SchedulerOutput, UNet2DOutput
 
 __all__ = [
     "WITH_CUDA",
     "ConfigError",
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "DPMSolverMultistepScheduler",
     "FrozenDict",
+    "Generator",
+    "ImagePipelineOutput",
     "InternalError",
     "InvalidArgumentError",
     "ModelNotFoundError",
     "ReadError",
+    "SchedulerMixin",
+    "SchedulerOutput",
     "UNet2DError",
     "UNet2DModel",
     "UNet2DOutput",
+    "UNet2DPipeline",
     "UnsupportedError",
     "WeightsError",
     "__version__",
+    "default_generator",
+    "manual_seed",
+    "randn",
 ]

@@ -1,16 +1,30 @@
 """The compiled part of candle_unet2d (Rust, via PyO3). Import from ``candle_unet2d`` instead."""
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, final, overload
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import TypeAlias
+from typing_extensions import Self, TypeAlias, disjoint_base
 
-from ._outputs import FrozenDict, UNet2DOutput
+from ._outputs import FrozenDict, ImagePipelineOutput, SchedulerOutput, UNet2DOutput
 
-__all__ = ["WITH_CUDA", "UNet2DModel", "__version__", "_panic_for_tests"]
+__all__ = [
+    "WITH_CUDA",
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "DPMSolverMultistepScheduler",
+    "Generator",
+    "SchedulerMixin",
+    "UNet2DModel",
+    "UNet2DPipeline",
+    "__version__",
+    "_panic_for_tests",
+    "default_generator",
+    "manual_seed",
+    "randn",
+]
 
 __version__: str
 WITH_CUDA: bool
@@ -154,3 +168,393 @@ class UNet2DModel:
 
 def _panic_for_tests(message: str) -> None:
     """Panics in Rust; the panic must reach Python as ``InternalError``. Not part of the API."""
+
+# --- random numbers -------------------------------------------------------------------------------------
+
+@final
+class Generator:
+    """A random generator reproducing ``torch.Generator()`` on the CPU: seeded alike, it draws exactly the
+    numbers torch draws (``randn``, the pipeline's initial noise, stochastic scheduler steps), and its state
+    advances alike, so ``Generator().manual_seed(s)`` here gives diffusers' images for
+    ``torch.Generator().manual_seed(s)``.
+
+    Safe to share between threads (draws are serialised). ``copy.copy`` / ``copy.deepcopy`` snapshot the
+    state.
+    """
+
+    def __new__(cls, device: str | Any | None = None) -> Self:
+        """A generator in the state of a fresh ``torch.Generator()`` (seed 67280421310721).
+
+        Args:
+            device: ``"cpu"`` (or ``None``): the numbers are torch's CPU stream; other devices raise
+                ``InvalidArgumentError``.
+        """
+
+    def manual_seed(self, seed: int) -> Self:
+        """Seeds the generator, as ``torch.Generator.manual_seed``, and returns it (for chaining).
+
+        ``seed`` is an int in ``[-2**63, 2**64)``; negative seeds wrap modulo ``2**64`` as in torch.
+        """
+
+    def initial_seed(self) -> int:
+        """The seed last set, as ``torch.Generator.initial_seed``."""
+
+    def seed(self) -> int:
+        """Seeds the generator from a non-deterministic source and returns the seed."""
+
+    @property
+    def device(self) -> Literal["cpu"]:
+        """Always ``"cpu"``."""
+
+    def __copy__(self) -> Generator: ...
+    def __deepcopy__(self, memo: Any, /) -> Generator: ...
+
+default_generator: Generator
+"""The generator used when none is given (``randn``, scheduler steps, the pipeline), as torch's default
+CPU generator: it starts in the state of a fresh ``torch.Generator()`` and advances with every draw."""
+
+def manual_seed(seed: int) -> Generator:
+    """Seeds ``default_generator`` and returns it, as ``torch.manual_seed``."""
+
+def randn(*size: int | Sequence[int], generator: Generator | None = None) -> npt.NDArray[np.float32]:
+    """``torch.randn(*size, generator=generator)`` as a float32 numpy array: the same numbers, and the
+    generator advances as torch's does.
+
+    ``randn(2, 3)``, ``randn((2, 3))`` and ``randn([2, 3])`` are the same; ``randn(())`` is a 0-d array.
+    Without ``generator``, ``default_generator`` is used.
+
+    Raises:
+        InvalidArgumentError: (a ``ValueError``) a bad shape (negative, not ints) or generator.
+    """
+
+# --- schedulers -----------------------------------------------------------------------------------------
+
+_Timestep1: TypeAlias = int | np.integer[Any] | npt.NDArray[np.integer[Any]] | Any
+"""One timestep of ``scheduler.timesteps``: an int, a numpy integer, or a one-element numpy array / torch
+tensor."""
+
+@disjoint_base
+class SchedulerMixin:
+    """What the schedulers share (diffusers' ``SchedulerMixin`` and ``ConfigMixin``).
+
+    Not constructed directly: use ``DDPMScheduler``, ``DDIMScheduler`` or ``DPMSolverMultistepScheduler``.
+    ``SchedulerMixin.from_pretrained`` / ``from_config`` build whichever class the config's ``_class_name``
+    names. Safe to share between threads (steps are serialised); the GIL is released while stepping.
+    """
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], subfolder: str | None = None, **kwargs: Any) -> Self:
+        """Loads ``scheduler_config.json``, as diffusers' ``from_pretrained``.
+
+        Args:
+            path: a folder holding ``scheduler_config.json``, a pipeline folder (its ``scheduler/`` is
+                used), the JSON file itself, or a Hub id already in the local Hugging Face cache.
+            subfolder: a folder inside ``path``, e.g. ``"scheduler"``.
+            **kwargs: config values overriding the file's, e.g. ``timestep_spacing="trailing"``.
+
+        Raises:
+            ModelNotFoundError: (a ``FileNotFoundError``) the folder or config is missing.
+            ConfigError: (a ``ValueError``) the config is invalid, or names an unsupported class.
+        """
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | SchedulerMixin | None = None, **kwargs: Any) -> Self:
+        """Builds the scheduler from a config, as diffusers' ``from_config``:
+        ``DDIMScheduler.from_config(pipe.scheduler.config)``.
+
+        Args:
+            config: a dict, a ``FrozenDict`` (another scheduler's ``.config``), or a scheduler. Keys this
+                class does not use are ignored (and kept in the new ``.config``, as diffusers does).
+            **kwargs: config values to override, e.g. ``algorithm_type="dpmsolver++"``; a keyword that no
+                config key takes is ignored with a ``UserWarning``.
+
+        Raises:
+            ConfigError: (a ``ValueError``) an invalid value, or (for ``SchedulerMixin``) no
+                ``_class_name``.
+            InvalidArgumentError: (a ``ValueError``) ``config`` is not a dict.
+        """
+
+    @property
+    def config(self) -> FrozenDict:
+        """The config (read-only dict with attribute access): every config value with diffusers' defaults
+        filled in, plus ``_class_name`` and ``_diffusers_version``."""
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | Any | None = None,
+        timesteps: Sequence[int] | npt.NDArray[np.integer[Any]] | None = None,
+    ) -> None:
+        """Sets the inference timesteps (and resets DPM-Solver's history), as diffusers.
+
+        Args:
+            num_inference_steps: the number of steps, spaced per the config's ``timestep_spacing``.
+            device: accepted for diffusers compatibility and ignored (timesteps are numpy arrays).
+            timesteps: custom descending timesteps instead (DDPM and DPM-Solver only).
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) neither or both given, 0 steps, more steps than
+                training timesteps, or custom timesteps for DDIM.
+        """
+
+    @property
+    def timesteps(self) -> npt.NDArray[np.int64]:
+        """The timesteps to step through, descending (a copy; before ``set_timesteps``, every training
+        timestep, as diffusers)."""
+
+    @property
+    def num_inference_steps(self) -> int | None:
+        """The number of steps set by ``set_timesteps``; ``None`` before."""
+
+    @property
+    def init_noise_sigma(self) -> float:
+        """The standard deviation of the initial noise (1.0 for these schedulers)."""
+
+    @property
+    def order(self) -> int:
+        """Model evaluations per step (1)."""
+
+    @property
+    def alphas_cumprod(self) -> npt.NDArray[np.float32]:
+        """ᾱₜ of the training schedule, ``[num_train_timesteps]``."""
+
+    def __len__(self) -> int:
+        """``num_train_timesteps``."""
+
+    def scale_model_input(self, sample: Any, timestep: _Timestep1 | None = None) -> Any:
+        """Returns ``sample`` itself: these schedulers do not scale the model input."""
+
+    @overload
+    def step(
+        self,
+        model_output: Any,
+        timestep: _Timestep1,
+        sample: Any,
+        eta: float = 0.0,
+        generator: Generator | None = None,
+        variance_noise: Any | None = None,
+        return_dict: Literal[True] = True,
+        *,
+        use_clipped_model_output: bool = False,
+    ) -> SchedulerOutput[Any]: ...
+    @overload
+    def step(
+        self,
+        model_output: Any,
+        timestep: _Timestep1,
+        sample: Any,
+        eta: float = 0.0,
+        generator: Generator | None = None,
+        variance_noise: Any | None = None,
+        *,
+        return_dict: Literal[False],
+        use_clipped_model_output: bool = False,
+    ) -> tuple[Any, ...]: ...
+    @overload
+    def step(
+        self,
+        model_output: Any,
+        timestep: _Timestep1,
+        sample: Any,
+        eta: float = 0.0,
+        generator: Generator | None = None,
+        variance_noise: Any | None = None,
+        return_dict: bool = True,
+        *,
+        use_clipped_model_output: bool = False,
+    ) -> SchedulerOutput[Any] | tuple[Any, ...]:
+        """One reverse step from ``sample`` at ``timestep``, given the model's output there (diffusers'
+        ``step``; the GIL is released meanwhile).
+
+        Args:
+            model_output: the model's prediction for ``sample`` (numpy array, torch tensor or list), shaped
+                like ``sample`` (twice its channels for ``variance_type="learned*"``).
+            timestep: one of ``timesteps`` (DPM-Solver: steps must follow them in order).
+            sample: x_t, ``[batch, channels, height, width]``, float16/32/64.
+            eta: DDIM's η (0: deterministic, 1: DDPM-like); ignored by DDPM and DPM-Solver.
+            generator: where stochastic steps (DDPM with t > 0, DDIM with η > 0, the ``sde-`` DPM-Solvers)
+                draw their noise; without it and without ``variance_noise``, ``default_generator``.
+                Deterministic steps never advance it.
+            variance_noise: the noise to add instead of drawing it (shaped like ``sample``); not with
+                ``generator``.
+            return_dict: return a ``SchedulerOutput`` (default) or a tuple, as diffusers: ``(prev_sample,
+                pred_original_sample)`` for DDPM and DDIM, ``(prev_sample,)`` for DPM-Solver.
+            use_clipped_model_output: DDIM only: re-derive ε from the clipped x_0, as diffusers.
+
+        Returns:
+            ``prev_sample`` (x_{t-1}) and ``pred_original_sample`` (x_0; DPM-Solver's too, which diffusers'
+            output lacks), of ``sample``'s type, dtype and device: numpy in, numpy out; torch in, torch out.
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) a shape mismatch, a timestep not in ``timesteps``, no
+                ``set_timesteps`` yet, a bad ``eta``, ``generator`` together with ``variance_noise``.
+        """
+
+    def __copy__(self) -> Self: ...
+    def __deepcopy__(self, memo: Any, /) -> Self: ...
+
+@final
+class DDPMScheduler(SchedulerMixin):
+    """diffusers' ``DDPMScheduler`` (ancestral sampling; every ``beta_schedule``, ``variance_type``,
+    ``prediction_type``, clipping and dynamic thresholding)."""
+
+    def __new__(cls, **kwargs: Any) -> Self:
+        """Builds the scheduler from config values, diffusers' defaults for the rest:
+        ``DDPMScheduler(beta_schedule="squaredcos_cap_v2")``.
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) a keyword that is not a config key.
+            ConfigError: (a ``ValueError``) an invalid value.
+        """
+
+@final
+class DDIMScheduler(SchedulerMixin):
+    """diffusers' ``DDIMScheduler`` (η, every ``timestep_spacing``, ``set_alpha_to_one``,
+    ``rescale_betas_zero_snr``)."""
+
+    def __new__(cls, **kwargs: Any) -> Self:
+        """Builds the scheduler from config values, diffusers' defaults for the rest.
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) a keyword that is not a config key.
+            ConfigError: (a ``ValueError``) an invalid value.
+        """
+
+@final
+class DPMSolverMultistepScheduler(SchedulerMixin):
+    """diffusers' ``DPMSolverMultistepScheduler``: DPM-Solver and DPM-Solver++ (orders 1–3), their SDE
+    variants, Karras/exponential/beta/Lu sigmas."""
+
+    def __new__(cls, **kwargs: Any) -> Self:
+        """Builds the scheduler from config values, diffusers' defaults for the rest:
+        ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)``.
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) a keyword that is not a config key.
+            ConfigError: (a ``ValueError``) an invalid value.
+        """
+
+# --- pipeline -------------------------------------------------------------------------------------------
+
+@final
+class UNet2DPipeline:
+    """A UNet and a scheduler that sample images, as diffusers' ``DDPMPipeline`` / ``DDIMPipeline``, for
+    unconditional and class-conditional ``UNet2DModel``s.
+
+    The whole denoising loop runs in Rust with the GIL released; the progress bar (tqdm when installed,
+    else a one-line bar on stderr) is updated once per step, and Ctrl-C interrupts the run.
+    """
+
+    def __new__(cls, unet: UNet2DModel, scheduler: SchedulerMixin) -> Self:
+        """A pipeline of a loaded model and a scheduler."""
+
+    @staticmethod
+    def from_pretrained(
+        path: str | os.PathLike[str],
+        device: str | Any | None = None,
+        dtype: _DType | None = None,
+        variant: str | None = None,
+        torch_dtype: _DType | None = None,
+    ) -> UNet2DPipeline:
+        """Loads a diffusers pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``), or a bare
+        UNet folder with diffusers' default ``DDPMScheduler``.
+
+        Args:
+            path: the folder, or a Hub id already in the local Hugging Face cache.
+            device: ``"cpu"`` (``None``, the default), ``"cuda"`` or ``"cuda:N"``, or a ``torch.device``.
+            dtype: the dtype the UNet computes in (``None``, the default: float32).
+            variant: the weights variant, e.g. ``"fp16"``.
+            torch_dtype: the same as ``dtype``, under diffusers' name; give one of the two.
+
+        Raises:
+            ModelNotFoundError: (a ``FileNotFoundError``) the folder, config or weights are missing.
+            ConfigError: (a ``ValueError``) a config is invalid or names an unsupported scheduler.
+            WeightsError: (a ``ValueError``) the weights do not fit the config.
+            UnsupportedError: (a ``RuntimeError``) the device cannot be used by this build.
+        """
+
+    @property
+    def unet(self) -> UNet2DModel:
+        """The UNet (sharing the pipeline's weights)."""
+
+    @property
+    def scheduler(self) -> SchedulerMixin:
+        """The scheduler; assign another one to sample with it:
+        ``pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)``."""
+
+    @scheduler.setter
+    def scheduler(self, value: SchedulerMixin) -> None: ...
+    @property
+    def device(self) -> str:
+        """The device the UNet computes on."""
+
+    @property
+    def dtype(self) -> Literal["float32", "float16", "bfloat16"]:
+        """The dtype the UNet computes in."""
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """Options for the progress bar, as diffusers: keywords for tqdm (``disable=True`` turns it off,
+        ``desc="..."`` labels it)."""
+
+    @overload
+    def __call__(
+        self,
+        batch_size: int | None = None,
+        num_inference_steps: int | None = None,
+        class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
+        generator: Generator | None = None,
+        latents: Any | None = None,
+        eta: float = 0.0,
+        output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
+        return_dict: Literal[True] = True,
+        progress: bool = True,
+    ) -> ImagePipelineOutput[Any]: ...
+    @overload
+    def __call__(
+        self,
+        batch_size: int | None = None,
+        num_inference_steps: int | None = None,
+        class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
+        generator: Generator | None = None,
+        latents: Any | None = None,
+        eta: float = 0.0,
+        output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
+        *,
+        return_dict: Literal[False],
+        progress: bool = True,
+    ) -> tuple[Any]: ...
+    @overload
+    def __call__(
+        self,
+        batch_size: int | None = None,
+        num_inference_steps: int | None = None,
+        class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
+        generator: Generator | None = None,
+        latents: Any | None = None,
+        eta: float = 0.0,
+        output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
+        return_dict: bool = True,
+        progress: bool = True,
+    ) -> ImagePipelineOutput[Any] | tuple[Any]:
+        """Samples images, as diffusers' ``DDPMPipeline.__call__`` (``DDIMPipeline``'s ``eta`` included).
+
+        Args:
+            batch_size: the number of images; default 1, or the number of ``class_labels``.
+            num_inference_steps: denoising steps; default 1000 for DDPM, 50 for DDIM, 20 for DPM-Solver.
+            class_labels: for class-conditional models: one class id per image (a list, array or tensor),
+                or one int for every image.
+            generator: the initial noise and every stochastic step draw from it (its state advances as
+                torch's would); ``None``: ``default_generator``.
+            latents: the initial noise ``[batch, channels, height, width]`` instead of drawing it.
+            eta: DDIM's η; ignored by the other schedulers.
+            output_type: ``"pil"``: a list of ``PIL.Image`` (needs Pillow); ``"np"``: float32
+                ``[batch, height, width, channels]`` in ``[0, 1]``; ``"uint8"``: the same as uint8.
+            return_dict: return an ``ImagePipelineOutput`` (default) or a 1-tuple ``(images,)``.
+            progress: show a progress bar.
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) bad labels (missing for a class-conditional model,
+                out of range, not one per image), batch size, steps, latents or output type.
+            ImportError: ``output_type="pil"`` without Pillow (checked before sampling).
+            KeyboardInterrupt: Ctrl-C during sampling (the scheduler and generator keep their states).
+        """

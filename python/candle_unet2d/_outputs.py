@@ -1,11 +1,12 @@
-"""Small pure-Python containers returned by the compiled model: ``UNet2DOutput`` and ``FrozenDict``."""
+"""Small pure-Python containers returned by the compiled code: ``UNet2DOutput``, ``SchedulerOutput``,
+``ImagePipelineOutput`` and ``FrozenDict``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any, Generic, NoReturn, TypeVar
 
-__all__ = ["FrozenDict", "UNet2DOutput"]
+__all__ = ["FrozenDict", "ImagePipelineOutput", "SchedulerOutput", "UNet2DOutput"]
 
 T = TypeVar("T")
 
@@ -59,6 +60,88 @@ class UNet2DOutput(Generic[T]):
         return f"UNet2DOutput(sample=<{type(self.sample).__name__} shape={tuple(shape)} dtype={dtype}>)"
 
 
+class _Output:
+    """What diffusers' ``BaseOutput`` offers, for the outputs with more than one field: attribute, key and
+    index access; fields that are ``None`` are left out of ``keys()``, ``to_tuple()`` and indexing, as
+    diffusers does."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k in self._fields if getattr(self, k) is not None)
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.keys())
+
+    def items(self) -> tuple[tuple[str, Any], ...]:
+        return tuple((k, getattr(self, k)) for k in self.keys())
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return self.values()
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={_describe(getattr(self, k))}' for k in self._fields)})"
+
+
+def _describe(value: Any) -> str:
+    """An array as ``<ndarray shape=(…) dtype=…>``, a list of images by its length, anything else by repr."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"<{type(value).__name__} shape={tuple(shape)} dtype={getattr(value, 'dtype', None)}>"
+    if isinstance(value, list):
+        kind = type(value[0]).__name__ if value else "object"
+        return f"[{len(value)} × {kind}]"
+    return repr(value)
+
+
+class SchedulerOutput(_Output, Generic[T]):
+    """The output of a scheduler's ``step``, like diffusers' ``DDPMSchedulerOutput``/``SchedulerOutput``.
+
+    ``prev_sample`` is x_{t-1}, the sample to feed the next step; ``pred_original_sample`` the x_0 estimate
+    of this step (after clipping/thresholding), ``None`` if the scheduler has none. Both are of the type,
+    dtype and device of the ``sample`` passed in (numpy or torch). ``out[0]``, ``out["prev_sample"]`` and
+    ``out.to_tuple()`` work as for diffusers' outputs.
+    """
+
+    __slots__ = ("pred_original_sample", "prev_sample")
+    _fields = ("prev_sample", "pred_original_sample")
+
+    def __init__(self, prev_sample: T, pred_original_sample: T | None = None) -> None:
+        self.prev_sample = prev_sample
+        self.pred_original_sample = pred_original_sample
+
+
+class ImagePipelineOutput(_Output, Generic[T]):
+    """The output of ``UNet2DPipeline.__call__``, like diffusers' ``ImagePipelineOutput``.
+
+    ``images`` is a list of ``PIL.Image.Image`` (``output_type="pil"``), a float32 numpy array
+    ``[batch, height, width, channels]`` in ``[0, 1]`` (``"np"``), or the same as uint8 (``"uint8"``).
+    """
+
+    __slots__ = ("images",)
+    _fields = ("images",)
+
+    def __init__(self, images: T) -> None:
+        self.images = images
+
+
 class FrozenDict(dict):  # type: ignore[type-arg]
     """A read-only dict whose keys are also attributes, like diffusers' ``FrozenDict`` (``model.config``)."""
 
@@ -95,3 +178,5 @@ class FrozenDict(dict):  # type: ignore[type-arg]
 
 UNet2DOutput.__module__ = "candle_unet2d"
 FrozenDict.__module__ = "candle_unet2d"
+SchedulerOutput.__module__ = "candle_unet2d"
+ImagePipelineOutput.__module__ = "candle_unet2d"

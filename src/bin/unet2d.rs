@@ -58,12 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// An error chain on one line (library messages may carry line breaks).
 fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// A panic is a bug, but users still get one `error:` line instead of a panic message and a
@@ -79,13 +74,7 @@ fn install_panic_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown cause".into());
-        let place = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        eprintln!(
-            "error: internal error (a bug in unet2d, please report it): {}{place}",
-            one_line(&message)
-        );
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error (a bug in unet2d, please report it): {}{place}", one_line(&message));
     }));
 }

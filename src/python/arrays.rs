@@ -30,18 +30,13 @@ pub(crate) enum Numbers {
 /// The `numpy` module, imported once.
 pub(crate) fn numpy_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     static NUMPY: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    NUMPY
-        .get_or_try_init(py, || Ok(py.import("numpy")?.unbind()))
-        .map(|m| m.bind(py))
+    NUMPY.get_or_try_init(py, || Ok(py.import("numpy")?.unbind())).map(|m| m.bind(py))
 }
 
 /// Whether `obj` is a torch object (a tensor, a dtype, a device), judged by its type's module so that
 /// torch is never imported to find out.
 pub(crate) fn is_torch(obj: &Bound<'_, PyAny>) -> bool {
-    obj.get_type()
-        .module()
-        .map(|m| m.to_string_lossy().starts_with("torch"))
-        .unwrap_or(false)
+    obj.get_type().module().map(|m| m.to_string_lossy().starts_with("torch")).unwrap_or(false)
 }
 
 /// Whether `obj` is a `numpy.ndarray`.
@@ -59,9 +54,7 @@ impl Framework {
     /// The framework of the input `sample`.
     pub(crate) fn of(sample: &Bound<'_, PyAny>) -> PyResult<Self> {
         if is_torch(sample) {
-            Ok(Framework::Torch {
-                device: sample.getattr("device")?.unbind(),
-            })
+            Ok(Framework::Torch { device: sample.getattr("device")?.unbind() })
         } else {
             Ok(Framework::Numpy)
         }
@@ -120,19 +113,10 @@ pub(crate) fn to_tensor(obj: &Bound<'_, PyAny>, name: &str, numbers: Numbers) ->
             return Err(argument_error(
                 py,
                 name,
-                format!(
-                    "must be a floating-point array (float16, float32 or float64), got dtype {}",
-                    dtype.str()?
-                ),
+                format!("must be a floating-point array (float16, float32 or float64), got dtype {}", dtype.str()?),
             ))
         }
-        _ => {
-            return Err(argument_error(
-                py,
-                name,
-                format!("must be a real numeric array, got dtype {}", dtype.str()?),
-            ))
-        }
+        _ => return Err(argument_error(py, name, format!("must be a real numeric array, got dtype {}", dtype.str()?))),
     };
     // C order, native byte order, aligned, in the target dtype; no copy when it already is.
     let kwargs = PyDict::new(py);
@@ -158,9 +142,8 @@ fn dtype_name_numpy(dtype: DType) -> &'static str {
 
 /// Copies a numpy array of element type `T` into a CPU tensor.
 fn tensor_from<T: Element + candle_core::WithDType>(array: &Bound<'_, PyAny>) -> Result<Tensor> {
-    let array = array
-        .cast::<PyArrayDyn<T>>()
-        .map_err(|e| Error::argument("array", format!("unexpected array type: {e}")))?;
+    let array =
+        array.cast::<PyArrayDyn<T>>().map_err(|e| Error::argument("array", format!("unexpected array type: {e}")))?;
     let readonly = array.readonly();
     let shape = readonly.shape().to_vec();
     let data: Vec<T> = match readonly.as_slice() {
@@ -182,6 +165,10 @@ enum HostData {
     F32(Vec<f32>),
     /// IEEE half bits, viewed as `float16` by numpy.
     F16(Vec<u16>),
+    /// Only from [`HostArray::from_tensor_exact`].
+    F64(Vec<f64>),
+    /// Only from [`HostArray::from_tensor_exact`].
+    U8(Vec<u8>),
 }
 
 impl HostArray {
@@ -191,29 +178,33 @@ impl HostArray {
         let dtype = tensor.dtype();
         let flat = tensor.flatten_all()?.to_device(&Device::Cpu)?;
         let data = match dtype {
-            DType::F16 => HostData::F16(
-                flat.to_vec1::<half::f16>()?
-                    .into_iter()
-                    .map(half::f16::to_bits)
-                    .collect(),
-            ),
+            DType::F16 => HostData::F16(flat.to_vec1::<half::f16>()?.into_iter().map(half::f16::to_bits).collect()),
             DType::F32 => HostData::F32(flat.to_vec1::<f32>()?),
             _ => HostData::F32(flat.to_dtype(DType::F32)?.to_vec1::<f32>()?),
         };
         Ok(Self { dims, data, dtype })
     }
 
+    /// Like [`HostArray::from_tensor`], but float64 and uint8 tensors keep their dtype (scheduler
+    /// steps on float64 samples, images as bytes).
+    pub(crate) fn from_tensor_exact(tensor: &Tensor) -> Result<Self> {
+        let dims = tensor.dims().to_vec();
+        let dtype = tensor.dtype();
+        let data = match dtype {
+            DType::F64 => HostData::F64(tensor.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f64>()?),
+            DType::U8 => HostData::U8(tensor.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<u8>()?),
+            _ => return Self::from_tensor(tensor),
+        };
+        Ok(Self { dims, data, dtype })
+    }
+
     /// The numpy array (no copy), or a torch tensor of the model's dtype on the input's device.
-    pub(crate) fn into_python<'py>(
-        self,
-        py: Python<'py>,
-        framework: &Framework,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn into_python<'py>(self, py: Python<'py>, framework: &Framework) -> PyResult<Bound<'py, PyAny>> {
         let array = match self.data {
             HostData::F32(v) => owned_array(py, &self.dims, v)?,
-            HostData::F16(v) => {
-                owned_array(py, &self.dims, v)?.call_method1("view", ("float16",))?
-            }
+            HostData::F16(v) => owned_array(py, &self.dims, v)?.call_method1("view", ("float16",))?,
+            HostData::F64(v) => owned_array(py, &self.dims, v)?,
+            HostData::U8(v) => owned_array(py, &self.dims, v)?,
         };
         match framework {
             Framework::Numpy => Ok(array),
@@ -221,25 +212,73 @@ impl HostArray {
                 let torch = py.import("torch")?;
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("device", device.bind(py))?;
-                kwargs.set_item("dtype", torch.getattr(dtype_name(self.dtype))?)?;
-                torch
-                    .call_method1("from_numpy", (array,))?
-                    .call_method("to", (), Some(&kwargs))
+                let torch_dtype = match self.dtype {
+                    DType::U8 => "uint8",
+                    other => dtype_name(other),
+                };
+                kwargs.set_item("dtype", torch.getattr(torch_dtype)?)?;
+                torch.call_method1("from_numpy", (array,))?.call_method("to", (), Some(&kwargs))
             }
         }
     }
 }
 
-fn owned_array<'py, T: Element>(
-    py: Python<'py>,
-    dims: &[usize],
-    data: Vec<T>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let array = ArrayD::from_shape_vec(IxDyn(dims), data).map_err(|e| {
-        to_py_err(
-            py,
-            Error::Candle(candle_core::Error::Msg(format!("output shape: {e}"))),
-        )
-    })?;
+fn owned_array<'py, T: Element>(py: Python<'py>, dims: &[usize], data: Vec<T>) -> PyResult<Bound<'py, PyAny>> {
+    let array = ArrayD::from_shape_vec(IxDyn(dims), data)
+        .map_err(|e| to_py_err(py, Error::Candle(candle_core::Error::Msg(format!("output shape: {e}")))))?;
     Ok(PyArray::from_owned_array(py, array).into_any())
+}
+
+/// A float32 numpy array of shape `dims` owning `data` (row-major).
+pub(crate) fn owned_f32_array<'py>(py: Python<'py>, dims: &[usize], data: Vec<f32>) -> PyResult<Bound<'py, PyAny>> {
+    owned_array(py, dims, data)
+}
+
+/// Where a result that stands for an input array goes back to: the input's framework, device and
+/// dtype (a scheduler step returns the sample's type: numpy in, numpy out; torch in, torch out).
+pub(crate) struct Like {
+    kind: LikeKind,
+}
+
+enum LikeKind {
+    /// A numpy array: results are cast to its dtype.
+    Numpy { dtype: Py<PyAny> },
+    /// A torch tensor: results become tensors of its dtype on its device.
+    Torch { device: Py<PyAny>, dtype: Py<PyAny> },
+    /// Anything else (a list, a scalar): numpy arrays of the computed dtype.
+    Other,
+}
+
+impl Like {
+    /// The framework, device and dtype of `obj`.
+    pub(crate) fn of(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let kind = if is_torch(obj) {
+            LikeKind::Torch { device: obj.getattr("device")?.unbind(), dtype: obj.getattr("dtype")?.unbind() }
+        } else if is_ndarray(obj) {
+            LikeKind::Numpy { dtype: obj.getattr("dtype")?.unbind() }
+        } else {
+            LikeKind::Other
+        };
+        Ok(Self { kind })
+    }
+
+    /// `host` as an array of the input's kind (numpy: no copy when the dtype already matches).
+    pub(crate) fn convert<'py>(&self, py: Python<'py>, host: HostArray) -> PyResult<Bound<'py, PyAny>> {
+        let array = host.into_python(py, &Framework::Numpy)?;
+        match &self.kind {
+            LikeKind::Other => Ok(array),
+            LikeKind::Numpy { dtype } => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("copy", false)?;
+                array.call_method("astype", (dtype.bind(py),), Some(&kwargs))
+            }
+            LikeKind::Torch { device, dtype } => {
+                let torch = py.import("torch")?;
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("device", device.bind(py))?;
+                kwargs.set_item("dtype", dtype.bind(py))?;
+                torch.call_method1("from_numpy", (array,))?.call_method("to", (), Some(&kwargs))
+            }
+        }
+    }
 }

@@ -78,9 +78,7 @@ impl ErrorKind {
         match self.cell().import(py, ERRORS_MODULE, self.class_name()) {
             Ok(class) => PyErr::from_type(class.clone(), message),
             // Only if the package is broken: still raise, and say why the proper class is missing.
-            Err(e) => PyRuntimeError::new_err(format!(
-                "{message} (and {ERRORS_MODULE} could not be imported: {e})"
-            )),
+            Err(e) => PyRuntimeError::new_err(format!("{message} (and {ERRORS_MODULE} could not be imported: {e})")),
         }
     }
 }
@@ -91,13 +89,9 @@ fn kind_of(err: &Error) -> ErrorKind {
         Error::InvalidConfig { .. } | Error::ConfigParse { .. } => ErrorKind::Config,
         Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
         Error::NotFound { .. } => ErrorKind::ModelNotFound,
-        Error::Weights { .. } | Error::MissingTensor { .. } | Error::ShapeMismatch { .. } => {
-            ErrorKind::Weights
-        }
+        Error::Weights { .. } | Error::MissingTensor { .. } | Error::ShapeMismatch { .. } => ErrorKind::Weights,
         Error::Unsupported(_) => ErrorKind::Unsupported,
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            ErrorKind::ModelNotFound
-        }
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::ModelNotFound,
         Error::Io { .. } => ErrorKind::Read,
         Error::Candle(_) => ErrorKind::Internal,
     }
@@ -133,12 +127,7 @@ pub(crate) fn argument_error(py: Python<'_>, name: &str, reason: impl Into<Strin
 }
 
 /// [`argument_error`] caused by a Python exception raised while reading the argument (kept as `__cause__`).
-pub(crate) fn argument_error_from(
-    py: Python<'_>,
-    name: &str,
-    reason: impl Into<String>,
-    cause: PyErr,
-) -> PyErr {
+pub(crate) fn argument_error_from(py: Python<'_>, name: &str, reason: impl Into<String>, cause: PyErr) -> PyErr {
     let err = argument_error(py, name, format!("{}: {cause}", reason.into()));
     err.set_cause(py, Some(cause));
     err
@@ -157,10 +146,7 @@ where
         Ok(Err(err)) => Err(to_py_err(py, err)),
         Err(payload) => Err(ErrorKind::Internal.err(
             py,
-            format!(
-                "internal error (a bug in candle-unet2d; please report it): {}",
-                panic_message(&payload)
-            ),
+            format!("internal error (a bug in candle-unet2d; please report it): {}", panic_message(&payload)),
         )),
     }
 }

@@ -3,10 +3,18 @@
 //! Bindings only: argument conversion ([`arrays`]), the exception mapping and the GIL-releasing call
 //! helper ([`errors`]), and the `UNet2DModel` class ([`model`]). The package `candle_unet2d` re-exports
 //! these with the pure-Python pieces (exception classes, `UNet2DOutput`, `FrozenDict`).
+//!
+//! Also: `Generator`, `randn`, `manual_seed` and `default_generator` ([`rng`]); the schedulers
+//! `SchedulerMixin`, `DDPMScheduler`, `DDIMScheduler`, `DPMSolverMultistepScheduler` ([`schedulers`]);
+//! and `UNet2DPipeline` ([`pipeline`]), with their pure-Python helpers (`SchedulerOutput`,
+//! `ImagePipelineOutput`, the progress bar and PIL conversion in `candle_unet2d/_pipeline.py`).
 
 mod arrays;
 mod errors;
 mod model;
+mod pipeline;
+mod rng;
+mod schedulers;
 
 use pyo3::prelude::*;
 
@@ -16,6 +24,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("WITH_CUDA", cfg!(feature = "cuda"))?;
     m.add_class::<model::PyUNet2DModel>()?;
+    m.add_class::<rng::PyGenerator>()?;
+    m.add("default_generator", rng::default_generator(m.py())?.clone_ref(m.py()))?;
+    m.add_function(wrap_pyfunction!(rng::manual_seed, m)?)?;
+    m.add_function(wrap_pyfunction!(rng::randn, m)?)?;
+    m.add_class::<schedulers::PySchedulerMixin>()?;
+    m.add_class::<schedulers::PyDDPMScheduler>()?;
+    m.add_class::<schedulers::PyDDIMScheduler>()?;
+    m.add_class::<schedulers::PyDPMSolverMultistepScheduler>()?;
+    m.add_class::<pipeline::PyUNet2DPipeline>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

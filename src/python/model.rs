@@ -2,6 +2,7 @@
 //! `num_parameters`, `__repr__`. Argument parsing and conversion only; the model is the crate's.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use pyo3::prelude::*;
@@ -21,7 +22,8 @@ const OUTPUTS_MODULE: &str = "candle_unet2d._outputs";
 /// diffusers' `UNet2DModel`, computing with candle. Load with `UNet2DModel.from_pretrained(path)`.
 #[pyclass(frozen, name = "UNet2DModel", module = "candle_unet2d")]
 pub struct PyUNet2DModel {
-    model: UNet2DModel,
+    /// Shared with the pipeline that loaded it, if any.
+    model: Arc<UNet2DModel>,
     report: LoadReport,
     /// A `FrozenDict` of the config, built once.
     config: Py<PyAny>,
@@ -48,12 +50,7 @@ impl PyUNet2DModel {
         torch_dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let path_buf: PathBuf = path.extract().map_err(|e| {
-            argument_error_from(
-                py,
-                "path",
-                format!("must be a str or os.PathLike, got {}", type_name(path)),
-                e,
-            )
+            argument_error_from(py, "path", format!("must be a str or os.PathLike, got {}", type_name(path)), e)
         })?;
         let subfolder = optional_str(subfolder, "subfolder")?;
         let variant = optional_str(variant, "variant")?;
@@ -65,17 +62,11 @@ impl PyUNet2DModel {
                 return Err(argument_error(
                     py,
                     "device",
-                    format!(
-                        "must be a str such as \"cpu\" or \"cuda:0\", got {}",
-                        type_name(d)
-                    ),
+                    format!("must be a str such as \"cpu\" or \"cuda:0\", got {}", type_name(d)),
                 ))
             }
         };
-        let dtype = match (
-            dtype.filter(|d| !d.is_none()),
-            torch_dtype.filter(|d| !d.is_none()),
-        ) {
+        let dtype = match (dtype.filter(|d| !d.is_none()), torch_dtype.filter(|d| !d.is_none())) {
             (Some(_), Some(_)) => {
                 return Err(argument_error(
                     py,
@@ -89,21 +80,13 @@ impl PyUNet2DModel {
         };
 
         let (model, report) = run_detached(py, move || {
-            let options = LoadOptions {
-                subfolder,
-                variant,
-                device: parse_device(&device)?,
-                dtype: parse_dtype(&dtype)?,
-            };
+            let options =
+                LoadOptions { subfolder, variant, device: parse_device(&device)?, dtype: parse_dtype(&dtype)? };
             UNet2DModel::from_pretrained_with_report(&path_buf, &options)
         })?;
 
         let config = config_dict(py, &model, path)?;
-        Ok(Self {
-            model,
-            report,
-            config,
-        })
+        Ok(Self { model: Arc::new(model), report, config })
     }
 
     /// Runs the UNet; see `forward`.
@@ -141,9 +124,7 @@ impl PyUNet2DModel {
         };
         let return_dict = match return_dict.filter(|r| !r.is_none()) {
             None => true,
-            Some(r) => r
-                .is_truthy()
-                .map_err(|e| argument_error_from(py, "return_dict", "must be a bool", e))?,
+            Some(r) => r.is_truthy().map_err(|e| argument_error_from(py, "return_dict", "must be a bool", e))?,
         };
 
         let model = &self.model;
@@ -155,9 +136,8 @@ impl PyUNet2DModel {
             let out = model.forward(&sample, timestep, class_labels.as_ref())?;
             HostArray::from_tensor(&out)
         })?;
-        let output = output
-            .into_python(py, &framework)
-            .map_err(|e| internal_from(py, "cannot build the output array", e))?;
+        let output =
+            output.into_python(py, &framework).map_err(|e| internal_from(py, "cannot build the output array", e))?;
 
         if return_dict {
             static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -188,12 +168,7 @@ impl PyUNet2DModel {
 
     /// The number of weights, as diffusers' `ModelMixin.num_parameters`.
     #[pyo3(signature = (only_trainable=false, exclude_embeddings=false))]
-    fn num_parameters(
-        &self,
-        py: Python<'_>,
-        only_trainable: bool,
-        exclude_embeddings: bool,
-    ) -> PyResult<usize> {
+    fn num_parameters(&self, py: Python<'_>, only_trainable: bool, exclude_embeddings: bool) -> PyResult<usize> {
         let config = self.model.config().clone();
         run_detached(py, move || {
             let spec = config.validate()?;
@@ -203,45 +178,27 @@ impl PyUNet2DModel {
             let table = matches!(spec.class_embedding, Some(ClassEmbeddingKind::Table(_)));
             let keep = |name: &str| {
                 // nn.Embedding weights: the class table, and the learned time embedding.
-                let embedding = (table && name == "class_embedding.weight")
-                    || (learned && name == "time_proj.weight");
+                let embedding = (table && name == "class_embedding.weight") || (learned && name == "time_proj.weight");
                 // GaussianFourierProjection's weight is a parameter with requires_grad=False.
                 let frozen = fourier && name == "time_proj.weight";
                 !((exclude_embeddings && embedding) || (only_trainable && frozen))
             };
-            Ok(shapes
-                .iter()
-                .filter(|(n, _)| keep(n))
-                .map(|(_, s)| s.iter().product::<usize>())
-                .sum())
+            Ok(shapes.iter().filter(|(n, _)| keep(n)).map(|(_, s)| s.iter().product::<usize>()).sum())
         })
     }
 
     fn __repr__(&self) -> String {
         let c = self.model.config();
-        let quoted = |items: &[String]| {
-            items
-                .iter()
-                .map(|s| format!("'{s}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let quoted = |items: &[String]| items.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
         let files: Vec<String> = self
             .report
             .weight_files
             .iter()
-            .map(|p| {
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            })
+            .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
             .collect();
         let channels: Vec<String> = c.block_out_channels.iter().map(|n| n.to_string()).collect();
-        let stored = self
-            .report
-            .stored_dtype
-            .map(|d| format!(", stored_dtype='{}'", dtype_name(d)))
-            .unwrap_or_default();
+        let stored =
+            self.report.stored_dtype.map(|d| format!(", stored_dtype='{}'", dtype_name(d))).unwrap_or_default();
         format!(
             "UNet2DModel(path='{}', weights=[{}]{stored}, in_channels={}, out_channels={}, \
              block_out_channels=[{}], down_block_types=[{}], up_block_types=[{}], dtype='{}', device='{}')",
@@ -258,26 +215,34 @@ impl PyUNet2DModel {
     }
 }
 
+impl PyUNet2DModel {
+    /// A Python model for `model`, shared (e.g. a pipeline's UNet); `path` is what it was loaded from.
+    pub(crate) fn from_shared(
+        py: Python<'_>,
+        model: Arc<UNet2DModel>,
+        report: LoadReport,
+        path: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let config = config_dict(py, &model, path)?;
+        Ok(Self { model, report, config })
+    }
+
+    /// The Rust model, shared.
+    pub(crate) fn shared_model(&self) -> &Arc<UNet2DModel> {
+        &self.model
+    }
+}
+
 /// `model.config`: diffusers' config dict plus `_class_name` and `_name_or_path`, as a `FrozenDict`.
-fn config_dict(
-    py: Python<'_>,
-    model: &UNet2DModel,
-    path: &Bound<'_, PyAny>,
-) -> PyResult<Py<PyAny>> {
+fn config_dict(py: Python<'_>, model: &UNet2DModel, path: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     static FROZEN_DICT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let json = model.config().to_json().to_string();
     let fields = py.import("json")?.call_method1("loads", (json,))?;
     let dict = PyDict::new(py);
     dict.set_item("_class_name", "UNet2DModel")?;
     dict.update(fields.cast()?)?;
-    dict.set_item(
-        "_name_or_path",
-        py.import("os")?.call_method1("fspath", (path,))?,
-    )?;
-    Ok(FROZEN_DICT
-        .import(py, OUTPUTS_MODULE, "FrozenDict")?
-        .call1((dict,))?
-        .unbind())
+    dict.set_item("_name_or_path", py.import("os")?.call_method1("fspath", (path,))?)?;
+    Ok(FROZEN_DICT.import(py, OUTPUTS_MODULE, "FrozenDict")?.call1((dict,))?.unbind())
 }
 
 /// The timestep the way diffusers' `UNet2DModel.forward` reads it: a torch tensor or numpy array keeps
@@ -286,68 +251,46 @@ fn config_dict(
 fn timestep_arg(obj: &Bound<'_, PyAny>) -> PyResult<TimestepArg> {
     let py = obj.py();
     if is_torch(obj) || is_ndarray(obj) {
-        return Ok(TimestepArg::Tensor(to_tensor(
-            obj,
-            "timestep",
-            Numbers::Real,
-        )?));
+        return Ok(TimestepArg::Tensor(to_tensor(obj, "timestep", Numbers::Real)?));
     }
     let generic = numpy_module(py)?.getattr("generic")?;
-    let scalar = if obj.is_instance(&generic)? {
-        obj.call_method0("item")?
-    } else {
-        obj.clone()
-    };
+    let scalar = if obj.is_instance(&generic)? { obj.call_method0("item")? } else { obj.clone() };
     if scalar.is_instance_of::<PyInt>() {
         // bool is an int, as for torch.tensor([True], dtype=torch.long).
-        let t: i64 = scalar.extract().map_err(|_| {
-            argument_error(
-                py,
-                "timestep",
-                format!("{scalar} does not fit in a 64-bit integer"),
-            )
-        })?;
+        let t: i64 = scalar
+            .extract()
+            .map_err(|_| argument_error(py, "timestep", format!("{scalar} does not fit in a 64-bit integer")))?;
         return Ok(TimestepArg::Int(t));
     }
     if scalar.is_instance_of::<PyFloat>() {
         let t: f64 = scalar.extract()?;
         if !t.is_finite() || t.trunc().abs() >= 9.2e18 {
-            return Err(argument_error(
-                py,
-                "timestep",
-                format!("{t} is not a finite timestep"),
-            ));
+            return Err(argument_error(py, "timestep", format!("{t} is not a finite timestep")));
         }
         return Ok(TimestepArg::Int(t.trunc() as i64));
     }
     Err(argument_error(
         py,
         "timestep",
-        format!(
-            "must be an int, a float, a numpy array or a torch tensor, got {}",
-            type_name(obj)
-        ),
+        format!("must be an int, a float, a numpy array or a torch tensor, got {}", type_name(obj)),
     ))
 }
 
 /// An optional string argument.
-fn optional_str(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<String>> {
+pub(crate) fn optional_str(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<String>> {
     match obj {
         None => Ok(None),
         Some(o) if o.is_none() => Ok(None),
-        Some(o) => o.extract::<String>().map(Some).map_err(|_| {
-            argument_error(
-                o.py(),
-                name,
-                format!("must be a str or None, got {}", type_name(o)),
-            )
-        }),
+        Some(o) => o
+            .extract::<String>()
+            .map(Some)
+            .map_err(|_| argument_error(o.py(), name, format!("must be a str or None, got {}", type_name(o)))),
     }
 }
 
 /// A dtype argument as a name: a str, a torch dtype (`str()` gives "torch.float16"), or anything
 /// `numpy.dtype` accepts.
-fn dtype_string(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
+pub(crate) fn dtype_string(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
     let py = obj.py();
     if obj.is_instance_of::<PyString>() {
         return obj.extract();
@@ -355,15 +298,16 @@ fn dtype_string(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
     if is_torch(obj) {
         return Ok(obj.str()?.to_string());
     }
-    let numpy_name = numpy_module(py)?
-        .call_method1("dtype", (obj,))
-        .and_then(|d| d.getattr("name"));
+    let numpy_name = numpy_module(py)?.call_method1("dtype", (obj,)).and_then(|d| d.getattr("name"));
     match numpy_name {
         Ok(n) => Ok(n.extract()?),
         Err(_) => Err(argument_error(
             py,
             name,
-            format!("must be a dtype name (\"float32\", \"float16\", \"bfloat16\") or a torch dtype, got {}", type_name(obj)),
+            format!(
+                "must be a dtype name (\"float32\", \"float16\", \"bfloat16\") or a torch dtype, got {}",
+                type_name(obj)
+            ),
         )),
     }
 }
@@ -377,8 +321,5 @@ fn internal_from(py: Python<'_>, what: &str, cause: PyErr) -> PyErr {
 
 /// The qualified name of `obj`'s type, for messages.
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .fully_qualified_name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "an unknown type".into())
+    obj.get_type().fully_qualified_name().map(|n| n.to_string()).unwrap_or_else(|_| "an unknown type".into())
 }

@@ -45,11 +45,7 @@ impl AlphaTransform {
 }
 
 /// diffusers' `betas_for_alpha_bar`: `beta_i = min(1 − ᾱ((i+1)/N) / ᾱ(i/N), max_beta)`, in f64.
-pub fn betas_for_alpha_bar(
-    num_diffusion_timesteps: usize,
-    max_beta: f64,
-    transform: AlphaTransform,
-) -> Vec<f64> {
+pub fn betas_for_alpha_bar(num_diffusion_timesteps: usize, max_beta: f64, transform: AlphaTransform) -> Vec<f64> {
     let n = num_diffusion_timesteps as f64;
     (0..num_diffusion_timesteps)
         .map(|i| {
@@ -100,10 +96,7 @@ pub fn linear_betas(beta_start: f64, beta_end: f64, n: usize) -> Vec<f64> {
 
 /// `scaled_linear`: `linspace(√beta_start, √beta_end, N)²`.
 pub fn scaled_linear_betas(beta_start: f64, beta_end: f64, n: usize) -> Vec<f64> {
-    linspace(beta_start.sqrt(), beta_end.sqrt(), n)
-        .into_iter()
-        .map(|b| b * b)
-        .collect()
+    linspace(beta_start.sqrt(), beta_end.sqrt(), n).into_iter().map(|b| b * b).collect()
 }
 
 /// `sigmoid`: `sigmoid(linspace(−6, 6, N)) · (beta_end − beta_start) + beta_start`.
@@ -126,25 +119,16 @@ pub fn make_betas(
         if b.len() != num_train_timesteps {
             return Err(Error::config(
                 "trained_betas",
-                format!(
-                    "has {} values but num_train_timesteps is {num_train_timesteps}",
-                    b.len()
-                ),
+                format!("has {} values but num_train_timesteps is {num_train_timesteps}", b.len()),
             ));
         }
         return Ok(b.to_vec());
     }
     Ok(match schedule {
         BetaSchedule::Linear => linear_betas(beta_start, beta_end, num_train_timesteps),
-        BetaSchedule::ScaledLinear => {
-            scaled_linear_betas(beta_start, beta_end, num_train_timesteps)
-        }
-        BetaSchedule::SquaredcosCapV2 => {
-            betas_for_alpha_bar(num_train_timesteps, MAX_BETA, AlphaTransform::Cosine)
-        }
-        BetaSchedule::Laplace => {
-            betas_for_alpha_bar(num_train_timesteps, MAX_BETA, AlphaTransform::Laplace)
-        }
+        BetaSchedule::ScaledLinear => scaled_linear_betas(beta_start, beta_end, num_train_timesteps),
+        BetaSchedule::SquaredcosCapV2 => betas_for_alpha_bar(num_train_timesteps, MAX_BETA, AlphaTransform::Cosine),
+        BetaSchedule::Laplace => betas_for_alpha_bar(num_train_timesteps, MAX_BETA, AlphaTransform::Laplace),
         BetaSchedule::Sigmoid => sigmoid_betas(beta_start, beta_end, num_train_timesteps),
     })
 }
@@ -234,10 +218,7 @@ pub fn rescale_zero_terminal_snr_f32(betas: &[f64]) -> Vec<f64> {
         return Vec::new();
     }
     let r = round_f32;
-    let mut sqrt_ab: Vec<f64> = alphas_cumprod_f32(betas)
-        .into_iter()
-        .map(|a| r(a.sqrt()))
-        .collect();
+    let mut sqrt_ab: Vec<f64> = alphas_cumprod_f32(betas).into_iter().map(|a| r(a.sqrt())).collect();
     let first = sqrt_ab[0];
     let last = sqrt_ab[sqrt_ab.len() - 1];
     let scale = r(first / r(first - last));
@@ -284,15 +265,13 @@ impl NoiseSchedule {
         let n = num_train_timesteps;
         let mut betas: Vec<f64> = match (trained_betas, schedule) {
             (None, BetaSchedule::Linear) => torch_linspace_f32(beta_start, beta_end, n),
-            (None, BetaSchedule::ScaledLinear) => {
-                torch_linspace_f32(beta_start.sqrt(), beta_end.sqrt(), n)
-                    .into_iter()
-                    .map(|b| {
-                        let b = b as f32;
-                        (b * b) as f64
-                    })
-                    .collect()
-            }
+            (None, BetaSchedule::ScaledLinear) => torch_linspace_f32(beta_start.sqrt(), beta_end.sqrt(), n)
+                .into_iter()
+                .map(|b| {
+                    let b = b as f32;
+                    (b * b) as f64
+                })
+                .collect(),
             (None, BetaSchedule::Sigmoid) => {
                 // sigmoid(torch.linspace(-6, 6, N)) * (beta_end - beta_start) + beta_start, in float32
                 let (scale, offset) = ((beta_end - beta_start) as f32, beta_start as f32);
@@ -304,19 +283,13 @@ impl NoiseSchedule {
                     })
                     .collect()
             }
-            _ => make_betas(schedule, beta_start, beta_end, n, trained_betas)?
-                .into_iter()
-                .map(round_f32)
-                .collect(),
+            _ => make_betas(schedule, beta_start, beta_end, n, trained_betas)?.into_iter().map(round_f32).collect(),
         };
         if rescale_betas_zero_snr {
             betas = rescale_zero_terminal_snr_f32(&betas);
         }
         let alphas_cumprod = alphas_cumprod_f32(&betas);
-        Ok(NoiseSchedule {
-            betas,
-            alphas_cumprod,
-        })
+        Ok(NoiseSchedule { betas, alphas_cumprod })
     }
 
     /// Builds the schedule entirely in f64 (no float32 rounding anywhere).
@@ -328,21 +301,12 @@ impl NoiseSchedule {
         trained_betas: Option<&[f64]>,
         rescale_betas_zero_snr: bool,
     ) -> Result<Self> {
-        let mut betas = make_betas(
-            schedule,
-            beta_start,
-            beta_end,
-            num_train_timesteps,
-            trained_betas,
-        )?;
+        let mut betas = make_betas(schedule, beta_start, beta_end, num_train_timesteps, trained_betas)?;
         if rescale_betas_zero_snr {
             betas = rescale_zero_terminal_snr(&betas);
         }
         let alphas_cumprod = alphas_cumprod(&betas);
-        Ok(NoiseSchedule {
-            betas,
-            alphas_cumprod,
-        })
+        Ok(NoiseSchedule { betas, alphas_cumprod })
     }
 }
 

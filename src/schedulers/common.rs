@@ -22,24 +22,14 @@ pub fn check_float(name: &str, t: &Tensor) -> Result<()> {
     if t.dtype().is_float() {
         Ok(())
     } else {
-        Err(Error::argument(
-            name,
-            format!("must be a float tensor, got {:?}", t.dtype()),
-        ))
+        Err(Error::argument(name, format!("must be a float tensor, got {:?}", t.dtype())))
     }
 }
 
 /// Checks that `t` has exactly the shape `expected` (the sample's).
 pub fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
     if t.dims() != expected {
-        return Err(Error::argument(
-            name,
-            format!(
-                "has shape {:?} but the sample has shape {:?}",
-                t.dims(),
-                expected
-            ),
-        ));
+        return Err(Error::argument(name, format!("has shape {:?} but the sample has shape {:?}", t.dims(), expected)));
     }
     Ok(())
 }
@@ -47,10 +37,7 @@ pub fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
 /// Rejects `generator` and `variance_noise` given together (diffusers raises the same for DDIM).
 pub fn check_noise_sources(opts: &StepOptions<'_>) -> Result<()> {
     if opts.generator.is_some() && opts.variance_noise.is_some() {
-        return Err(Error::argument(
-            "variance_noise",
-            "pass either `generator` or `variance_noise`, not both",
-        ));
+        return Err(Error::argument("variance_noise", "pass either `generator` or `variance_noise`, not both"));
     }
     Ok(())
 }
@@ -75,9 +62,7 @@ pub fn step_noise(
         Some(generator) => Ok(draw_randn(generator, shape, device)?.to_dtype(dtype)?),
         None => Err(Error::argument(
             "generator",
-            format!(
-                "{what} adds noise: pass a `generator` (seeded) or the `variance_noise` to add"
-            ),
+            format!("{what} adds noise: pass a `generator` (seeded) or the `variance_noise` to add"),
         )),
     }
 }
@@ -122,28 +107,16 @@ pub fn threshold_sample(x: &Tensor, ratio: f64, max_value: f64) -> Result<Tensor
         return Ok(x.clone());
     }
     let flat = x.reshape((batch, per_item))?;
-    let rows = flat
-        .to_dtype(DType::F64)?
-        .to_device(&Device::Cpu)?
-        .to_vec2::<f64>()?;
+    let rows = flat.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.to_vec2::<f64>()?;
     let mut s = Vec::with_capacity(batch);
     for row in rows {
         let mut abs: Vec<f64> = row.iter().map(|v| v.abs()).collect();
-        let q = if abs.iter().any(|v| v.is_nan()) {
-            f64::NAN
-        } else {
-            quantile(&mut abs, ratio)
-        };
+        let q = if abs.iter().any(|v| v.is_nan()) { f64::NAN } else { quantile(&mut abs, ratio) };
         // torch.clamp(s, min=1, max=max_value)
         s.push(q.max(1.0).min(max_value));
     }
-    let s = Tensor::from_vec(s, (batch, 1), &Device::Cpu)?
-        .to_dtype(x.dtype())?
-        .to_device(x.device())?;
-    let out = flat
-        .broadcast_maximum(&s.neg()?)?
-        .broadcast_minimum(&s)?
-        .broadcast_div(&s)?;
+    let s = Tensor::from_vec(s, (batch, 1), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?;
+    let out = flat.broadcast_maximum(&s.neg()?)?.broadcast_minimum(&s)?.broadcast_div(&s)?;
     Ok(out.reshape(dims)?)
 }
 
@@ -179,10 +152,7 @@ mod tests {
 
     #[test]
     fn thresholding_clamps_and_scales() -> Result<()> {
-        let x = Tensor::new(
-            &[[[-3.0f32, 0.5], [2.0, 1.0]], [[0.1, 0.2], [0.3, -0.4]]],
-            &Device::Cpu,
-        )?;
+        let x = Tensor::new(&[[[-3.0f32, 0.5], [2.0, 1.0]], [[0.1, 0.2], [0.3, -0.4]]], &Device::Cpu)?;
         // item 0: |x| = [3, .5, 2, 1] → 0.5-quantile = 1.5 → s = min(max(1.5, 1), 2) = 1.5
         let y = threshold_sample(&x, 0.5, 2.0)?.to_vec3::<f32>()?;
         assert!((y[0][0][0] + 1.0).abs() < 1e-6);

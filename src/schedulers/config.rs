@@ -182,18 +182,12 @@ impl AlgorithmType {
 
     /// Whether the solver works on the data prediction x₀ (the `++` variants).
     pub fn is_data_prediction(self) -> bool {
-        matches!(
-            self,
-            AlgorithmType::DpmSolverPlusPlus | AlgorithmType::SdeDpmSolverPlusPlus
-        )
+        matches!(self, AlgorithmType::DpmSolverPlusPlus | AlgorithmType::SdeDpmSolverPlusPlus)
     }
 
     /// Whether each step adds fresh noise (the `sde-` variants).
     pub fn is_stochastic(self) -> bool {
-        matches!(
-            self,
-            AlgorithmType::SdeDpmSolver | AlgorithmType::SdeDpmSolverPlusPlus
-        )
+        matches!(self, AlgorithmType::SdeDpmSolver | AlgorithmType::SdeDpmSolverPlusPlus)
     }
 }
 
@@ -431,42 +425,27 @@ fn validate_common(
     sample_max_value: f64,
 ) -> Result<()> {
     if num_train_timesteps == 0 {
-        return Err(Error::config(
-            "num_train_timesteps",
-            "must be at least 1, got 0",
-        ));
+        return Err(Error::config("num_train_timesteps", "must be at least 1, got 0"));
     }
     if num_train_timesteps > MAX_TRAIN_TIMESTEPS {
         return Err(Error::config(
             "num_train_timesteps",
-            format!(
-                "{num_train_timesteps} is larger than the supported maximum {MAX_TRAIN_TIMESTEPS}"
-            ),
+            format!("{num_train_timesteps} is larger than the supported maximum {MAX_TRAIN_TIMESTEPS}"),
         ));
     }
     for (name, v) in [("beta_start", beta_start), ("beta_end", beta_end)] {
         if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
-            return Err(Error::config(
-                name,
-                format!("must be a number in [0, 1], got {v}"),
-            ));
+            return Err(Error::config(name, format!("must be a number in [0, 1], got {v}")));
         }
     }
     if let Some(betas) = trained_betas {
         if betas.len() != num_train_timesteps {
             return Err(Error::config(
                 "trained_betas",
-                format!(
-                    "has {} values but num_train_timesteps is {num_train_timesteps}",
-                    betas.len()
-                ),
+                format!("has {} values but num_train_timesteps is {num_train_timesteps}", betas.len()),
             ));
         }
-        if let Some((i, b)) = betas
-            .iter()
-            .enumerate()
-            .find(|(_, b)| !(b.is_finite() && (0.0..=1.0).contains(*b)))
-        {
+        if let Some((i, b)) = betas.iter().enumerate().find(|(_, b)| !(b.is_finite() && (0.0..=1.0).contains(*b))) {
             return Err(Error::config(
                 "trained_betas",
                 format!("value {i} is {b}; every beta must be a number in [0, 1]"),
@@ -480,40 +459,27 @@ fn validate_common(
         ));
     }
     if !(sample_max_value.is_finite() && sample_max_value > 0.0) {
-        return Err(Error::config(
-            "sample_max_value",
-            format!("must be a positive number, got {sample_max_value}"),
-        ));
+        return Err(Error::config("sample_max_value", format!("must be a positive number, got {sample_max_value}")));
     }
     Ok(())
 }
 
 fn validate_steps_offset(steps_offset: i64) -> Result<()> {
     if steps_offset < 0 {
-        return Err(Error::config(
-            "steps_offset",
-            format!("must be ≥ 0, got {steps_offset}"),
-        ));
+        return Err(Error::config("steps_offset", format!("must be ≥ 0, got {steps_offset}")));
     }
     Ok(())
 }
 
 fn validate_clip_range(clip_sample_range: f64) -> Result<()> {
     if !(clip_sample_range.is_finite() && clip_sample_range > 0.0) {
-        return Err(Error::config(
-            "clip_sample_range",
-            format!("must be a positive number, got {clip_sample_range}"),
-        ));
+        return Err(Error::config("clip_sample_range", format!("must be a positive number, got {clip_sample_range}")));
     }
     Ok(())
 }
 
 /// DDIM and DPM-Solver know only the three classic beta schedules (diffusers raises otherwise).
-fn validate_classic_beta_schedule(
-    schedule: BetaSchedule,
-    trained: bool,
-    class_name: &str,
-) -> Result<()> {
+fn validate_classic_beta_schedule(schedule: BetaSchedule, trained: bool, class_name: &str) -> Result<()> {
     if trained {
         return Ok(());
     }
@@ -569,11 +535,7 @@ impl DdimConfig {
             self.dynamic_thresholding_ratio,
             self.sample_max_value,
         )?;
-        validate_classic_beta_schedule(
-            self.beta_schedule,
-            self.trained_betas.is_some(),
-            "DDIMScheduler",
-        )?;
+        validate_classic_beta_schedule(self.beta_schedule, self.trained_betas.is_some(), "DDIMScheduler")?;
         validate_clip_range(self.clip_sample_range)?;
         validate_steps_offset(self.steps_offset)
     }
@@ -609,16 +571,9 @@ impl DpmSolverMultistepConfig {
         )?;
         validate_steps_offset(self.steps_offset)?;
         if !(1..=3).contains(&self.solver_order) {
-            return Err(Error::config(
-                "solver_order",
-                format!("must be 1, 2 or 3, got {}", self.solver_order),
-            ));
+            return Err(Error::config("solver_order", format!("must be 1, 2 or 3, got {}", self.solver_order)));
         }
-        let sigma_kinds = [
-            self.use_karras_sigmas,
-            self.use_exponential_sigmas,
-            self.use_beta_sigmas,
-        ];
+        let sigma_kinds = [self.use_karras_sigmas, self.use_exponential_sigmas, self.use_beta_sigmas];
         if sigma_kinds.iter().filter(|b| **b).count() > 1 {
             return Err(Error::config(
                 "use_karras_sigmas",
@@ -637,9 +592,7 @@ impl DpmSolverMultistepConfig {
                 "flow-matching sigmas are not supported by this implementation",
             ));
         }
-        if !self.algorithm_type.is_data_prediction()
-            && self.final_sigmas_type == FinalSigmasType::Zero
-        {
+        if !self.algorithm_type.is_data_prediction() && self.final_sigmas_type == FinalSigmasType::Zero {
             return Err(Error::config(
                 "final_sigmas_type",
                 format!(
@@ -649,10 +602,7 @@ impl DpmSolverMultistepConfig {
             ));
         }
         if self.lambda_min_clipped.is_nan() {
-            return Err(Error::config(
-                "lambda_min_clipped",
-                "must be a number (or -Infinity), got NaN",
-            ));
+            return Err(Error::config("lambda_min_clipped", "must be a number (or -Infinity), got NaN"));
         }
         // `variance_type` other than learned/learned_range (e.g. a DDPM config's `fixed_small`) is
         // accepted and means "no predicted variance", as in diffusers.
@@ -682,16 +632,10 @@ impl DpmSolverMultistepConfig {
 /// their defaults. A type error names the field (`Error::InvalidConfig`).
 pub fn parse_config<T: DeserializeOwned>(value: &Value) -> Result<T> {
     let Value::Object(map) = value else {
-        return Err(Error::config(
-            "config",
-            format!("expected a JSON object, got {}", json_kind(value)),
-        ));
+        return Err(Error::config("config", format!("expected a JSON object, got {}", json_kind(value))));
     };
     let use_defaults: Vec<String> = match map.get("_use_default_values") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),
     };
     let filtered: serde_json::Map<String, Value> = map
@@ -701,11 +645,7 @@ pub fn parse_config<T: DeserializeOwned>(value: &Value) -> Result<T> {
         .collect();
     serde_path_to_error::deserialize(Value::Object(filtered)).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path.is_empty() || path == "." {
-            "config".to_string()
-        } else {
-            path
-        };
+        let field = if path.is_empty() || path == "." { "config".to_string() } else { path };
         Error::config(field, e.into_inner().to_string())
     })
 }
@@ -727,10 +667,7 @@ fn to_json_with_class<T: Serialize>(config: &T, class_name: &str) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Object(Default::default()));
     if let Value::Object(map) = &mut value {
         map.insert("_class_name".into(), Value::String(class_name.into()));
-        map.insert(
-            "_diffusers_version".into(),
-            Value::String(DIFFUSERS_VERSION.into()),
-        );
+        map.insert("_diffusers_version".into(), Value::String(DIFFUSERS_VERSION.into()));
     }
     value
 }
@@ -744,15 +681,10 @@ pub fn parse_json_text(text: &str, path: &Path) -> Result<Value> {
         Err(first) => {
             let quoted = quote_non_finite_tokens(text);
             if quoted == text {
-                return Err(Error::ConfigParse {
-                    path: path.to_path_buf(),
-                    reason: first.to_string(),
-                });
+                return Err(Error::ConfigParse { path: path.to_path_buf(), reason: first.to_string() });
             }
-            serde_json::from_str::<Value>(&quoted).map_err(|_| Error::ConfigParse {
-                path: path.to_path_buf(),
-                reason: first.to_string(),
-            })
+            serde_json::from_str::<Value>(&quoted)
+                .map_err(|_| Error::ConfigParse { path: path.to_path_buf(), reason: first.to_string() })
         }
     }
 }
@@ -808,9 +740,7 @@ pub fn find_config_file(dir: &Path) -> Result<PathBuf> {
         return Ok(dir.to_path_buf());
     }
     if !dir.exists() {
-        return Err(Error::NotFound {
-            what: format!("scheduler folder {}", dir.display()),
-        });
+        return Err(Error::NotFound { what: format!("scheduler folder {}", dir.display()) });
     }
     let direct = dir.join("scheduler_config.json");
     if direct.is_file() {
@@ -836,10 +766,7 @@ pub fn read_config_json(dir: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let value = parse_json_text(&text, &path)?;
     if !value.is_object() {
-        return Err(Error::ConfigParse {
-            path,
-            reason: format!("expected a JSON object, got {}", json_kind(&value)),
-        });
+        return Err(Error::ConfigParse { path, reason: format!("expected a JSON object, got {}", json_kind(&value)) });
     }
     Ok(value)
 }
@@ -918,17 +845,9 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_field() {
-        let e =
-            parse_config::<DdpmConfig>(&serde_json::json!({"beta_start": "small"})).unwrap_err();
-        assert!(
-            matches!(&e, Error::InvalidConfig { field, .. } if field == "beta_start"),
-            "{e}"
-        );
-        let e = parse_config::<DdpmConfig>(&serde_json::json!({"trained_betas": [0.1, "x"]}))
-            .unwrap_err();
-        assert!(
-            matches!(&e, Error::InvalidConfig { field, .. } if field.starts_with("trained_betas")),
-            "{e}"
-        );
+        let e = parse_config::<DdpmConfig>(&serde_json::json!({"beta_start": "small"})).unwrap_err();
+        assert!(matches!(&e, Error::InvalidConfig { field, .. } if field == "beta_start"), "{e}");
+        let e = parse_config::<DdpmConfig>(&serde_json::json!({"trained_betas": [0.1, "x"]})).unwrap_err();
+        assert!(matches!(&e, Error::InvalidConfig { field, .. } if field.starts_with("trained_betas")), "{e}");
     }
 }

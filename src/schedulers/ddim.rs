@@ -16,8 +16,7 @@ use crate::error::{Error, Result};
 
 use super::betas::NoiseSchedule;
 use super::common::{
-    check_float, check_noise_sources, check_shape, clip, compute_dtype, lin_comb, step_noise,
-    threshold_sample,
+    check_float, check_noise_sources, check_shape, clip, compute_dtype, lin_comb, step_noise, threshold_sample,
 };
 use super::config::{read_config_json, DdimConfig, PredictionType};
 use super::timesteps::{check_num_inference_steps, ddpm_ddim_timesteps};
@@ -45,19 +44,9 @@ impl DdimScheduler {
             config.trained_betas.as_deref(),
             config.rescale_betas_zero_snr,
         )?;
-        let final_alpha_cumprod = if config.set_alpha_to_one {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] };
         let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
-        Ok(DdimScheduler {
-            config,
-            schedule,
-            final_alpha_cumprod,
-            timesteps,
-            num_inference_steps: None,
-        })
+        Ok(DdimScheduler { config, schedule, final_alpha_cumprod, timesteps, num_inference_steps: None })
     }
 
     /// From a config object (foreign and `_`-prefixed keys ignored, as `DDIMScheduler.from_config`).
@@ -145,18 +134,12 @@ impl DdimScheduler {
     }
 
     fn alpha_prod(&self, t: i64) -> Result<f64> {
-        usize::try_from(t)
-            .ok()
-            .and_then(|i| self.schedule.alphas_cumprod.get(i).copied())
-            .ok_or_else(|| {
-                Error::argument(
-                    "timestep",
-                    format!(
-                        "{t} is outside the training range [0, {})",
-                        self.config.num_train_timesteps
-                    ),
-                )
-            })
+        usize::try_from(t).ok().and_then(|i| self.schedule.alphas_cumprod.get(i).copied()).ok_or_else(|| {
+            Error::argument(
+                "timestep",
+                format!("{t} is outside the training range [0, {})", self.config.num_train_timesteps),
+            )
+        })
     }
 
     /// One DDIM step x_t → x_{t−Δ} (diffusers' `DDIMScheduler.step` with `use_clipped_model_output=False`).
@@ -191,10 +174,7 @@ impl DdimScheduler {
         };
         let eta = opts.eta;
         if !(eta.is_finite() && eta >= 0.0) {
-            return Err(Error::argument(
-                "eta",
-                format!("must be a finite number ≥ 0, got {eta}"),
-            ));
+            return Err(Error::argument("eta", format!("must be a finite number ≥ 0, got {eta}")));
         }
         check_noise_sources(&opts)?;
         check_float("sample", sample)?;
@@ -203,15 +183,11 @@ impl DdimScheduler {
         check_shape("model_output", model_output, &shape)?;
 
         // 1. previous step value
-        let prev_timestep =
-            timestep - (self.config.num_train_timesteps / num_inference_steps) as i64;
+        let prev_timestep = timestep - (self.config.num_train_timesteps / num_inference_steps) as i64;
         // 2. alphas, betas
         let alpha_prod_t = self.alpha_prod(timestep)?;
-        let alpha_prod_t_prev = if prev_timestep >= 0 {
-            self.alpha_prod(prev_timestep)?
-        } else {
-            self.final_alpha_cumprod
-        };
+        let alpha_prod_t_prev =
+            if prev_timestep >= 0 { self.alpha_prod(prev_timestep)? } else { self.final_alpha_cumprod };
         let beta_prod_t = 1.0 - alpha_prod_t;
 
         let out_dtype = sample.dtype();
@@ -232,25 +208,15 @@ impl DdimScheduler {
                 (model_output.clone(), eps)
             }
             PredictionType::VPrediction => {
-                let x0 = lin_comb(&[
-                    (&x, alpha_prod_t.sqrt()),
-                    (&model_output, -beta_prod_t.sqrt()),
-                ])?;
-                let eps = lin_comb(&[
-                    (&model_output, alpha_prod_t.sqrt()),
-                    (&x, beta_prod_t.sqrt()),
-                ])?;
+                let x0 = lin_comb(&[(&x, alpha_prod_t.sqrt()), (&model_output, -beta_prod_t.sqrt())])?;
+                let eps = lin_comb(&[(&model_output, alpha_prod_t.sqrt()), (&x, beta_prod_t.sqrt())])?;
                 (x0, eps)
             }
         };
 
         // 4. clip or threshold x₀
         let pred_original = if self.config.thresholding {
-            threshold_sample(
-                &pred_original,
-                self.config.dynamic_thresholding_ratio,
-                self.config.sample_max_value,
-            )?
+            threshold_sample(&pred_original, self.config.dynamic_thresholding_ratio, self.config.sample_max_value)?
         } else if self.config.clip_sample {
             clip(&pred_original, self.config.clip_sample_range)?
         } else {
@@ -263,27 +229,17 @@ impl DdimScheduler {
         let std_dev_t = eta * variance.sqrt();
 
         let pred_epsilon = if use_clipped_model_output {
-            lin_comb(&[(&x, 1.0), (&pred_original, -alpha_prod_t.sqrt())])?
-                .affine(1.0 / beta_prod_t.sqrt(), 0.0)?
+            lin_comb(&[(&x, 1.0), (&pred_original, -alpha_prod_t.sqrt())])?.affine(1.0 / beta_prod_t.sqrt(), 0.0)?
         } else {
             pred_epsilon
         };
 
         // 6.–7. direction pointing to x_t, and x_{t−1} without noise
         let dir_coeff = (1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t).sqrt();
-        let mut prev = lin_comb(&[
-            (&pred_original, alpha_prod_t_prev.sqrt()),
-            (&pred_epsilon, dir_coeff),
-        ])?;
+        let mut prev = lin_comb(&[(&pred_original, alpha_prod_t_prev.sqrt()), (&pred_epsilon, dir_coeff)])?;
 
         if eta > 0.0 {
-            let noise = step_noise(
-                &mut opts,
-                &shape,
-                x.device(),
-                dtype,
-                "a DDIM step with eta > 0",
-            )?;
+            let noise = step_noise(&mut opts, &shape, x.device(), dtype, "a DDIM step with eta > 0")?;
             prev = (prev + noise.affine(std_dev_t, 0.0)?)?;
         }
 

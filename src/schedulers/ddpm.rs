@@ -18,8 +18,7 @@ use crate::error::{Error, Result};
 
 use super::betas::NoiseSchedule;
 use super::common::{
-    check_float, check_noise_sources, check_shape, clip, compute_dtype, lin_comb, step_noise,
-    threshold_sample,
+    check_float, check_noise_sources, check_shape, clip, compute_dtype, lin_comb, step_noise, threshold_sample,
 };
 use super::config::{read_config_json, DdpmConfig, PredictionType, VarianceType};
 use super::timesteps::{check_num_inference_steps, ddpm_ddim_timesteps};
@@ -47,12 +46,7 @@ impl DdpmScheduler {
             config.rescale_betas_zero_snr,
         )?;
         let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
-        Ok(DdpmScheduler {
-            config,
-            schedule,
-            timesteps,
-            num_inference_steps: None,
-        })
+        Ok(DdpmScheduler { config, schedule, timesteps, num_inference_steps: None })
     }
 
     /// From a config object (foreign and `_`-prefixed keys ignored, as `DDPMScheduler.from_config`).
@@ -141,10 +135,7 @@ impl DdpmScheduler {
             return Err(Error::argument("timesteps", "must not be empty"));
         }
         if timesteps.windows(2).any(|w| w[1] >= w[0]) {
-            return Err(Error::argument(
-                "timesteps",
-                "custom timesteps must be in strictly descending order",
-            ));
+            return Err(Error::argument("timesteps", "custom timesteps must be in strictly descending order"));
         }
         let n = self.config.num_train_timesteps as i64;
         if timesteps[0] >= n || timesteps[timesteps.len() - 1] < 0 {
@@ -160,35 +151,19 @@ impl DdpmScheduler {
 
     /// The timestep after `timestep` in the schedule (−1 after the last one).
     pub fn previous_timestep(&self, timestep: i64) -> Result<i64> {
-        let index = self
-            .timesteps
-            .iter()
-            .position(|&t| t == timestep)
-            .ok_or_else(|| {
-                Error::argument(
-                    "timestep",
-                    format!(
-                        "{timestep} is not in the scheduler's timesteps {:?}",
-                        self.timesteps
-                    ),
-                )
-            })?;
+        let index = self.timesteps.iter().position(|&t| t == timestep).ok_or_else(|| {
+            Error::argument("timestep", format!("{timestep} is not in the scheduler's timesteps {:?}", self.timesteps))
+        })?;
         Ok(self.timesteps.get(index + 1).copied().unwrap_or(-1))
     }
 
     fn alpha_prod(&self, t: i64) -> Result<f64> {
-        usize::try_from(t)
-            .ok()
-            .and_then(|i| self.schedule.alphas_cumprod.get(i).copied())
-            .ok_or_else(|| {
-                Error::argument(
-                    "timestep",
-                    format!(
-                        "{t} is outside the training range [0, {})",
-                        self.config.num_train_timesteps
-                    ),
-                )
-            })
+        usize::try_from(t).ok().and_then(|i| self.schedule.alphas_cumprod.get(i).copied()).ok_or_else(|| {
+            Error::argument(
+                "timestep",
+                format!("{t} is outside the training range [0, {})", self.config.num_train_timesteps),
+            )
+        })
     }
 
     /// One reverse step x_t → x_{t−1} (diffusers' `DDPMScheduler.step`).
@@ -216,11 +191,7 @@ impl DdpmScheduler {
         let t = timestep;
         let prev_t = self.previous_timestep(t)?;
         let alpha_prod_t = self.alpha_prod(t)?;
-        let alpha_prod_t_prev = if prev_t >= 0 {
-            self.alpha_prod(prev_t)?
-        } else {
-            1.0
-        };
+        let alpha_prod_t_prev = if prev_t >= 0 { self.alpha_prod(prev_t)? } else { 1.0 };
 
         let shape = sample.dims().to_vec();
         let variance_type = self.config.variance_type;
@@ -261,23 +232,17 @@ impl DdpmScheduler {
         // 2. predicted x₀ (formula 15)
         let pred_original = match self.config.prediction_type {
             PredictionType::Epsilon => {
-                lin_comb(&[(&x, 1.0), (&model_output, -beta_prod_t.sqrt())])?
-                    .affine(1.0 / alpha_prod_t.sqrt(), 0.0)?
+                lin_comb(&[(&x, 1.0), (&model_output, -beta_prod_t.sqrt())])?.affine(1.0 / alpha_prod_t.sqrt(), 0.0)?
             }
             PredictionType::Sample => model_output.clone(),
-            PredictionType::VPrediction => lin_comb(&[
-                (&x, alpha_prod_t.sqrt()),
-                (&model_output, -beta_prod_t.sqrt()),
-            ])?,
+            PredictionType::VPrediction => {
+                lin_comb(&[(&x, alpha_prod_t.sqrt()), (&model_output, -beta_prod_t.sqrt())])?
+            }
         };
 
         // 3. clip or threshold x₀
         let pred_original = if self.config.thresholding {
-            threshold_sample(
-                &pred_original,
-                self.config.dynamic_thresholding_ratio,
-                self.config.sample_max_value,
-            )?
+            threshold_sample(&pred_original, self.config.dynamic_thresholding_ratio, self.config.sample_max_value)?
         } else if self.config.clip_sample {
             clip(&pred_original, self.config.clip_sample_range)?
         } else {
@@ -291,23 +256,14 @@ impl DdpmScheduler {
 
         // 6. noise
         if t > 0 {
-            let noise = step_noise(
-                &mut opts,
-                &shape,
-                x.device(),
-                dtype,
-                "a DDPM step with timestep > 0",
-            )?;
+            let noise = step_noise(&mut opts, &shape, x.device(), dtype, "a DDPM step with timestep > 0")?;
             // β̃ₜ, clamped as diffusers does before taking logs
-            let variance =
-                ((1.0 - alpha_prod_t_prev) / (1.0 - alpha_prod_t) * current_beta_t).max(1e-20);
+            let variance = ((1.0 - alpha_prod_t_prev) / (1.0 - alpha_prod_t) * current_beta_t).max(1e-20);
             let scaled = match variance_type {
                 VarianceType::FixedSmall => noise.affine(variance.sqrt(), 0.0)?,
                 VarianceType::FixedSmallLog => noise.affine((0.5 * variance.ln()).exp(), 0.0)?,
                 VarianceType::FixedLarge => noise.affine(current_beta_t.sqrt(), 0.0)?,
-                VarianceType::FixedLargeLog => {
-                    noise.affine((0.5 * current_beta_t.ln()).exp(), 0.0)?
-                }
+                VarianceType::FixedLargeLog => noise.affine((0.5 * current_beta_t.ln()).exp(), 0.0)?,
                 VarianceType::Learned => {
                     let pv = predicted_variance_or_err(&predicted_variance)?.to_dtype(dtype)?;
                     (pv.sqrt()? * &noise)?
@@ -317,8 +273,7 @@ impl DdpmScheduler {
                     let min_log = variance.ln();
                     let max_log = current_beta_t.ln();
                     // frac·max_log + (1 − frac)·min_log with frac = (v + 1) / 2
-                    let log_var =
-                        pv.affine((max_log - min_log) / 2.0, (max_log + min_log) / 2.0)?;
+                    let log_var = pv.affine((max_log - min_log) / 2.0, (max_log + min_log) / 2.0)?;
                     (log_var.affine(0.5, 0.0)?.exp()? * &noise)?
                 }
             };
@@ -333,6 +288,5 @@ impl DdpmScheduler {
 }
 
 fn predicted_variance_or_err(pv: &Option<Tensor>) -> Result<&Tensor> {
-    pv.as_ref()
-        .ok_or_else(|| Error::argument("model_output", "missing the predicted variance channels"))
+    pv.as_ref().ok_or_else(|| Error::argument("model_output", "missing the predicted variance channels"))
 }

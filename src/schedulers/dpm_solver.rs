@@ -28,12 +28,11 @@ use crate::error::{Error, Result};
 
 use super::betas::{linspace, round_f32, NoiseSchedule};
 use super::common::{
-    check_float, check_noise_sources, check_shape, compute_dtype, lin_comb, step_noise,
-    threshold_sample,
+    check_float, check_noise_sources, check_shape, compute_dtype, lin_comb, step_noise, threshold_sample,
 };
 use super::config::{
-    read_config_json, AlgorithmType, BetaSchedule, DpmSolverMultistepConfig, FinalSigmasType,
-    PredictionType, SolverType,
+    read_config_json, AlgorithmType, BetaSchedule, DpmSolverMultistepConfig, FinalSigmasType, PredictionType,
+    SolverType,
 };
 use super::timesteps::{check_num_inference_steps, dpm_timesteps, round_half_even};
 use super::{SchedulerKind, SchedulerOutput, StepOptions};
@@ -115,16 +114,10 @@ impl DpmSolverMultistepScheduler {
                 *last = 2f64.powi(-24);
             }
         }
-        let train_sigmas: Vec<f64> = schedule
-            .alphas_cumprod
-            .iter()
-            .map(|a| round_f32(((1.0 - a) / a).sqrt()))
-            .collect();
-        let train_lambdas: Vec<f64> = schedule
-            .alphas_cumprod
-            .iter()
-            .map(|a| lambda_of(a.sqrt(), (1.0 - a).sqrt()))
-            .collect();
+        let train_sigmas: Vec<f64> =
+            schedule.alphas_cumprod.iter().map(|a| round_f32(((1.0 - a) / a).sqrt())).collect();
+        let train_lambdas: Vec<f64> =
+            schedule.alphas_cumprod.iter().map(|a| lambda_of(a.sqrt(), (1.0 - a).sqrt())).collect();
         let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
         let solver_order = config.solver_order;
         Ok(DpmSolverMultistepScheduler {
@@ -233,11 +226,7 @@ impl DpmSolverMultistepScheduler {
         check_num_inference_steps(num_inference_steps, self.config.num_train_timesteps)?;
         let big_n = self.config.num_train_timesteps;
         // searchsorted(flip(lambda_t), lambda_min_clipped): λ is decreasing in t
-        let clipped_idx = self
-            .train_lambdas
-            .iter()
-            .filter(|l| **l < self.config.lambda_min_clipped)
-            .count();
+        let clipped_idx = self.train_lambdas.iter().filter(|l| **l < self.config.lambda_min_clipped).count();
         let last_timestep = big_n - clipped_idx;
         let timesteps = dpm_timesteps(
             self.config.timestep_spacing,
@@ -249,10 +238,7 @@ impl DpmSolverMultistepScheduler {
         if timesteps.is_empty() {
             return Err(Error::config(
                 "lambda_min_clipped",
-                format!(
-                    "leaves no timesteps to sample (lambda_min_clipped = {})",
-                    self.config.lambda_min_clipped
-                ),
+                format!("leaves no timesteps to sample (lambda_min_clipped = {})", self.config.lambda_min_clipped),
             ));
         }
         let (timesteps, sigmas) = self.sigmas_for(timesteps, num_inference_steps)?;
@@ -280,10 +266,7 @@ impl DpmSolverMultistepScheduler {
                 format!("custom timestep {t} is outside the training range [0, {n})"),
             ));
         }
-        let mut sigmas: Vec<f64> = timesteps
-            .iter()
-            .map(|&t| self.train_sigmas[t as usize])
-            .collect();
+        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| self.train_sigmas[t as usize]).collect();
         sigmas.push(self.final_sigma());
         self.install(timesteps.to_vec(), sigmas);
         Ok(())
@@ -321,30 +304,18 @@ impl DpmSolverMultistepScheduler {
             let rho = 7.0;
             let min_inv = sigma_min.powf(1.0 / rho);
             let max_inv = sigma_max.powf(1.0 / rho);
-            let s = ramp
-                .iter()
-                .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
-                .collect();
+            let s = ramp.iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect();
             (s, c.beta_schedule != BetaSchedule::SquaredcosCapV2)
         } else if c.use_lu_lambdas {
             let (lmin, lmax) = (log_sigmas[0], log_sigmas[big_n - 1]);
-            let s = ramp
-                .iter()
-                .map(|r| (lmax + r * (lmin - lmax)).exp())
-                .collect();
+            let s = ramp.iter().map(|r| (lmax + r * (lmin - lmax)).exp()).collect();
             (s, c.beta_schedule != BetaSchedule::SquaredcosCapV2)
         } else if c.use_exponential_sigmas {
-            let s = linspace(sigma_max.ln(), sigma_min.ln(), n)
-                .into_iter()
-                .map(f64::exp)
-                .collect();
+            let s = linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect();
             (s, false)
         } else {
             // np.interp(timesteps, arange(N), sigmas): integer timesteps, clamped to the ends
-            let s = timesteps
-                .iter()
-                .map(|&t| train[t.clamp(0, big_n as i64 - 1) as usize])
-                .collect();
+            let s = timesteps.iter().map(|&t| train[t.clamp(0, big_n as i64 - 1) as usize]).collect();
             (s, false)
         };
         let timesteps = if converted {
@@ -387,36 +358,24 @@ impl DpmSolverMultistepScheduler {
                 // diffusers takes the second match of a repeated timestep (meant for img2img runs
                 // that start mid-schedule), which makes a full run overflow its σ table on the last
                 // step; a fresh run starts at the first match here (set_begin_index starts elsewhere).
-                None => self
-                    .timesteps
-                    .iter()
-                    .position(|t| *t == timestep)
-                    .ok_or_else(|| {
-                        Error::argument(
-                            "timestep",
-                            format!(
-                                "{timestep} is not in the scheduler's timesteps {:?}",
-                                self.timesteps
-                            ),
-                        )
-                    })?,
+                None => self.timesteps.iter().position(|t| *t == timestep).ok_or_else(|| {
+                    Error::argument(
+                        "timestep",
+                        format!("{timestep} is not in the scheduler's timesteps {:?}", self.timesteps),
+                    )
+                })?,
             },
         };
         if index >= len {
             return Err(Error::argument(
                 "timestep",
-                format!(
-                    "all {len} steps of the schedule are done: call set_timesteps to start again"
-                ),
+                format!("all {len} steps of the schedule are done: call set_timesteps to start again"),
             ));
         }
         if self.timesteps[index] != timestep {
             return Err(Error::argument(
                 "timestep",
-                format!(
-                    "expected timestep {} (step {index} of {len}), got {timestep}",
-                    self.timesteps[index]
-                ),
+                format!("expected timestep {} (step {index} of {len}), got {timestep}", self.timesteps[index]),
             ));
         }
         Ok(index)
@@ -424,12 +383,7 @@ impl DpmSolverMultistepScheduler {
 
     /// diffusers' `convert_model_output`: x₀ for the `++` algorithms, ε for the others. Also returns
     /// the x₀ estimate for [`SchedulerOutput::pred_original_sample`].
-    fn convert_model_output(
-        &self,
-        model_output: &Tensor,
-        x: &Tensor,
-        sigma: f64,
-    ) -> Result<(Tensor, Tensor)> {
+    fn convert_model_output(&self, model_output: &Tensor, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
         let threshold = |x0: &Tensor| -> Result<Tensor> {
@@ -510,26 +464,17 @@ impl DpmSolverMultistepScheduler {
 
         let n = self.timesteps.len();
         let lower_order_final = step_index == n - 1
-            && (c.euler_at_final
-                || (c.lower_order_final && n < 15)
-                || c.final_sigmas_type == FinalSigmasType::Zero);
+            && (c.euler_at_final || (c.lower_order_final && n < 15) || c.final_sigmas_type == FinalSigmasType::Zero);
         let lower_order_second = step_index + 2 == n && c.lower_order_final && n < 15;
 
         let out_dtype = sample.dtype();
         let dtype = compute_dtype(out_dtype);
         let x = sample.to_dtype(dtype)?;
         let model_output = model_output.to_dtype(dtype)?;
-        let (m0, pred_original) =
-            self.convert_model_output(&model_output, &x, self.sigmas[step_index])?;
+        let (m0, pred_original) = self.convert_model_output(&model_output, &x, self.sigmas[step_index])?;
 
         let noise = if c.algorithm_type.is_stochastic() {
-            Some(step_noise(
-                &mut opts,
-                &shape,
-                x.device(),
-                dtype,
-                "an SDE-DPMSolver step",
-            )?)
+            Some(step_noise(&mut opts, &shape, x.device(), dtype, "an SDE-DPMSolver step")?)
         } else {
             None
         };
@@ -548,14 +493,7 @@ impl DpmSolverMultistepScheduler {
         } else if order == 2 || self.lower_order_nums < 2 || lower_order_second {
             self.second_order_update(&m0, &history(1)?, &x, noise.as_ref(), step_index)?
         } else {
-            self.third_order_update(
-                &m0,
-                &history(1)?,
-                &history(2)?,
-                &x,
-                noise.as_ref(),
-                step_index,
-            )?
+            self.third_order_update(&m0, &history(1)?, &history(2)?, &x, noise.as_ref(), step_index)?
         };
         let prev_sample = prev.to_dtype(out_dtype)?;
         let pred_original_sample = pred_original.to_dtype(out_dtype)?;
@@ -569,10 +507,7 @@ impl DpmSolverMultistepScheduler {
             self.lower_order_nums += 1;
         }
         self.step_index = Some(step_index + 1);
-        Ok(SchedulerOutput {
-            prev_sample,
-            pred_original_sample: Some(pred_original_sample),
-        })
+        Ok(SchedulerOutput { prev_sample, pred_original_sample: Some(pred_original_sample) })
     }
 
     fn noise_term(noise: Option<&Tensor>) -> Result<&Tensor> {
@@ -580,13 +515,7 @@ impl DpmSolverMultistepScheduler {
     }
 
     /// First-order update (DDIM-equivalent).
-    fn first_order_update(
-        &self,
-        m: &Tensor,
-        x: &Tensor,
-        noise: Option<&Tensor>,
-        i: usize,
-    ) -> Result<Tensor> {
+    fn first_order_update(&self, m: &Tensor, x: &Tensor, noise: Option<&Tensor>, i: usize) -> Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
         let (alpha_s, sigma_s) = alpha_sigma(self.sigmas[i]);
         let h = lambda_of(alpha_t, sigma_t) - lambda_of(alpha_s, sigma_s);
@@ -594,24 +523,16 @@ impl DpmSolverMultistepScheduler {
             AlgorithmType::DpmSolverPlusPlus => {
                 lin_comb(&[(x, sigma_t / sigma_s), (m, -(alpha_t * ((-h).exp() - 1.0)))])
             }
-            AlgorithmType::DpmSolver => {
-                lin_comb(&[(x, alpha_t / alpha_s), (m, -(sigma_t * (h.exp() - 1.0)))])
-            }
+            AlgorithmType::DpmSolver => lin_comb(&[(x, alpha_t / alpha_s), (m, -(sigma_t * (h.exp() - 1.0)))]),
             AlgorithmType::SdeDpmSolverPlusPlus => lin_comb(&[
                 (x, sigma_t / sigma_s * (-h).exp()),
                 (m, alpha_t * (1.0 - (-2.0 * h).exp())),
-                (
-                    Self::noise_term(noise)?,
-                    sigma_t * (1.0 - (-2.0 * h).exp()).sqrt(),
-                ),
+                (Self::noise_term(noise)?, sigma_t * (1.0 - (-2.0 * h).exp()).sqrt()),
             ]),
             AlgorithmType::SdeDpmSolver => lin_comb(&[
                 (x, alpha_t / alpha_s),
                 (m, -2.0 * (sigma_t * (h.exp() - 1.0))),
-                (
-                    Self::noise_term(noise)?,
-                    sigma_t * ((2.0 * h).exp() - 1.0).sqrt(),
-                ),
+                (Self::noise_term(noise)?, sigma_t * ((2.0 * h).exp() - 1.0).sqrt()),
             ]),
         }
     }
@@ -639,29 +560,17 @@ impl DpmSolverMultistepScheduler {
         match self.config.algorithm_type {
             AlgorithmType::DpmSolverPlusPlus => {
                 let e = (-h).exp() - 1.0;
-                let c1 = if midpoint {
-                    -0.5 * (alpha_t * e)
-                } else {
-                    alpha_t * (e / h + 1.0)
-                };
+                let c1 = if midpoint { -0.5 * (alpha_t * e) } else { alpha_t * (e / h + 1.0) };
                 lin_comb(&[(x, sigma_t / sigma_s0), (d0, -(alpha_t * e)), (&d1, c1)])
             }
             AlgorithmType::DpmSolver => {
                 let e = h.exp() - 1.0;
-                let c1 = if midpoint {
-                    -0.5 * (sigma_t * e)
-                } else {
-                    -(sigma_t * (e / h - 1.0))
-                };
+                let c1 = if midpoint { -0.5 * (sigma_t * e) } else { -(sigma_t * (e / h - 1.0)) };
                 lin_comb(&[(x, alpha_t / alpha_s0), (d0, -(sigma_t * e)), (&d1, c1)])
             }
             AlgorithmType::SdeDpmSolverPlusPlus => {
                 let e = 1.0 - (-2.0 * h).exp();
-                let c1 = if midpoint {
-                    0.5 * (alpha_t * e)
-                } else {
-                    alpha_t * (e / (-2.0 * h) + 1.0)
-                };
+                let c1 = if midpoint { 0.5 * (alpha_t * e) } else { alpha_t * (e / (-2.0 * h) + 1.0) };
                 lin_comb(&[
                     (x, sigma_t / sigma_s0 * (-h).exp()),
                     (d0, alpha_t * e),
@@ -671,19 +580,12 @@ impl DpmSolverMultistepScheduler {
             }
             AlgorithmType::SdeDpmSolver => {
                 let e = h.exp() - 1.0;
-                let c1 = if midpoint {
-                    -(sigma_t * e)
-                } else {
-                    -2.0 * (sigma_t * (e / h - 1.0))
-                };
+                let c1 = if midpoint { -(sigma_t * e) } else { -2.0 * (sigma_t * (e / h - 1.0)) };
                 lin_comb(&[
                     (x, alpha_t / alpha_s0),
                     (d0, -2.0 * (sigma_t * e)),
                     (&d1, c1),
-                    (
-                        Self::noise_term(noise)?,
-                        sigma_t * ((2.0 * h).exp() - 1.0).sqrt(),
-                    ),
+                    (Self::noise_term(noise)?, sigma_t * ((2.0 * h).exp() - 1.0).sqrt()),
                 ])
             }
         }
@@ -707,11 +609,7 @@ impl DpmSolverMultistepScheduler {
         let lambda_s0 = lambda_of(alpha_s0, sigma_s0);
         let lambda_s1 = lambda_of(alpha_s1, sigma_s1);
         let lambda_s2 = lambda_of(alpha_s2, sigma_s2);
-        let (h, h_0, h_1) = (
-            lambda_t - lambda_s0,
-            lambda_s0 - lambda_s1,
-            lambda_s1 - lambda_s2,
-        );
+        let (h, h_0, h_1) = (lambda_t - lambda_s0, lambda_s0 - lambda_s1, lambda_s1 - lambda_s2);
         let (r0, r1) = (h_0 / h, h_1 / h);
         let d0 = m0;
         let d1_0 = (m0 - m1)?.affine(1.0 / r0, 0.0)?;
@@ -744,17 +642,13 @@ impl DpmSolverMultistepScheduler {
                     (x, sigma_t / sigma_s0 * (-h).exp()),
                     (d0, alpha_t * e),
                     (&d1, alpha_t * (e / (-2.0 * h) + 1.0)),
-                    (
-                        &d2,
-                        alpha_t * ((e - 2.0 * h) / ((2.0 * h) * (2.0 * h)) - 0.5),
-                    ),
+                    (&d2, alpha_t * ((e - 2.0 * h) / ((2.0 * h) * (2.0 * h)) - 0.5)),
                     (Self::noise_term(noise)?, sigma_t * e.sqrt()),
                 ])
             }
-            AlgorithmType::SdeDpmSolver => Err(Error::config(
-                "solver_order",
-                "sde-dpmsolver has no third-order update; use solver_order 1 or 2",
-            )),
+            AlgorithmType::SdeDpmSolver => {
+                Err(Error::config("solver_order", "sde-dpmsolver has no third-order update; use solver_order 1 or 2"))
+            }
         }
     }
 }
@@ -775,10 +669,7 @@ mod tests {
 
     #[test]
     fn karras_schedule_is_descending_and_reset() {
-        let config = DpmSolverMultistepConfig {
-            use_karras_sigmas: true,
-            ..Default::default()
-        };
+        let config = DpmSolverMultistepConfig { use_karras_sigmas: true, ..Default::default() };
         let mut s = DpmSolverMultistepScheduler::new(config).unwrap();
         s.set_timesteps(10).unwrap();
         assert_eq!(s.timesteps().len(), 10);

@@ -56,8 +56,8 @@ pub mod dpm_solver;
 pub mod timesteps;
 
 pub use config::{
-    AlgorithmType, BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType,
-    PredictionType, SolverType, TimestepSpacing, VarianceType,
+    AlgorithmType, BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType, PredictionType,
+    SolverType, TimestepSpacing, VarianceType,
 };
 pub use ddim::DdimScheduler;
 pub use ddpm::DdpmScheduler;
@@ -96,11 +96,7 @@ pub enum SchedulerKind {
 
 impl SchedulerKind {
     /// Every supported kind.
-    pub const ALL: [SchedulerKind; 3] = [
-        SchedulerKind::Ddpm,
-        SchedulerKind::Ddim,
-        SchedulerKind::DpmSolverMultistep,
-    ];
+    pub const ALL: [SchedulerKind; 3] = [SchedulerKind::Ddpm, SchedulerKind::Ddim, SchedulerKind::DpmSolverMultistep];
 
     /// diffusers' class name (`_class_name` in configs).
     pub fn class_name(self) -> &'static str {
@@ -113,18 +109,12 @@ impl SchedulerKind {
 
     /// The kind of a diffusers class name.
     pub fn from_class_name(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.class_name() == name)
-            .ok_or_else(|| {
-                Error::config(
-                    "_class_name",
-                    format!(
-                        "unsupported scheduler class `{name}`; supported: {}",
-                        Self::supported_list()
-                    ),
-                )
-            })
+        Self::ALL.into_iter().find(|k| k.class_name() == name).ok_or_else(|| {
+            Error::config(
+                "_class_name",
+                format!("unsupported scheduler class `{name}`; supported: {}", Self::supported_list()),
+            )
+        })
     }
 
     fn supported_list() -> String {
@@ -178,19 +168,16 @@ impl Scheduler {
             Some(other) => {
                 return Err(Error::config(
                     "_class_name",
-                    format!(
-                        "must be a string, got {other}; supported: {}",
-                        SchedulerKind::supported_list()
-                    ),
+                    format!("must be a string, got {other}; supported: {}", SchedulerKind::supported_list()),
                 ))
             }
             None => {
                 return Err(Error::config(
                     "_class_name",
                     format!(
-                    "missing, so the scheduler class is unknown (use from_json_as); supported: {}",
-                    SchedulerKind::supported_list()
-                ),
+                        "missing, so the scheduler class is unknown (use from_json_as); supported: {}",
+                        SchedulerKind::supported_list()
+                    ),
                 ))
             }
         };

@@ -31,15 +31,9 @@ pub fn round_half_even(x: f64) -> f64 {
 }
 
 /// Checks `1 ≤ num_inference_steps ≤ num_train_timesteps`.
-pub fn check_num_inference_steps(
-    num_inference_steps: usize,
-    num_train_timesteps: usize,
-) -> Result<()> {
+pub fn check_num_inference_steps(num_inference_steps: usize, num_train_timesteps: usize) -> Result<()> {
     if num_inference_steps == 0 {
-        return Err(Error::argument(
-            "num_inference_steps",
-            "must be at least 1, got 0",
-        ));
+        return Err(Error::argument("num_inference_steps", "must be at least 1, got 0"));
     }
     if num_inference_steps > num_train_timesteps {
         return Err(Error::argument(
@@ -63,24 +57,16 @@ pub fn ddpm_ddim_timesteps(
     let big_n = num_train_timesteps;
     let n = num_inference_steps;
     match spacing {
-        TimestepSpacing::Linspace => linspace(0.0, (big_n - 1) as f64, n)
-            .into_iter()
-            .rev()
-            .map(|v| round_half_even(v) as i64)
-            .collect(),
+        TimestepSpacing::Linspace => {
+            linspace(0.0, (big_n - 1) as f64, n).into_iter().rev().map(|v| round_half_even(v) as i64).collect()
+        }
         TimestepSpacing::Leading => {
             let step_ratio = (big_n / n) as i64;
-            (0..n as i64)
-                .rev()
-                .map(|i| i * step_ratio + steps_offset)
-                .collect()
+            (0..n as i64).rev().map(|i| i * step_ratio + steps_offset).collect()
         }
         TimestepSpacing::Trailing => {
             let step_ratio = big_n as f64 / n as f64;
-            arange_f64(big_n as f64, 0.0, -step_ratio)
-                .into_iter()
-                .map(|v| round_half_even(v) as i64 - 1)
-                .collect()
+            arange_f64(big_n as f64, 0.0, -step_ratio).into_iter().map(|v| round_half_even(v) as i64 - 1).collect()
         }
     }
 }
@@ -107,10 +93,7 @@ pub fn dpm_timesteps(
         }
         TimestepSpacing::Leading => {
             let step_ratio = (last_timestep / (n + 1)) as i64;
-            (1..=n as i64)
-                .rev()
-                .map(|i| i * step_ratio + steps_offset)
-                .collect()
+            (1..=n as i64).rev().map(|i| i * step_ratio + steps_offset).collect()
         }
         TimestepSpacing::Trailing => {
             let step_ratio = num_train_timesteps as f64 / n as f64;
@@ -136,17 +119,8 @@ mod tests {
             ddpm_ddim_timesteps(TimestepSpacing::Trailing, 1000, 10, 0),
             vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
         );
-        assert_eq!(
-            ddpm_ddim_timesteps(TimestepSpacing::Linspace, 1000, 4, 0),
-            vec![999, 666, 333, 0]
-        );
-        assert_eq!(
-            dpm_timesteps(TimestepSpacing::Linspace, 1000, 1000, 4, 0),
-            vec![999, 749, 500, 250]
-        );
-        assert_eq!(
-            dpm_timesteps(TimestepSpacing::Leading, 1000, 1000, 4, 0),
-            vec![800, 600, 400, 200]
-        );
+        assert_eq!(ddpm_ddim_timesteps(TimestepSpacing::Linspace, 1000, 4, 0), vec![999, 666, 333, 0]);
+        assert_eq!(dpm_timesteps(TimestepSpacing::Linspace, 1000, 1000, 4, 0), vec![999, 749, 500, 250]);
+        assert_eq!(dpm_timesteps(TimestepSpacing::Leading, 1000, 1000, 4, 0), vec![800, 600, 400, 200]);
     }
 }

@@ -82,3 +82,23 @@ def assert_close(actual: Any, expected: Any, rel: float = TOLERANCE, what: str =
 @pytest.fixture(params=case_dirs(), ids=lambda p: p.name)
 def case(request: pytest.FixtureRequest) -> Case:
     return load_case(request.param)
+
+
+# --- schedulers, random numbers, pipeline ---------------------------------------------------------------
+
+RNG_FIXTURE = FIXTURES / "rng" / "torch_randn.safetensors"
+SCHEDULER_FIXTURES = FIXTURES / "schedulers"
+PIPELINE_FIXTURES = FIXTURES / "pipeline"
+# The shipped class-conditional digits model (a diffusers pipeline folder: model_index.json, unet/, scheduler/).
+DIGITS16 = Path(__file__).resolve().parents[2] / "models" / "digits16"
+
+
+def scheduler_case_dirs() -> list[Path]:
+    """Every ``tests/fixtures/schedulers/<case>`` folder (``case.json``, ``scheduler_config.json``,
+    ``trajectory.safetensors``), sorted."""
+    return sorted(p for p in SCHEDULER_FIXTURES.iterdir() if (p / "case.json").is_file())
+
+
+def pipeline_cases() -> list[Path]:
+    """Every ``tests/fixtures/pipeline/<case>.json`` (with its ``<case>.safetensors``), sorted."""
+    return sorted(PIPELINE_FIXTURES.glob("*.json"))

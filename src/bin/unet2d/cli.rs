@@ -16,12 +16,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 /// With no arguments, `unet2d sample` draws the ten digits 0–9 from the model shipped inside the
 /// binary and writes them to samples.png.
 #[derive(Debug, Parser)]
-#[command(
-    name = "unet2d",
-    version,
-    propagate_version = true,
-    arg_required_else_help = true
-)]
+#[command(name = "unet2d", version, propagate_version = true, arg_required_else_help = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -69,12 +64,7 @@ pub struct SampleArgs {
     /// Class labels, one per image, comma-separated (e.g. 3,1,4): sets the batch size. For
     /// class-conditional models only; the shipped digits model draws digit k for class k
     /// [default: 0, 1, 2, … cycling over the model's classes].
-    #[arg(
-        long,
-        value_name = "ID,...",
-        value_delimiter = ',',
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_name = "ID,...", value_delimiter = ',', allow_negative_numbers = true)]
     pub class: Option<Vec<i64>>,
 
     /// Seed of the torch-compatible random generator: a seed gives the same images as diffusers
@@ -160,9 +150,7 @@ pub fn usage_error(message: impl std::fmt::Display) -> clap::Error {
 pub fn report_clap_error(err: &clap::Error) -> ExitCode {
     let code = ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
     match err.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = err.print();
         }
         _ => eprintln!("{}", one_line(&err.render().to_string())),

@@ -46,17 +46,8 @@ impl Images {
         check_channels(channels)?;
         let images = candle_unet2d::pipeline::to_images(sample)?;
         let bytes = candle_unet2d::pipeline::to_uint8(&images)?;
-        let data = bytes
-            .to_device(&Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<u8>()?;
-        Ok(Self {
-            count,
-            height,
-            width,
-            channels,
-            data,
-        })
+        let data = bytes.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<u8>()?;
+        Ok(Self { count, height, width, channels, data })
     }
 
     /// Image `index`, upscaled `scale` times.
@@ -82,10 +73,7 @@ impl Images {
             return Err(too_big());
         }
         let c = self.channels;
-        let len = width
-            .checked_mul(height)
-            .and_then(|n| n.checked_mul(c))
-            .ok_or_else(too_big)?;
+        let len = width.checked_mul(height).and_then(|n| n.checked_mul(c)).ok_or_else(too_big)?;
         let mut data = vec![0u8; len];
         let image_len = self.height * self.width * c;
         for (slot, &index) in indices.iter().enumerate() {
@@ -100,12 +88,7 @@ impl Images {
                 }
             }
         }
-        Ok(Picture {
-            width,
-            height,
-            channels: c,
-            data,
-        })
+        Ok(Picture { width, height, channels: c, data })
     }
 }
 
@@ -148,13 +131,7 @@ mod tests {
 
     fn images(count: usize, h: usize, w: usize, c: usize) -> Images {
         let data = (0..count * h * w * c).map(|i| (i % 251) as u8).collect();
-        Images {
-            count,
-            height: h,
-            width: w,
-            channels: c,
-            data,
-        }
+        Images { count, height: h, width: w, channels: c, data }
     }
 
     #[test]
@@ -193,9 +170,7 @@ mod tests {
             }
         }
         // The empty slot stays black.
-        assert!(grid.data[(8 * 12 + 6) * 3..(9 * 12) * 3]
-            .iter()
-            .all(|&b| b == 0));
+        assert!(grid.data[(8 * 12 + 6) * 3..(9 * 12) * 3].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -18,14 +18,9 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let loaded = model::load(args.model.model.as_deref(), &LoadOptions::default())?;
     let text = describe(&loaded)?;
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         // A closed pipe (`unet2d info | head`) is not an error.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to stdout")
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
     }
 }
@@ -34,11 +29,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
 fn describe(loaded: &Loaded) -> anyhow::Result<String> {
     let config = loaded.unet.config();
     let mut out = Lines::default();
-    let name = if loaded.shipped {
-        format!("{} (shipped inside unet2d)", loaded.name)
-    } else {
-        loaded.name.clone()
-    };
+    let name = if loaded.shipped { format!("{} (shipped inside unet2d)", loaded.name) } else { loaded.name.clone() };
     out.line("model", name);
 
     let size = match config.sample_size.map(|s| s.height_width()) {
@@ -46,25 +37,16 @@ fn describe(loaded: &Loaded) -> anyhow::Result<String> {
         None => "not set".into(),
     };
     out.line("sample size", size);
-    out.line(
-        "channels",
-        format!("{} in, {} out", config.in_channels, config.out_channels),
-    );
+    out.line("channels", format!("{} in, {} out", config.in_channels, config.out_channels));
     describe_blocks(config, &mut out);
     describe_embeddings(config, &mut out);
 
     let params = num_parameters(config).context("cannot count the parameters")?;
-    out.line(
-        "parameters",
-        format!("{} ({:.2} M)", group_digits(params), params as f64 / 1e6),
-    );
+    out.line("parameters", format!("{} ({:.2} M)", group_digits(params), params as f64 / 1e6));
     let compute = match config.sample_size.map(|s| s.height_width()) {
         Some((h, w)) => {
             let flops = flops_per_sample(config, h, w).context("cannot count the FLOPs")?;
-            format!(
-                "{:.3} GFLOPs per {h}x{w} sample (one UNet forward)",
-                flops / 1e9
-            )
+            format!("{:.3} GFLOPs per {h}x{w} sample (one UNet forward)", flops / 1e9)
         }
         None => "unknown (no sample_size)".into(),
     };
@@ -75,10 +57,7 @@ fn describe(loaded: &Loaded) -> anyhow::Result<String> {
     out.line("weights", format!("stored as {stored}"));
     for file in &report.weight_files {
         let note = if loaded.shipped {
-            format!(
-                " (embedded in the binary, {:.1} MB)",
-                shipped::weights_len() as f64 / 1e6
-            )
+            format!(" (embedded in the binary, {:.1} MB)", shipped::weights_len() as f64 / 1e6)
         } else {
             String::new()
         };
@@ -111,11 +90,7 @@ fn describe_blocks(config: &UNet2DConfig, out: &mut Lines) {
     };
     out.line("mid block", mid);
     out.line("up blocks", config.up_block_types.join(", "));
-    let channels: Vec<String> = config
-        .block_out_channels
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
+    let channels: Vec<String> = config.block_out_channels.iter().map(|c| c.to_string()).collect();
     let groups = match config.norm_num_groups {
         Some(g) => format!("{g} norm groups"),
         None => "norm groups from the channels".into(),
@@ -132,12 +107,8 @@ fn describe_blocks(config: &UNet2DConfig, out: &mut Lines) {
             config.resnet_time_scale_shift,
         ),
     );
-    let attn_blocks = config
-        .down_block_types
-        .iter()
-        .chain(&config.up_block_types)
-        .filter(|b| b.contains("Attn"))
-        .count();
+    let attn_blocks =
+        config.down_block_types.iter().chain(&config.up_block_types).filter(|b| b.contains("Attn")).count();
     let mid_attn = config.mid_block_type.is_some() && config.add_attention;
     let attention = if attn_blocks == 0 && !mid_attn {
         "none".to_string()
@@ -161,10 +132,7 @@ fn describe_embeddings(config: &UNet2DConfig, out: &mut Lines) {
         ),
         other => other.to_string(),
     };
-    out.line(
-        "time embedding",
-        format!("{time}, {} wide", config.time_embed_dim()),
-    );
+    out.line("time embedding", format!("{time}, {} wide", config.time_embed_dim()));
     let classes = match (&config.class_embed_type, config.num_class_embeds) {
         (None, Some(n)) => format!("{n} classes (--class 0 to {})", n.saturating_sub(1)),
         (None, None) => "none (unconditional)".into(),

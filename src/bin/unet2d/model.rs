@@ -31,14 +31,12 @@ pub fn load(model: Option<&Path>, options: &LoadOptions) -> anyhow::Result<Loade
     match model {
         None => load_shipped(options),
         Some(path) if path == Path::new(shipped::NAME) => load_shipped(options),
-        Some(path) => load_path(path, options)
-            .with_context(|| format!("cannot load the model {}", path.display())),
+        Some(path) => load_path(path, options).with_context(|| format!("cannot load the model {}", path.display())),
     }
 }
 
 fn load_shipped(options: &LoadOptions) -> anyhow::Result<Loaded> {
-    let (unet, scheduler, report) =
-        shipped::load(options).context("cannot load the shipped digits16 model")?;
+    let (unet, scheduler, report) = shipped::load(options).context("cannot load the shipped digits16 model")?;
     Ok(Loaded {
         name: shipped::NAME.into(),
         shipped: true,
@@ -63,19 +61,9 @@ fn load_path(path: &Path, options: &LoadOptions) -> anyhow::Result<Loaded> {
                 .with_context(|| format!("cannot load the scheduler {}", file.display()))?;
             (scheduler, file.display().to_string())
         }
-        None => (
-            default_ddpm()?,
-            "none found: diffusers' default DDPMScheduler".into(),
-        ),
+        None => (default_ddpm()?, "none found: diffusers' default DDPMScheduler".into()),
     };
-    Ok(Loaded {
-        name: path.display().to_string(),
-        shipped: false,
-        unet,
-        scheduler,
-        scheduler_source,
-        report,
-    })
+    Ok(Loaded { name: path.display().to_string(), shipped: false, unet, scheduler, scheduler_source, report })
 }
 
 /// The scheduler config that belongs to the UNet in `unet_dir`, if any.

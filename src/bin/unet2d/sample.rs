@@ -71,8 +71,7 @@ impl Plan {
                 .into());
             }
         }
-        let device = parse_device(&args.device)
-            .with_context(|| format!("cannot use --device {}", args.device))?;
+        let device = parse_device(&args.device).with_context(|| format!("cannot use --device {}", args.device))?;
         let output = match (args.out, args.out_dir) {
             (_, Some(dir)) => Output::Dir(dir),
             (Some(file), None) => Output::Grid(file),
@@ -80,37 +79,24 @@ impl Plan {
         };
         output.check_writable()?;
 
-        let options = LoadOptions {
-            device,
-            dtype: args.dtype.dtype(),
-            ..LoadOptions::default()
-        };
+        let options = LoadOptions { device, dtype: args.dtype.dtype(), ..LoadOptions::default() };
         let model = model::load(args.model.model.as_deref(), &options)?;
         let config = model.unet.config();
-        check_channels(config.in_channels)
-            .with_context(|| format!("cannot sample {}", model.name))?;
+        check_channels(config.in_channels).with_context(|| format!("cannot sample {}", model.name))?;
         if config.sample_size.is_none() {
-            bail!(
-                "cannot sample {}: its config has no sample_size, so the image size is unknown",
-                model.name
-            );
+            bail!("cannot sample {}: its config has no sample_size, so the image size is unknown", model.name);
         }
 
         let (batch, labels) = batch_and_labels(&model, args.class, args.batch)?;
         let scheduler = choose_scheduler(&model.scheduler, args.scheduler)?;
         let steps = args.steps.unwrap_or_else(|| default_steps(&scheduler));
         // set_timesteps refuses step counts the schedule cannot take; find out now, not later.
-        scheduler.clone().set_timesteps(steps).with_context(|| {
-            format!(
-                "cannot run {} for --steps {steps}",
-                model::scheduler_label(&scheduler)
-            )
-        })?;
+        scheduler
+            .clone()
+            .set_timesteps(steps)
+            .with_context(|| format!("cannot run {} for --steps {steps}", model::scheduler_label(&scheduler)))?;
         if args.eta.is_some_and(|e| e != 0.0) && scheduler.kind() != SchedulerKind::Ddim {
-            eprintln!(
-                "warning: --eta only affects DDIM; {} ignores it",
-                model::scheduler_label(&scheduler)
-            );
+            eprintln!("warning: --eta only affects DDIM; {} ignores it", model::scheduler_label(&scheduler));
         }
         Ok(Self {
             model,
@@ -138,16 +124,10 @@ impl Plan {
         let mut scheduler = self.scheduler.clone();
         let mut generator = Generator::from_seed(self.seed);
         let bar = progress_bar(self.steps, &model::scheduler_label(&self.scheduler));
-        let result = sample(
-            &self.model.unet,
-            &mut scheduler,
-            &options,
-            &mut generator,
-            |p: Progress| {
-                bar.set_length(p.total as u64);
-                bar.set_position(p.step as u64);
-            },
-        );
+        let result = sample(&self.model.unet, &mut scheduler, &options, &mut generator, |p: Progress| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.step as u64);
+        });
         bar.finish_and_clear();
         let x = result.with_context(|| format!("sampling {} failed", self.model.name))?;
         Images::from_sample(&x)
@@ -183,10 +163,7 @@ impl Plan {
                     [first, .., last] => format!("{first} … {last}"),
                     [] => String::new(),
                 };
-                Ok(format!(
-                    "wrote {n} {plural} of {size} to {} ({range})",
-                    dir.display()
-                ))
+                Ok(format!("wrote {n} {plural} of {size} to {} ({range})", dir.display()))
             }
         }
     }
@@ -228,29 +205,14 @@ impl Output {
                     _ => Path::new("."),
                 };
                 if !parent.is_dir() {
-                    let what = if parent.exists() {
-                        "is not a folder"
-                    } else {
-                        "does not exist"
-                    };
-                    bail!(
-                        "cannot write --out {}: {} {what}",
-                        file.display(),
-                        parent.display()
-                    );
+                    let what = if parent.exists() { "is not a folder" } else { "does not exist" };
+                    bail!("cannot write --out {}: {} {what}", file.display(), parent.display());
                 }
                 if file.exists() {
                     // Opening for append checks the permission without truncating the file.
-                    OpenOptions::new()
-                        .append(true)
-                        .open(file)
-                        .with_context(context)?;
+                    OpenOptions::new().append(true).open(file).with_context(context)?;
                 } else {
-                    OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(file)
-                        .with_context(context)?;
+                    OpenOptions::new().write(true).create_new(true).open(file).with_context(context)?;
                     fs::remove_file(file).with_context(context)?;
                 }
             }
@@ -258,11 +220,7 @@ impl Output {
                 let context = || format!("cannot write --out-dir {}", dir.display());
                 fs::create_dir_all(dir).with_context(context)?;
                 let probe = dir.join(format!(".unet2d-write-check-{}", std::process::id()));
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&probe)
-                    .with_context(context)?;
+                OpenOptions::new().write(true).create_new(true).open(&probe).with_context(context)?;
                 fs::remove_file(&probe).with_context(context)?;
             }
         }
@@ -283,17 +241,10 @@ fn batch_and_labels(
         _ => None,
     };
     match (class, classes) {
-        (Some(_), None) => bail!(
-            "--class was given, but {} is not class-conditional",
-            model.name
-        ),
+        (Some(_), None) => bail!("--class was given, but {} is not class-conditional", model.name),
         (Some(labels), Some(n)) => {
             if let Some(bad) = labels.iter().find(|&&c| c < 0 || c >= n as i64) {
-                bail!(
-                    "--class {bad} is out of range: {} has {n} classes, 0 to {}",
-                    model.name,
-                    n - 1
-                );
+                bail!("--class {bad} is out of range: {} has {n} classes, 0 to {}", model.name, n - 1);
             }
             Ok((labels.len(), Some(labels)))
         }
@@ -324,11 +275,7 @@ fn choose_scheduler(own: &Scheduler, choice: Option<SchedulerChoice>) -> anyhow:
         }
     };
     Scheduler::from_json_as(kind, &config).with_context(|| {
-        format!(
-            "cannot make a {} from the model's {} config",
-            kind.class_name(),
-            own.kind().class_name()
-        )
+        format!("cannot make a {} from the model's {} config", kind.class_name(), own.kind().class_name())
     })
 }
 
@@ -347,16 +294,12 @@ fn progress_bar(steps: usize, label: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let style =
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps, {its}, ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .with_key(
-                "its",
-                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.1} it/s", state.per_sec());
-                },
-            )
-            .progress_chars("=> ");
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps, {its}, ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("its", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1} it/s", state.per_sec());
+        })
+        .progress_chars("=> ");
     let bar = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
     bar.set_style(style);
     bar.set_prefix(label.to_string());

@@ -17,32 +17,17 @@ const UNET_CONFIG_PATH: &str = "models/digits16/unet/config.json";
 const WEIGHTS_PATH: &str = "models/digits16/unet/diffusion_pytorch_model.safetensors";
 const SCHEDULER_PATH: &str = "models/digits16/scheduler/scheduler_config.json";
 
-const UNET_CONFIG: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/models/digits16/unet/config.json"
-));
-const WEIGHTS: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/models/digits16/unet/diffusion_pytorch_model.safetensors"
-));
-const SCHEDULER_CONFIG: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/models/digits16/scheduler/scheduler_config.json"
-));
+const UNET_CONFIG: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits16/unet/config.json"));
+const WEIGHTS: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits16/unet/diffusion_pytorch_model.safetensors"));
+const SCHEDULER_CONFIG: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits16/scheduler/scheduler_config.json"));
 
 /// The shipped UNet, its scheduler and a report of what was read.
 pub fn load(options: &LoadOptions) -> candle_unet2d::Result<(UNet2DModel, Scheduler, LoadReport)> {
     let config = UNet2DConfig::from_json_str(UNET_CONFIG, Path::new(UNET_CONFIG_PATH))?;
-    let unet = UNet2DModel::from_safetensors_bytes(
-        config,
-        WEIGHTS.to_vec(),
-        Path::new(WEIGHTS_PATH),
-        options,
-    )?;
-    let scheduler = Scheduler::from_json(&parse_json_text(
-        SCHEDULER_CONFIG,
-        Path::new(SCHEDULER_PATH),
-    )?)?;
+    let unet = UNet2DModel::from_safetensors_bytes(config, WEIGHTS.to_vec(), Path::new(WEIGHTS_PATH), options)?;
+    let scheduler = Scheduler::from_json(&parse_json_text(SCHEDULER_CONFIG, Path::new(SCHEDULER_PATH))?)?;
     let report = LoadReport {
         model_dir: PathBuf::from("models/digits16/unet"),
         weight_files: vec![PathBuf::from(WEIGHTS_PATH)],
