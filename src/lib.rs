@@ -4,7 +4,7 @@
 //! on [candle], loading exactly what diffusers saves and matching its numbers.
 //!
 //! ```no_run
-//! use candle_unet2d::{LoadOptions, UNet2DModel};
+//! use candle_unet2d::{candle_core, LoadOptions, UNet2DModel};
 //! # fn main() -> candle_unet2d::Result<()> {
 //! let model = UNet2DModel::from_pretrained("path/to/unet", &LoadOptions::default())?;
 //! let sample = candle_core::Tensor::randn(0f32, 1.0, (1, 3, 32, 32), model.device())?;
@@ -32,6 +32,8 @@ pub mod schedulers;
 pub mod stats;
 pub mod unet;
 
+/// The candle version this crate is built on, for building tensors without a version mismatch.
+pub use candle_core;
 pub use config::UNet2DConfig;
 pub use error::{Error, Result};
 pub use loading::LoadOptions;

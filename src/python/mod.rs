@@ -1,6 +1,6 @@
 //! Python bindings (`candle_unet2d._core`), built with `--features python` by maturin.
 //!
-//! Bindings only: argument conversion ([`arrays`]), the exception mapping and the GIL-releasing call
+//! Bindings only: argument conversion ([`arrays`], and the loading arguments in [`args`]), the exception mapping and the GIL-releasing call
 //! helper ([`errors`]), and the `UNet2DModel` class ([`model`]). The package `candle_unet2d` re-exports
 //! these with the pure-Python pieces (exception classes, `UNet2DOutput`, `FrozenDict`).
 //!
@@ -9,6 +9,7 @@
 //! and `UNet2DPipeline` ([`pipeline`]), with their pure-Python helpers (`SchedulerOutput`,
 //! `ImagePipelineOutput`, the progress bar and PIL conversion in `candle_unet2d/_pipeline.py`).
 
+mod args;
 mod arrays;
 mod errors;
 mod model;

@@ -1,7 +1,6 @@
 //! The Python `UNet2DModel`: `from_pretrained`, `__call__`/`forward`, `config`, `dtype`, `device`,
 //! `num_parameters`, `__repr__`. Argument parsing and conversion only; the model is the crate's.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Tensor;
@@ -9,8 +8,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
 
+use super::args::{device_arg, dtype_arg, path_arg};
 use super::arrays::{is_ndarray, is_torch, numpy_module, to_tensor, Framework, HostArray, Numbers};
 use super::errors::{argument_error, argument_error_from, run_detached, ErrorKind};
+use super::rng::type_name;
 use crate::config::{ClassEmbeddingKind, TimeEmbeddingKind};
 use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
 use crate::loading::{LoadOptions, LoadReport};
@@ -49,35 +50,11 @@ impl PyUNet2DModel {
         dtype: Option<&Bound<'_, PyAny>>,
         torch_dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let path_buf: PathBuf = path.extract().map_err(|e| {
-            argument_error_from(py, "path", format!("must be a str or os.PathLike, got {}", type_name(path)), e)
-        })?;
+        let path_buf = path_arg(py, path)?;
         let subfolder = optional_str(subfolder, "subfolder")?;
         let variant = optional_str(variant, "variant")?;
-        let device = match device {
-            None => "cpu".to_string(),
-            Some(d) if d.is_none() => "cpu".to_string(),
-            Some(d) if d.is_instance_of::<PyString>() || is_torch(d) => d.str()?.to_string(),
-            Some(d) => {
-                return Err(argument_error(
-                    py,
-                    "device",
-                    format!("must be a str such as \"cpu\" or \"cuda:0\", got {}", type_name(d)),
-                ))
-            }
-        };
-        let dtype = match (dtype.filter(|d| !d.is_none()), torch_dtype.filter(|d| !d.is_none())) {
-            (Some(_), Some(_)) => {
-                return Err(argument_error(
-                    py,
-                    "dtype",
-                    "give dtype or torch_dtype, not both (they are the same option)",
-                ))
-            }
-            (Some(d), None) => dtype_string(d, "dtype")?,
-            (None, Some(d)) => dtype_string(d, "torch_dtype")?,
-            (None, None) => "float32".to_string(),
-        };
+        let device = device_arg(py, device)?;
+        let dtype = dtype_arg(py, dtype, torch_dtype)?;
 
         let (model, report) = run_detached(py, move || {
             let options =
@@ -317,9 +294,4 @@ fn internal_from(py: Python<'_>, what: &str, cause: PyErr) -> PyErr {
     let err = ErrorKind::Internal.err(py, format!("{what}: {cause}"));
     err.set_cause(py, Some(cause));
     err
-}
-
-/// The qualified name of `obj`'s type, for messages.
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().fully_qualified_name().map(|n| n.to_string()).unwrap_or_else(|_| "an unknown type".into())
 }

@@ -14,11 +14,12 @@ use candle_core::DType;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyModule, PyTuple, PyType};
 
-use super::arrays::{is_torch, to_tensor, Framework, HostArray, Numbers};
-use super::errors::{argument_error, argument_error_from, run_detached};
-use super::model::{dtype_string, optional_str, PyUNet2DModel};
+use super::args::{device_arg, dtype_arg, path_arg};
+use super::arrays::{to_tensor, Framework, HostArray, Numbers};
+use super::errors::{argument_error, run_detached};
+use super::model::{optional_str, PyUNet2DModel};
 use super::rng::{generator_arg, lock, type_name};
 use super::schedulers::{bool_arg, float_arg, int_arg, scheduler_object, PySchedulerMixin};
 use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
@@ -85,32 +86,9 @@ impl PyUNet2DPipeline {
         variant: Option<&Bound<'_, PyAny>>,
         torch_dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let path_buf: PathBuf = path.extract().map_err(|e| {
-            argument_error_from(py, "path", format!("must be a str or os.PathLike, got {}", type_name(path)), e)
-        })?;
-        let device = match device.filter(|d| !d.is_none()) {
-            None => "cpu".to_string(),
-            Some(d) if d.is_instance_of::<PyString>() || is_torch(d) => d.str()?.to_string(),
-            Some(d) => {
-                return Err(argument_error(
-                    py,
-                    "device",
-                    format!("must be a str such as \"cpu\" or \"cuda:0\", got {}", type_name(d)),
-                ))
-            }
-        };
-        let dtype = match (dtype.filter(|d| !d.is_none()), torch_dtype.filter(|d| !d.is_none())) {
-            (Some(_), Some(_)) => {
-                return Err(argument_error(
-                    py,
-                    "dtype",
-                    "give dtype or torch_dtype, not both (they are the same option)",
-                ))
-            }
-            (Some(d), None) => dtype_string(d, "dtype")?,
-            (None, Some(d)) => dtype_string(d, "torch_dtype")?,
-            (None, None) => "float32".to_string(),
-        };
+        let path_buf = path_arg(py, path)?;
+        let device = device_arg(py, device)?;
+        let dtype = dtype_arg(py, dtype, torch_dtype)?;
         let variant = optional_str(variant, "variant")?;
 
         let (pipe, report, scheduler_source) = run_detached(py, move || {

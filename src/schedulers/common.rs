@@ -8,6 +8,127 @@ use crate::rng::Generator;
 
 use super::StepOptions;
 
+/// The methods every scheduler has alike: loading from a folder, the config, and the accessors of
+/// the training schedule and inference state, and the identity `scale_model_input`. Expands inside
+/// the scheduler's `impl` block, whose type has the fields `config` (of type `$config`), `schedule`
+/// and `num_inference_steps`; `$name` names the scheduler in the docs.
+macro_rules! shared_scheduler_methods {
+    ($config:ty, $name:literal) => {
+        /// From `dir/scheduler_config.json` or `dir/scheduler/scheduler_config.json`.
+        pub fn from_pretrained(dir: impl AsRef<std::path::Path>) -> $crate::error::Result<Self> {
+            Self::from_json(&$crate::schedulers::config::read_config_json(dir.as_ref())?)
+        }
+
+        /// The parsed config.
+        pub fn config(&self) -> &$config {
+            &self.config
+        }
+
+        /// The full config with `_class_name` (diffusers' `.config`).
+        pub fn config_json(&self) -> serde_json::Value {
+            self.config.to_json()
+        }
+
+        /// `num_train_timesteps` of the config.
+        pub fn num_train_timesteps(&self) -> usize {
+            self.config.num_train_timesteps
+        }
+
+        /// Model evaluations per step (diffusers' `order`): 1.
+        pub fn order(&self) -> usize {
+            1
+        }
+
+        /// σ of the initial noise: 1.
+        pub fn init_noise_sigma(&self) -> f64 {
+            1.0
+        }
+
+        /// βₜ of the training schedule.
+        pub fn betas(&self) -> &[f64] {
+            &self.schedule.betas
+        }
+
+        /// The number of inference steps set by the last `set_timesteps`, if any.
+        pub fn num_inference_steps(&self) -> Option<usize> {
+            self.num_inference_steps
+        }
+
+        #[doc = concat!("The identity: ", $name, " does not scale the model input.")]
+        pub fn scale_model_input(
+            &self,
+            sample: &candle_core::Tensor,
+            _timestep: i64,
+        ) -> $crate::error::Result<candle_core::Tensor> {
+            Ok(sample.clone())
+        }
+    };
+}
+
+/// What DDPM and DDIM share beyond [`shared_scheduler_methods`]: the ᾱ and timestep accessors,
+/// `set_timesteps` (the
+/// `timestep_spacing` schedule), ᾱ at a training timestep and the clipping/thresholding of x₀.
+macro_rules! ddpm_ddim_methods {
+    () => {
+        /// ᾱₜ of the training schedule.
+        pub fn alphas_cumprod(&self) -> &[f64] {
+            &self.schedule.alphas_cumprod
+        }
+
+        /// The timesteps to step through, descending (before `set_timesteps`: all training timesteps,
+        /// as diffusers shows them, though stepping needs `set_timesteps`).
+        pub fn timesteps(&self) -> &[i64] {
+            &self.timesteps
+        }
+
+        /// Sets `num_inference_steps` timesteps spaced by `timestep_spacing`.
+        pub fn set_timesteps(&mut self, num_inference_steps: usize) -> $crate::error::Result<()> {
+            $crate::schedulers::timesteps::check_num_inference_steps(
+                num_inference_steps,
+                self.config.num_train_timesteps,
+            )?;
+            self.timesteps = $crate::schedulers::timesteps::ddpm_ddim_timesteps(
+                self.config.timestep_spacing,
+                self.config.num_train_timesteps,
+                num_inference_steps,
+                self.config.steps_offset,
+            );
+            self.num_inference_steps = Some(num_inference_steps);
+            Ok(())
+        }
+
+        fn alpha_prod(&self, t: i64) -> $crate::error::Result<f64> {
+            usize::try_from(t).ok().and_then(|i| self.schedule.alphas_cumprod.get(i).copied()).ok_or_else(|| {
+                $crate::error::Error::argument(
+                    "timestep",
+                    format!("{t} is outside the training range [0, {})", self.config.num_train_timesteps),
+                )
+            })
+        }
+
+        /// x₀ dynamically thresholded (`thresholding`), else clipped (`clip_sample`), else unchanged.
+        fn clip_or_threshold(&self, x0: candle_core::Tensor) -> $crate::error::Result<candle_core::Tensor> {
+            let c = &self.config;
+            if c.thresholding {
+                $crate::schedulers::common::threshold_sample(&x0, c.dynamic_thresholding_ratio, c.sample_max_value)
+            } else if c.clip_sample {
+                $crate::schedulers::common::clip(&x0, c.clip_sample_range)
+            } else {
+                Ok(x0)
+            }
+        }
+    };
+}
+
+pub(crate) use {ddpm_ddim_methods, shared_scheduler_methods};
+
+/// The inference step count `set_timesteps` stored, or the error of a step taken before it.
+pub fn require_timesteps(num_inference_steps: Option<usize>) -> Result<usize> {
+    num_inference_steps.ok_or_else(|| {
+        Error::argument("timestep", "the scheduler has no timesteps yet: call set_timesteps before step")
+    })
+}
+
 /// The dtype the step math runs in: f64 for f64 inputs, f32 for everything else (f16/bf16 are upcast).
 pub fn compute_dtype(dtype: DType) -> DType {
     if dtype == DType::F64 {

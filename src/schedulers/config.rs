@@ -20,6 +20,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+use super::betas::NoiseSchedule;
+
 /// The diffusers release whose schedulers these configs and algorithms mirror.
 pub const DIFFUSERS_VERSION: &str = "0.42.1";
 
@@ -464,6 +466,47 @@ fn validate_common(
     Ok(())
 }
 
+/// The methods every config has alike, over the fields all three share under the same names (the
+/// training schedule and the x₀ thresholding values).
+macro_rules! shared_config_methods {
+    ($($config:ty),*) => {$(
+        impl $config {
+            /// Parses (ignoring foreign and `_`-prefixed keys) and validates.
+            pub fn from_json(value: &Value) -> Result<Self> {
+                let config: Self = parse_config(value)?;
+                config.validate()?;
+                Ok(config)
+            }
+
+            /// [`validate_common`] on this config's values.
+            fn validate_common(&self) -> Result<()> {
+                validate_common(
+                    self.num_train_timesteps,
+                    self.beta_start,
+                    self.beta_end,
+                    self.trained_betas.as_deref(),
+                    self.dynamic_thresholding_ratio,
+                    self.sample_max_value,
+                )
+            }
+
+            /// The training schedule (βₜ, ᾱₜ) these values describe, with diffusers' float32 tables.
+            pub(crate) fn noise_schedule(&self) -> Result<NoiseSchedule> {
+                NoiseSchedule::new(
+                    self.beta_schedule,
+                    self.beta_start,
+                    self.beta_end,
+                    self.num_train_timesteps,
+                    self.trained_betas.as_deref(),
+                    self.rescale_betas_zero_snr,
+                )
+            }
+        }
+    )*};
+}
+
+shared_config_methods!(DdpmConfig, DdimConfig, DpmSolverMultistepConfig);
+
 fn validate_steps_offset(steps_offset: i64) -> Result<()> {
     if steps_offset < 0 {
         return Err(Error::config("steps_offset", format!("must be ≥ 0, got {steps_offset}")));
@@ -499,23 +542,9 @@ fn validate_classic_beta_schedule(schedule: BetaSchedule, trained: bool, class_n
 impl DdpmConfig {
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
-        validate_common(
-            self.num_train_timesteps,
-            self.beta_start,
-            self.beta_end,
-            self.trained_betas.as_deref(),
-            self.dynamic_thresholding_ratio,
-            self.sample_max_value,
-        )?;
+        self.validate_common()?;
         validate_clip_range(self.clip_sample_range)?;
         validate_steps_offset(self.steps_offset)
-    }
-
-    /// Parses (ignoring foreign and `_`-prefixed keys) and validates.
-    pub fn from_json(value: &Value) -> Result<Self> {
-        let config: Self = parse_config(value)?;
-        config.validate()?;
-        Ok(config)
     }
 
     /// The full config as diffusers' `.config` shows it, with `_class_name` and `_diffusers_version`.
@@ -527,24 +556,10 @@ impl DdpmConfig {
 impl DdimConfig {
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
-        validate_common(
-            self.num_train_timesteps,
-            self.beta_start,
-            self.beta_end,
-            self.trained_betas.as_deref(),
-            self.dynamic_thresholding_ratio,
-            self.sample_max_value,
-        )?;
+        self.validate_common()?;
         validate_classic_beta_schedule(self.beta_schedule, self.trained_betas.is_some(), "DDIMScheduler")?;
         validate_clip_range(self.clip_sample_range)?;
         validate_steps_offset(self.steps_offset)
-    }
-
-    /// Parses (ignoring foreign and `_`-prefixed keys) and validates.
-    pub fn from_json(value: &Value) -> Result<Self> {
-        let config: Self = parse_config(value)?;
-        config.validate()?;
-        Ok(config)
     }
 
     /// The full config as diffusers' `.config` shows it, with `_class_name` and `_diffusers_version`.
@@ -556,14 +571,7 @@ impl DdimConfig {
 impl DpmSolverMultistepConfig {
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
-        validate_common(
-            self.num_train_timesteps,
-            self.beta_start,
-            self.beta_end,
-            self.trained_betas.as_deref(),
-            self.dynamic_thresholding_ratio,
-            self.sample_max_value,
-        )?;
+        self.validate_common()?;
         validate_classic_beta_schedule(
             self.beta_schedule,
             self.trained_betas.is_some(),
@@ -607,13 +615,6 @@ impl DpmSolverMultistepConfig {
         // `variance_type` other than learned/learned_range (e.g. a DDPM config's `fixed_small`) is
         // accepted and means "no predicted variance", as in diffusers.
         Ok(())
-    }
-
-    /// Parses (ignoring foreign and `_`-prefixed keys) and validates.
-    pub fn from_json(value: &Value) -> Result<Self> {
-        let config: Self = parse_config(value)?;
-        config.validate()?;
-        Ok(config)
     }
 
     /// The full config as diffusers' `.config` shows it, with `_class_name` and `_diffusers_version`.

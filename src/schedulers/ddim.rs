@@ -7,8 +7,6 @@
 //! `eta > 0` needs `variance_noise` or a `generator`; with `eta = 0` neither is used and the generator
 //! does not advance.
 
-use std::path::Path;
-
 use candle_core::Tensor;
 use serde_json::Value;
 
@@ -16,10 +14,10 @@ use crate::error::{Error, Result};
 
 use super::betas::NoiseSchedule;
 use super::common::{
-    check_float, check_noise_sources, check_shape, clip, compute_dtype, lin_comb, step_noise, threshold_sample,
+    check_float, check_noise_sources, check_shape, compute_dtype, ddpm_ddim_methods, lin_comb, require_timesteps,
+    shared_scheduler_methods, step_noise,
 };
-use super::config::{read_config_json, DdimConfig, PredictionType};
-use super::timesteps::{check_num_inference_steps, ddpm_ddim_timesteps};
+use super::config::{DdimConfig, PredictionType};
 use super::{SchedulerKind, SchedulerOutput, StepOptions};
 
 /// diffusers' `DDIMScheduler`.
@@ -36,14 +34,7 @@ impl DdimScheduler {
     /// Builds the scheduler from a validated config.
     pub fn new(config: DdimConfig) -> Result<Self> {
         config.validate()?;
-        let schedule = NoiseSchedule::new(
-            config.beta_schedule,
-            config.beta_start,
-            config.beta_end,
-            config.num_train_timesteps,
-            config.trained_betas.as_deref(),
-            config.rescale_betas_zero_snr,
-        )?;
+        let schedule = config.noise_schedule()?;
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] };
         let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
         Ok(DdimScheduler { config, schedule, final_alpha_cumprod, timesteps, num_inference_steps: None })
@@ -54,92 +45,18 @@ impl DdimScheduler {
         Self::new(DdimConfig::from_json(value)?)
     }
 
-    /// From `dir/scheduler_config.json` or `dir/scheduler/scheduler_config.json`.
-    pub fn from_pretrained(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::from_json(&read_config_json(dir.as_ref())?)
-    }
+    shared_scheduler_methods!(DdimConfig, "DDIM");
 
-    /// The parsed config.
-    pub fn config(&self) -> &DdimConfig {
-        &self.config
-    }
-
-    /// The full config with `_class_name` (diffusers' `.config`).
-    pub fn config_json(&self) -> Value {
-        self.config.to_json()
-    }
+    ddpm_ddim_methods!();
 
     /// [`SchedulerKind::Ddim`].
     pub fn kind(&self) -> SchedulerKind {
         SchedulerKind::Ddim
     }
 
-    /// `num_train_timesteps` of the config.
-    pub fn num_train_timesteps(&self) -> usize {
-        self.config.num_train_timesteps
-    }
-
-    /// Model evaluations per step (diffusers' `order`): 1.
-    pub fn order(&self) -> usize {
-        1
-    }
-
-    /// σ of the initial noise: 1.
-    pub fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// βₜ of the training schedule.
-    pub fn betas(&self) -> &[f64] {
-        &self.schedule.betas
-    }
-
-    /// ᾱₜ of the training schedule.
-    pub fn alphas_cumprod(&self) -> &[f64] {
-        &self.schedule.alphas_cumprod
-    }
-
     /// ᾱ used after the last step: 1 with `set_alpha_to_one`, else ᾱ₀.
     pub fn final_alpha_cumprod(&self) -> f64 {
         self.final_alpha_cumprod
-    }
-
-    /// The number of inference steps set by the last `set_timesteps`, if any.
-    pub fn num_inference_steps(&self) -> Option<usize> {
-        self.num_inference_steps
-    }
-
-    /// The timesteps to step through, descending (before `set_timesteps`: all training timesteps,
-    /// as diffusers shows them, though stepping needs `set_timesteps`).
-    pub fn timesteps(&self) -> &[i64] {
-        &self.timesteps
-    }
-
-    /// The identity: DDIM does not scale the model input.
-    pub fn scale_model_input(&self, sample: &Tensor, _timestep: i64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
-    /// Sets `num_inference_steps` timesteps spaced by `timestep_spacing`.
-    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        check_num_inference_steps(num_inference_steps, self.config.num_train_timesteps)?;
-        self.timesteps = ddpm_ddim_timesteps(
-            self.config.timestep_spacing,
-            self.config.num_train_timesteps,
-            num_inference_steps,
-            self.config.steps_offset,
-        );
-        self.num_inference_steps = Some(num_inference_steps);
-        Ok(())
-    }
-
-    fn alpha_prod(&self, t: i64) -> Result<f64> {
-        usize::try_from(t).ok().and_then(|i| self.schedule.alphas_cumprod.get(i).copied()).ok_or_else(|| {
-            Error::argument(
-                "timestep",
-                format!("{t} is outside the training range [0, {})", self.config.num_train_timesteps),
-            )
-        })
     }
 
     /// One DDIM step x_t → x_{t−Δ} (diffusers' `DDIMScheduler.step` with `use_clipped_model_output=False`).
@@ -166,12 +83,7 @@ impl DdimScheduler {
         mut opts: StepOptions<'_>,
         use_clipped_model_output: bool,
     ) -> Result<SchedulerOutput> {
-        let Some(num_inference_steps) = self.num_inference_steps else {
-            return Err(Error::argument(
-                "timestep",
-                "the scheduler has no timesteps yet: call set_timesteps before step",
-            ));
-        };
+        let num_inference_steps = require_timesteps(self.num_inference_steps)?;
         let eta = opts.eta;
         if !(eta.is_finite() && eta >= 0.0) {
             return Err(Error::argument("eta", format!("must be a finite number ≥ 0, got {eta}")));
@@ -215,13 +127,7 @@ impl DdimScheduler {
         };
 
         // 4. clip or threshold x₀
-        let pred_original = if self.config.thresholding {
-            threshold_sample(&pred_original, self.config.dynamic_thresholding_ratio, self.config.sample_max_value)?
-        } else if self.config.clip_sample {
-            clip(&pred_original, self.config.clip_sample_range)?
-        } else {
-            pred_original
-        };
+        let pred_original = self.clip_or_threshold(pred_original)?;
 
         // 5. σ_t(η) (formula 16)
         let beta_prod_t_prev = 1.0 - alpha_prod_t_prev;

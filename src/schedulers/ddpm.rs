@@ -9,8 +9,6 @@
 //! * `variance_type: fixed_large_log` uses `exp(½·log βₜ) = √βₜ` as the standard deviation (diffusers
 //!   takes the square root of `log βₜ`, which is negative, and returns NaN).
 
-use std::path::Path;
-
 use candle_core::Tensor;
 use serde_json::Value;
 
@@ -18,10 +16,10 @@ use crate::error::{Error, Result};
 
 use super::betas::NoiseSchedule;
 use super::common::{
-    check_float, check_noise_sources, check_shape, clip, compute_dtype, lin_comb, step_noise, threshold_sample,
+    check_float, check_noise_sources, check_shape, compute_dtype, ddpm_ddim_methods, lin_comb, require_timesteps,
+    shared_scheduler_methods, step_noise,
 };
-use super::config::{read_config_json, DdpmConfig, PredictionType, VarianceType};
-use super::timesteps::{check_num_inference_steps, ddpm_ddim_timesteps};
+use super::config::{DdpmConfig, PredictionType, VarianceType};
 use super::{SchedulerKind, SchedulerOutput, StepOptions};
 
 /// diffusers' `DDPMScheduler`.
@@ -37,14 +35,7 @@ impl DdpmScheduler {
     /// Builds the scheduler from a validated config.
     pub fn new(config: DdpmConfig) -> Result<Self> {
         config.validate()?;
-        let schedule = NoiseSchedule::new(
-            config.beta_schedule,
-            config.beta_start,
-            config.beta_end,
-            config.num_train_timesteps,
-            config.trained_betas.as_deref(),
-            config.rescale_betas_zero_snr,
-        )?;
+        let schedule = config.noise_schedule()?;
         let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
         Ok(DdpmScheduler { config, schedule, timesteps, num_inference_steps: None })
     }
@@ -54,78 +45,13 @@ impl DdpmScheduler {
         Self::new(DdpmConfig::from_json(value)?)
     }
 
-    /// From `dir/scheduler_config.json` or `dir/scheduler/scheduler_config.json`.
-    pub fn from_pretrained(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::from_json(&read_config_json(dir.as_ref())?)
-    }
+    shared_scheduler_methods!(DdpmConfig, "DDPM");
 
-    /// The parsed config.
-    pub fn config(&self) -> &DdpmConfig {
-        &self.config
-    }
-
-    /// The full config with `_class_name` (diffusers' `.config`).
-    pub fn config_json(&self) -> Value {
-        self.config.to_json()
-    }
+    ddpm_ddim_methods!();
 
     /// [`SchedulerKind::Ddpm`].
     pub fn kind(&self) -> SchedulerKind {
         SchedulerKind::Ddpm
-    }
-
-    /// `num_train_timesteps` of the config.
-    pub fn num_train_timesteps(&self) -> usize {
-        self.config.num_train_timesteps
-    }
-
-    /// Model evaluations per step (diffusers' `order`): 1.
-    pub fn order(&self) -> usize {
-        1
-    }
-
-    /// σ of the initial noise: 1.
-    pub fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// βₜ of the training schedule.
-    pub fn betas(&self) -> &[f64] {
-        &self.schedule.betas
-    }
-
-    /// ᾱₜ of the training schedule.
-    pub fn alphas_cumprod(&self) -> &[f64] {
-        &self.schedule.alphas_cumprod
-    }
-
-    /// The number of inference steps set by the last `set_timesteps`, if any.
-    pub fn num_inference_steps(&self) -> Option<usize> {
-        self.num_inference_steps
-    }
-
-    /// The timesteps to step through, descending (before `set_timesteps`: all training timesteps,
-    /// as diffusers shows them, though stepping needs `set_timesteps`).
-    pub fn timesteps(&self) -> &[i64] {
-        &self.timesteps
-    }
-
-    /// The identity: DDPM does not scale the model input.
-    pub fn scale_model_input(&self, sample: &Tensor, _timestep: i64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
-    /// Sets `num_inference_steps` timesteps spaced by `timestep_spacing`.
-    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        check_num_inference_steps(num_inference_steps, self.config.num_train_timesteps)?;
-        self.timesteps = ddpm_ddim_timesteps(
-            self.config.timestep_spacing,
-            self.config.num_train_timesteps,
-            num_inference_steps,
-            self.config.steps_offset,
-        );
-        self.num_inference_steps = Some(num_inference_steps);
-        Ok(())
     }
 
     /// Sets custom timesteps (diffusers' `set_timesteps(timesteps=[…])`): strictly descending, within
@@ -157,15 +83,6 @@ impl DdpmScheduler {
         Ok(self.timesteps.get(index + 1).copied().unwrap_or(-1))
     }
 
-    fn alpha_prod(&self, t: i64) -> Result<f64> {
-        usize::try_from(t).ok().and_then(|i| self.schedule.alphas_cumprod.get(i).copied()).ok_or_else(|| {
-            Error::argument(
-                "timestep",
-                format!("{t} is outside the training range [0, {})", self.config.num_train_timesteps),
-            )
-        })
-    }
-
     /// One reverse step x_t → x_{t−1} (diffusers' `DDPMScheduler.step`).
     ///
     /// `model_output` is the model's prediction for `sample` at `timestep` (with twice the sample's
@@ -179,12 +96,7 @@ impl DdpmScheduler {
         sample: &Tensor,
         mut opts: StepOptions<'_>,
     ) -> Result<SchedulerOutput> {
-        if self.num_inference_steps.is_none() {
-            return Err(Error::argument(
-                "timestep",
-                "the scheduler has no timesteps yet: call set_timesteps before step",
-            ));
-        }
+        require_timesteps(self.num_inference_steps)?;
         check_noise_sources(&opts)?;
         check_float("sample", sample)?;
         check_float("model_output", model_output)?;
@@ -241,13 +153,7 @@ impl DdpmScheduler {
         };
 
         // 3. clip or threshold x₀
-        let pred_original = if self.config.thresholding {
-            threshold_sample(&pred_original, self.config.dynamic_thresholding_ratio, self.config.sample_max_value)?
-        } else if self.config.clip_sample {
-            clip(&pred_original, self.config.clip_sample_range)?
-        } else {
-            pred_original
-        };
+        let pred_original = self.clip_or_threshold(pred_original)?;
 
         // 4.–5. posterior mean (formula 7)
         let x0_coeff = alpha_prod_t_prev.sqrt() * current_beta_t / beta_prod_t;

@@ -19,8 +19,6 @@
 //! diffusers takes the second and then fails with an IndexError on the last step.
 //! `sde-*` steps need `variance_noise` or a `generator`.
 
-use std::path::Path;
-
 use candle_core::Tensor;
 use serde_json::Value;
 
@@ -28,11 +26,11 @@ use crate::error::{Error, Result};
 
 use super::betas::{linspace, round_f32, NoiseSchedule};
 use super::common::{
-    check_float, check_noise_sources, check_shape, compute_dtype, lin_comb, step_noise, threshold_sample,
+    check_float, check_noise_sources, check_shape, compute_dtype, lin_comb, require_timesteps,
+    shared_scheduler_methods, step_noise, threshold_sample,
 };
 use super::config::{
-    read_config_json, AlgorithmType, BetaSchedule, DpmSolverMultistepConfig, FinalSigmasType, PredictionType,
-    SolverType,
+    AlgorithmType, BetaSchedule, DpmSolverMultistepConfig, FinalSigmasType, PredictionType, SolverType,
 };
 use super::timesteps::{check_num_inference_steps, dpm_timesteps, round_half_even};
 use super::{SchedulerKind, SchedulerOutput, StepOptions};
@@ -101,14 +99,7 @@ impl DpmSolverMultistepScheduler {
                 "sde-dpmsolver has no third-order update (as in diffusers); use solver_order 1 or 2",
             ));
         }
-        let mut schedule = NoiseSchedule::new(
-            config.beta_schedule,
-            config.beta_start,
-            config.beta_end,
-            config.num_train_timesteps,
-            config.trained_betas.as_deref(),
-            config.rescale_betas_zero_snr,
-        )?;
+        let mut schedule = config.noise_schedule()?;
         if config.rescale_betas_zero_snr {
             if let Some(last) = schedule.alphas_cumprod.last_mut() {
                 *last = 2f64.powi(-24);
@@ -140,44 +131,11 @@ impl DpmSolverMultistepScheduler {
         Self::new(DpmSolverMultistepConfig::from_json(value)?)
     }
 
-    /// From `dir/scheduler_config.json` or `dir/scheduler/scheduler_config.json`.
-    pub fn from_pretrained(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::from_json(&read_config_json(dir.as_ref())?)
-    }
-
-    /// The parsed config.
-    pub fn config(&self) -> &DpmSolverMultistepConfig {
-        &self.config
-    }
-
-    /// The full config with `_class_name` (diffusers' `.config`).
-    pub fn config_json(&self) -> Value {
-        self.config.to_json()
-    }
+    shared_scheduler_methods!(DpmSolverMultistepConfig, "DPM-Solver");
 
     /// [`SchedulerKind::DpmSolverMultistep`].
     pub fn kind(&self) -> SchedulerKind {
         SchedulerKind::DpmSolverMultistep
-    }
-
-    /// `num_train_timesteps` of the config.
-    pub fn num_train_timesteps(&self) -> usize {
-        self.config.num_train_timesteps
-    }
-
-    /// Model evaluations per step (diffusers' `order`): 1.
-    pub fn order(&self) -> usize {
-        1
-    }
-
-    /// σ of the initial noise: 1.
-    pub fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// βₜ of the training schedule.
-    pub fn betas(&self) -> &[f64] {
-        &self.schedule.betas
     }
 
     /// ᾱₜ of the training schedule (the last one is 2⁻²⁴ with `rescale_betas_zero_snr`).
@@ -188,11 +146,6 @@ impl DpmSolverMultistepScheduler {
     /// σ at each inference timestep, plus the final σ (empty before `set_timesteps`).
     pub fn sigmas(&self) -> &[f64] {
         &self.sigmas
-    }
-
-    /// The number of inference steps set by the last `set_timesteps`, if any.
-    pub fn num_inference_steps(&self) -> Option<usize> {
-        self.num_inference_steps
     }
 
     /// The index of the next step (None until the first step after `set_timesteps`).
@@ -214,11 +167,6 @@ impl DpmSolverMultistepScheduler {
     /// The timesteps to step through, descending (before `set_timesteps`: all training timesteps).
     pub fn timesteps(&self) -> &[i64] {
         &self.timesteps
-    }
-
-    /// The identity: DPM-Solver does not scale the model input.
-    pub fn scale_model_input(&self, sample: &Tensor, _timestep: i64) -> Result<Tensor> {
-        Ok(sample.clone())
     }
 
     /// Sets `num_inference_steps` timesteps (and their σ) and resets the solver state.
@@ -434,12 +382,7 @@ impl DpmSolverMultistepScheduler {
         sample: &Tensor,
         mut opts: StepOptions<'_>,
     ) -> Result<SchedulerOutput> {
-        if self.num_inference_steps.is_none() {
-            return Err(Error::argument(
-                "timestep",
-                "the scheduler has no timesteps yet: call set_timesteps before step",
-            ));
-        }
+        require_timesteps(self.num_inference_steps)?;
         check_noise_sources(&opts)?;
         check_float("sample", sample)?;
         check_float("model_output", model_output)?;
@@ -514,11 +457,17 @@ impl DpmSolverMultistepScheduler {
         noise.ok_or_else(|| Error::argument("variance_noise", "an SDE step needs noise"))
     }
 
+    /// (α, σ, λ) at index `j` of the inference σ schedule.
+    fn point(&self, j: usize) -> (f64, f64, f64) {
+        let (alpha, sigma) = alpha_sigma(self.sigmas[j]);
+        (alpha, sigma, lambda_of(alpha, sigma))
+    }
+
     /// First-order update (DDIM-equivalent).
     fn first_order_update(&self, m: &Tensor, x: &Tensor, noise: Option<&Tensor>, i: usize) -> Result<Tensor> {
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
-        let (alpha_s, sigma_s) = alpha_sigma(self.sigmas[i]);
-        let h = lambda_of(alpha_t, sigma_t) - lambda_of(alpha_s, sigma_s);
+        let (alpha_t, sigma_t, lambda_t) = self.point(i + 1);
+        let (alpha_s, sigma_s, lambda_s) = self.point(i);
+        let h = lambda_t - lambda_s;
         match self.config.algorithm_type {
             AlgorithmType::DpmSolverPlusPlus => {
                 lin_comb(&[(x, sigma_t / sigma_s), (m, -(alpha_t * ((-h).exp() - 1.0)))])
@@ -546,12 +495,9 @@ impl DpmSolverMultistepScheduler {
         noise: Option<&Tensor>,
         i: usize,
     ) -> Result<Tensor> {
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
-        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
-        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[i - 1]);
-        let lambda_t = lambda_of(alpha_t, sigma_t);
-        let lambda_s0 = lambda_of(alpha_s0, sigma_s0);
-        let lambda_s1 = lambda_of(alpha_s1, sigma_s1);
+        let (alpha_t, sigma_t, lambda_t) = self.point(i + 1);
+        let (alpha_s0, sigma_s0, lambda_s0) = self.point(i);
+        let (_, _, lambda_s1) = self.point(i - 1);
         let (h, h_0) = (lambda_t - lambda_s0, lambda_s0 - lambda_s1);
         let r0 = h_0 / h;
         let d0 = m0;
@@ -601,14 +547,10 @@ impl DpmSolverMultistepScheduler {
         noise: Option<&Tensor>,
         i: usize,
     ) -> Result<Tensor> {
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
-        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
-        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[i - 1]);
-        let (alpha_s2, sigma_s2) = alpha_sigma(self.sigmas[i - 2]);
-        let lambda_t = lambda_of(alpha_t, sigma_t);
-        let lambda_s0 = lambda_of(alpha_s0, sigma_s0);
-        let lambda_s1 = lambda_of(alpha_s1, sigma_s1);
-        let lambda_s2 = lambda_of(alpha_s2, sigma_s2);
+        let (alpha_t, sigma_t, lambda_t) = self.point(i + 1);
+        let (alpha_s0, sigma_s0, lambda_s0) = self.point(i);
+        let (_, _, lambda_s1) = self.point(i - 1);
+        let (_, _, lambda_s2) = self.point(i - 2);
         let (h, h_0, h_1) = (lambda_t - lambda_s0, lambda_s0 - lambda_s1, lambda_s1 - lambda_s2);
         let (r0, r1) = (h_0 / h, h_1 / h);
         let d0 = m0;

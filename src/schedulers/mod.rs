@@ -10,6 +10,7 @@
 //! ```no_run
 //! use candle_unet2d::rng::Generator;
 //! use candle_unet2d::schedulers::{Scheduler, StepOptions};
+//! # use candle_unet2d::candle_core;
 //! # fn model(x: &candle_core::Tensor, t: i64) -> candle_unet2d::Result<candle_core::Tensor> { Ok(x.clone()) }
 //! # fn main() -> candle_unet2d::Result<()> {
 //! let mut scheduler = Scheduler::from_pretrained("path/to/pipeline")?;
