@@ -3,7 +3,8 @@
 //! `cargo run --release --example time_forward -- [MODEL_DIR | CONFIG.json] [BATCH] [N]`
 //!
 //! A model folder is loaded; a config file gets random weights. Prints ms per forward, the model's
-//! GFLOP per sample and the achieved GFLOP/s. Set `UNET2D_PROFILE=1` to also print where the time goes.
+//! GFLOP per sample and the achieved GFLOP/s. For where the time goes, run it under a profiler:
+//! `perf record target/release/examples/time_forward MODEL 10 20 && perf report` (see benches/RESULTS.md).
 use candle_core::{DType, Device, Tensor};
 use candle_unet2d::{LoadOptions, UNet2DConfig, UNet2DModel};
 

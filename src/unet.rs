@@ -5,10 +5,14 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
-use crate::config::{ClassEmbeddingKind, ModelSpec, TimeEmbeddingKind, UNet2DConfig};
+use crate::config::{ClassEmbeddingKind, DownBlockKind, ModelSpec, TimeEmbeddingKind, UNet2DConfig, UpBlockKind};
 use crate::embeddings::{ClassEmbedding, TimeProjection, TimestepEmbedding};
 use crate::error::{Error, Result};
 use crate::layers::{conv2d, Conv2d, GroupNorm};
+
+/// Largest attention score matrix a forward may build (16 GiB): past it, a request is refused up front
+/// instead of aborting the process when the allocation fails.
+const MAX_ATTENTION_SCORE_BYTES: u128 = 16 << 30;
 
 /// The timestep(s) of a forward call, as diffusers accepts them.
 #[derive(Debug, Clone, Copy)]
@@ -305,7 +309,50 @@ impl UNet2DModel {
         if !sample.dtype().is_float() {
             return Err(Error::argument("sample", format!("must be a float tensor, got {:?}", sample.dtype())));
         }
+        let (level, bytes) = self.largest_attention_scores(*b, *h, *w);
+        if bytes > MAX_ATTENTION_SCORE_BYTES {
+            return Err(Error::argument(
+                "sample",
+                format!(
+                    "{h}×{w} at batch {b} is too large: the attention at {}×{} would need {:.0} GiB for its \
+                     score matrix (limit {} GiB); use a smaller size or batch",
+                    h >> level,
+                    w >> level,
+                    bytes as f64 / (1u64 << 30) as f64,
+                    MAX_ATTENTION_SCORE_BYTES >> 30
+                ),
+            ));
+        }
         Ok(sample.to_device(&self.device)?.to_dtype(self.dtype)?)
+    }
+
+    /// The largest attention score matrix (`batch × heads × (h·w)² × 4` bytes) a forward would build,
+    /// and the resolution level it is at: attention memory grows with the fourth power of the side.
+    fn largest_attention_scores(&self, batch: usize, h: usize, w: usize) -> (usize, u128) {
+        let ch = &self.config.block_out_channels;
+        let levels = ch.len();
+        let heads = |c: usize| self.config.attention_head_dim.map_or(1, |d| (c / d).max(1));
+        let mut at: Vec<(usize, usize)> = Vec::new(); // (level, heads)
+        for (i, kind) in self.spec.down_blocks.iter().enumerate() {
+            if matches!(kind, DownBlockKind::AttnDown | DownBlockKind::AttnSkipDown) {
+                at.push((i, heads(ch[i])));
+            }
+        }
+        for (i, kind) in self.spec.up_blocks.iter().enumerate() {
+            if matches!(kind, UpBlockKind::AttnUp | UpBlockKind::AttnSkipUp) {
+                at.push((levels - 1 - i, heads(ch[levels - 1 - i])));
+            }
+        }
+        if self.mid_block.is_some() && self.config.add_attention {
+            at.push((levels - 1, heads(ch[levels - 1])));
+        }
+        at.into_iter()
+            .map(|(level, heads)| {
+                let pixels = ((h >> level) * (w >> level)) as u128;
+                (level, batch as u128 * heads as u128 * pixels * pixels * 4)
+            })
+            .max_by_key(|&(_, bytes)| bytes)
+            .unwrap_or((0, 0))
     }
 
     /// The timesteps as a float32 `[B]` vector (diffusers broadcasts scalars and `[1]` to the batch).

@@ -4,6 +4,7 @@
 //! without executing it), each optionally as a variant (`diffusion_pytorch_model.fp16.safetensors`).
 
 pub mod hub;
+pub mod pickle_guard;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

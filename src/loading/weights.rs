@@ -60,6 +60,10 @@ impl WeightStore {
                 }
                 WeightFile::Safetensors(st)
             } else {
+                // candle's pickle reader runs no pickle code but trusts the file's structure: screen it
+                // first (allowed globals only, bounded depth, sizes and objects).
+                super::pickle_guard::check_torch_checkpoint(path)
+                    .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
                 let pth = candle_core::pickle::PthTensors::new(path, None)
                     .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
                 for (name, info) in pth.tensor_infos() {
