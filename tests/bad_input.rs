@@ -1613,22 +1613,14 @@ fn huge_attention_is_an_error_not_an_abort() {
 
 #[cfg(feature = "cli")]
 mod cli {
-    use std::path::Path;
-    use std::process::{Command, Output};
+    use std::process::Output;
 
     use super::{model_copy, scratch, BASE};
 
     /// A command line case: the arguments, the exit code, and text the error line must hold.
     type CliCase = (Vec<String>, i32, &'static str);
 
-    fn unet2d(dir: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_unet2d"))
-            .args(args)
-            .current_dir(dir)
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .expect("the unet2d binary runs")
-    }
+    use crate::common::unet2d;
 
     /// Exit `code`, stderr one line `error: …` containing `needle`, no panic.
     fn check(out: &Output, code: i32, needle: &str) -> Result<(), String> {

@@ -6,10 +6,13 @@
 #![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 use candle_unet2d::stats::num_parameters;
 use candle_unet2d::UNet2DConfig;
+use common::unet2d;
 
 /// A fresh, empty folder for one test, which is also the working directory of the binary.
 fn workdir(name: &str) -> PathBuf {
@@ -17,16 +20,6 @@ fn workdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Runs `unet2d args…` in `dir` with stderr piped (so no progress bar).
-fn unet2d(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unet2d"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("the unet2d binary runs")
 }
 
 fn text(bytes: &[u8]) -> String {

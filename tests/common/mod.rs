@@ -37,3 +37,15 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, rel: f32, what: &str) {
     let (diff, scale) = max_abs_diff(actual, expected);
     assert!(diff.is_finite() && diff <= rel * scale, "{what}: max abs diff {diff:e} > {rel:e} × {scale}");
 }
+
+/// Runs the `unet2d` binary with `args` in `dir`, stderr piped (so no progress bar), without
+/// `RUST_BACKTRACE` (so errors print as users see them).
+#[cfg(feature = "cli")]
+pub fn unet2d(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_unet2d"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the unet2d binary runs")
+}
