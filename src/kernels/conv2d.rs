@@ -6,6 +6,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::contiguous_slice;
+
 /// Output pixels per gemm tile: large enough for gemm to run at speed, small enough for the column
 /// buffer (`C_in·k·k × TILE` floats) to stay in cache for small channel counts.
 const TILE_PIXELS: usize = 4096;
@@ -50,7 +52,8 @@ impl CustomOp3 for Conv2dBias {
         let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (s1, s2, s3) else {
             candle_core::bail!("conv2d-bias: float32 tensors expected");
         };
-        let (x, w, b) = (contiguous_slice(x, l1)?, contiguous_slice(w, l2)?, contiguous_slice(b, l3)?);
+        let op = self.name();
+        let (x, w, b) = (contiguous_slice(x, l1, op)?, contiguous_slice(w, l2, op)?, contiguous_slice(b, l3, op)?);
         let (batch, c_in, h, wd) = l1.shape().dims4()?;
         let (c_out, c_in_w, kh, kw) = l2.shape().dims4()?;
         let Conv2dParams { kernel, stride, padding } = self.0;
@@ -126,13 +129,6 @@ impl CustomOp3 for Conv2dBias {
         }
         let shape = Shape::from((batch, c_out, geo.out_h, geo.out_w));
         Ok((CpuStorage::F32(out), shape))
-    }
-}
-
-fn contiguous_slice<'a>(data: &'a [f32], layout: &Layout) -> Result<&'a [f32]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv2d-bias: contiguous input expected"),
     }
 }
 

@@ -5,6 +5,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::contiguous_slice;
+
 /// What to apply after the affine transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Epilogue {
@@ -52,13 +54,8 @@ impl CustomOp3 for GroupNormOp {
         let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (s1, s2, s3) else {
             candle_core::bail!("group-norm: float32 tensors expected");
         };
-        let slice = |d: &'_ [f32], l: &Layout| -> Result<std::ops::Range<usize>> {
-            match l.contiguous_offsets() {
-                Some((s, e)) if e <= d.len() => Ok(s..e),
-                _ => candle_core::bail!("group-norm: contiguous tensors expected"),
-            }
-        };
-        let (x, w, b) = (&x[slice(x, l1)?], &w[slice(w, l2)?], &b[slice(b, l3)?]);
+        let op = self.name();
+        let (x, w, b) = (contiguous_slice(x, l1, op)?, contiguous_slice(w, l2, op)?, contiguous_slice(b, l3, op)?);
         let dims = l1.dims();
         let (batch, channels) = (dims[0], dims[1]);
         let spatial: usize = dims[2..].iter().product();

@@ -4,3 +4,13 @@
 
 pub mod conv2d;
 pub mod group_norm;
+
+use candle_core::{Layout, Result};
+
+/// The elements of a contiguous tensor (`op` names the kernel in the error for anything else).
+pub(crate) fn contiguous_slice<'a>(data: &'a [f32], layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) if end <= data.len() => Ok(&data[start..end]),
+        _ => candle_core::bail!("{op}: contiguous tensors expected"),
+    }
+}
