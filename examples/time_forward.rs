@@ -1,15 +1,18 @@
 //! Times UNet forwards, for quick checks while optimising (the full benchmarks are in `benches/`):
 //!
-//! `cargo run --release --example time_forward -- [MODEL_DIR | CONFIG.json] [BATCH] [N]`
+//! `cargo run --release --example time_forward -- [MODEL_DIR | CONFIG.json] [BATCH] [N] [--profile]`
 //!
 //! A model folder is loaded; a config file gets random weights. Prints ms per forward, the model's
-//! GFLOP per sample and the achieved GFLOP/s. For where the time goes, run it under a profiler:
-//! `perf record target/release/examples/time_forward MODEL 10 20 && perf report` (see benches/RESULTS.md).
+//! GFLOP per sample and the achieved GFLOP/s. `--profile` adds the per-op table (see
+//! `candle_unet2d::profile`): where the time goes, op by op. For instruction-level detail, run it under
+//! `perf record target/release/examples/time_forward MODEL 10 20 && perf report`.
 use candle_core::{DType, Device, Tensor};
 use candle_unet2d::{LoadOptions, UNet2DConfig, UNet2DModel};
 
 fn main() -> candle_unet2d::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let profile = args.iter().any(|a| a == "--profile");
+    args.retain(|a| a != "--profile");
     let what = args.get(1).map(String::as_str).unwrap_or("models/digits16/unet");
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
@@ -24,6 +27,7 @@ fn main() -> candle_unet2d::Result<()> {
     let x = Tensor::randn(0f32, 1.0, (batch, config.in_channels, h, w), model.device())?;
     let labels = config.num_class_embeds.map(|_| Tensor::zeros(batch, DType::I64, model.device())).transpose()?;
     model.forward(&x, 10i64, labels.as_ref())?;
+    candle_unet2d::profile::set_enabled(profile);
     let t0 = std::time::Instant::now();
     for _ in 0..n {
         model.forward(&x, 10i64, labels.as_ref())?;
@@ -35,5 +39,19 @@ fn main() -> candle_unet2d::Result<()> {
         "{ms:.2} ms per forward (batch {batch}; {params:.1} M parameters, {gflop:.2} GFLOP per sample, {:.1} GFLOP/s)",
         gflop * batch as f64 / ms * 1e3
     );
+    if profile {
+        print_profile(n, ms);
+    }
     Ok(())
+}
+
+/// The per-op table: ms per forward and share of the forward's wall time.
+fn print_profile(forwards: usize, ms_per_forward: f64) {
+    let ops = candle_unet2d::profile::take();
+    println!("{:<24} {:>10} {:>7} {:>9}", "op", "ms/forward", "share", "calls/fw");
+    for op in ops {
+        let ms = op.total.as_secs_f64() * 1e3 / forwards as f64;
+        let calls = op.calls as f64 / forwards as f64;
+        println!("{:<24} {ms:>10.2} {:>6.1}% {calls:>9.0}", op.op, 100.0 * ms / ms_per_forward);
+    }
 }

@@ -7,6 +7,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::layers::{linear, GroupNorm};
+use crate::profile;
 
 #[derive(Debug, Clone)]
 pub struct AttentionBlock {
@@ -60,27 +61,35 @@ impl AttentionBlock {
             None => x.clone(),
         };
         // [B, C, H, W] → [B, HW, C]
-        let x = x.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
-        let split_heads = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, h * w, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+        let x = profile::time("attention.layout", || x.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous())?;
+        let project = |proj: &Linear| -> Result<Tensor> {
+            let t = profile::time("attention.projections", || proj.forward(&x))?;
+            profile::time("attention.layout", || {
+                t.reshape((b, h * w, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+            })
         };
-        let q = split_heads(self.to_q.forward(&x)?)?;
-        let k = split_heads(self.to_k.forward(&x)?)?;
-        let v = split_heads(self.to_v.forward(&x)?)?;
+        let (q, k, v) = (project(&self.to_q)?, project(&self.to_k)?, project(&self.to_v)?);
+        let out = profile::time("attention.core", || self.attend(&q, &k, &v))?; // [B, heads, HW, head_dim]
+        let out =
+            profile::time("attention.layout", || out.transpose(1, 2)?.reshape((b, h * w, self.heads * self.head_dim)))?;
+        let out = profile::time("attention.projections", || self.to_out.forward(&out))?;
+        profile::time("residual", || {
+            let out = (out.transpose(D::Minus1, D::Minus2)?.reshape((b, c, h, w))? + residual)?;
+            if self.rescale_output_factor == 1.0 {
+                Ok(out)
+            } else {
+                out / self.rescale_output_factor
+            }
+        })
+    }
+
+    /// `softmax(q kᵀ / √d) v` per head.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
         // Softmax in float32 even for half-precision models (diffusers' `upcast_softmax=True`).
         let dtype = scores.dtype();
         let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
-        let out = probs.matmul(&v)?; // [B, heads, HW, head_dim]
-        let out = out.transpose(1, 2)?.reshape((b, h * w, self.heads * self.head_dim))?;
-        let out = self.to_out.forward(&out)?;
-        let out = out.transpose(D::Minus1, D::Minus2)?.reshape((b, c, h, w))?;
-        let out = (out + residual)?;
-        if self.rescale_output_factor == 1.0 {
-            Ok(out)
-        } else {
-            out / self.rescale_output_factor
-        }
+        probs.matmul(v)
     }
 }

@@ -7,10 +7,15 @@ use candle_nn::{Linear, VarBuilder};
 use crate::config::Activation;
 use crate::kernels::conv2d::{conv2d_bias, Conv2dParams};
 use crate::kernels::group_norm::{group_norm_cpu, Epilogue};
+use crate::profile;
 
 impl Activation {
     /// Applies the activation (diffusers' `get_activation`: SiLU, Mish, exact-erf GELU, ReLU).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        profile::time("activation", || self.apply_untimed(x))
+    }
+
+    fn apply_untimed(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Silu => candle_nn::ops::silu(x),
             // mish(x) = x · tanh(softplus(x)); softplus is computed stably as max(x, 0) + ln(1 + e^{-|x|}).
@@ -35,7 +40,7 @@ pub struct Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d_bias(x, &self.weight, &self.bias, self.params)
+        profile::time("conv2d", || conv2d_bias(x, &self.weight, &self.bias, self.params))
     }
 }
 
@@ -78,6 +83,10 @@ impl GroupNorm {
 
     /// The norm followed by `act` (fused into one pass for SiLU on the CPU).
     pub fn forward_then(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
+        profile::time("group_norm", || self.forward_then_untimed(x, act))
+    }
+
+    fn forward_then_untimed(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
         let epilogue = match act {
             None => Epilogue::None,
             Some(Activation::Silu) => Epilogue::Silu,

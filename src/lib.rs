@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod layers;
 pub mod loading;
 pub mod pipeline;
+pub mod profile;
 #[cfg(feature = "python")]
 mod python;
 pub mod random_init;

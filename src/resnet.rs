@@ -7,6 +7,7 @@ use candle_nn::{Linear, VarBuilder};
 use crate::config::{Activation, TimeScaleShift};
 use crate::fir;
 use crate::layers::{conv2d, linear, Conv2d, GroupNorm};
+use crate::profile;
 
 /// Resampling done inside a resnet, to both the residual and the main path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,14 @@ pub enum ResnetResample {
 
 impl ResnetResample {
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::None => Ok(x.clone()),
+            Self::UpNearest | Self::UpFir => profile::time("upsample", || self.apply_untimed(x)),
+            Self::DownAvgPool | Self::DownFir => profile::time("downsample", || self.apply_untimed(x)),
+        }
+    }
+
+    fn apply_untimed(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::None => Ok(x.clone()),
             Self::UpNearest => {
@@ -89,7 +98,8 @@ impl ResnetBlock2D {
             r => (r.apply(input)?, r.apply(&h)?),
         };
         let h = self.conv1.forward(&h)?;
-        let temb = self.time_emb_proj.forward(&act.apply(temb)?)?.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?;
+        let temb = profile::time("time_embedding", || self.time_emb_proj.forward(&act.apply(temb)?))?;
+        let temb = temb.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?;
         let h = match self.opts.time_scale_shift {
             TimeScaleShift::Default => self.norm2.forward_then(&h.broadcast_add(&temb)?, Some(act))?,
             TimeScaleShift::ScaleShift => {
@@ -103,12 +113,14 @@ impl ResnetBlock2D {
             Some(conv) => conv.forward(&input)?,
             None => input,
         };
-        let out = (input + h)?;
-        if self.opts.output_scale_factor == 1.0 {
-            Ok(out)
-        } else {
-            out / self.opts.output_scale_factor
-        }
+        profile::time("residual", || {
+            let out = (input + h)?;
+            if self.opts.output_scale_factor == 1.0 {
+                Ok(out)
+            } else {
+                out / self.opts.output_scale_factor
+            }
+        })
     }
 }
 
@@ -126,7 +138,7 @@ impl Downsample2D {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.pad_right_bottom {
-            let x = x.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(D::Minus2, 0, 1)?;
+            let x = profile::time("downsample", || x.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(D::Minus2, 0, 1))?;
             self.conv.forward(&x)
         } else {
             self.conv.forward(x)
@@ -147,6 +159,7 @@ impl Upsample2D {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        self.conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+        let x = profile::time("upsample", || x.upsample_nearest2d(2 * h, 2 * w))?;
+        self.conv.forward(&x)
     }
 }

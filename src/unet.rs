@@ -9,6 +9,7 @@ use crate::config::{ClassEmbeddingKind, DownBlockKind, ModelSpec, TimeEmbeddingK
 use crate::embeddings::{ClassEmbedding, TimeProjection, TimestepEmbedding};
 use crate::error::{Error, Result};
 use crate::layers::{conv2d, Conv2d, GroupNorm};
+use crate::profile;
 
 /// Largest attention score matrix a forward may build (16 GiB): past it, a request is refused up front
 /// instead of aborting the process when the allocation fails.
@@ -217,7 +218,7 @@ impl UNet2DModel {
         let batch = sample.dim(0)?;
         let timesteps = self.timesteps(timestep.into(), batch)?;
         let class_input = self.check_class_labels(class_labels, batch)?;
-        Ok(self.run(&sample, &timesteps, class_input.as_ref())?)
+        Ok(profile::time("other", || self.run(&sample, &timesteps, class_input.as_ref()))?)
     }
 
     fn run(&self, sample: &Tensor, timesteps: &Tensor, class_labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
@@ -225,16 +226,7 @@ impl UNet2DModel {
         let sample = if self.config.center_input_sample { ((sample * 2.0)? - 1.0)? } else { sample.clone() };
 
         // 1. time
-        let t_emb = self.time_proj.forward(timesteps)?.to_dtype(self.dtype)?;
-        let mut emb = self.time_embedding.forward(&t_emb)?;
-        if let (Some(class_embedding), Some(labels)) = (&self.class_embedding, class_labels) {
-            let class_emb = match class_embedding {
-                ClassEmbedding::Table { table, .. } => table.forward(labels)?,
-                ClassEmbedding::Timestep(mlp) => mlp.forward(&self.time_proj.forward(labels)?.to_dtype(self.dtype)?)?,
-                ClassEmbedding::Identity { .. } => labels.clone(),
-            };
-            emb = emb.broadcast_add(&class_emb.to_dtype(self.dtype)?)?;
-        }
+        let emb = profile::time("time_embedding", || self.embed(timesteps, class_labels))?;
 
         // 2. pre-process
         let mut skip_sample = Some(sample.clone());
@@ -277,6 +269,21 @@ impl UNet2DModel {
             out = out.broadcast_div(&sigmas)?;
         }
         Ok(out)
+    }
+
+    /// The timestep embedding, plus the class embedding when the model has one.
+    fn embed(&self, timesteps: &Tensor, class_labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let t_emb = self.time_proj.forward(timesteps)?.to_dtype(self.dtype)?;
+        let mut emb = self.time_embedding.forward(&t_emb)?;
+        if let (Some(class_embedding), Some(labels)) = (&self.class_embedding, class_labels) {
+            let class_emb = match class_embedding {
+                ClassEmbedding::Table { table, .. } => table.forward(labels)?,
+                ClassEmbedding::Timestep(mlp) => mlp.forward(&self.time_proj.forward(labels)?.to_dtype(self.dtype)?)?,
+                ClassEmbedding::Identity { .. } => labels.clone(),
+            };
+            emb = emb.broadcast_add(&class_emb.to_dtype(self.dtype)?)?;
+        }
+        Ok(emb)
     }
 
     /// Checks the sample's shape before any compute, and brings it to the model's device and dtype.

@@ -8,6 +8,7 @@ use crate::attention::AttentionBlock;
 use crate::config::{Activation, ResampleKind, UpBlockKind};
 use crate::fir;
 use crate::layers::{conv2d, Conv2d, GroupNorm};
+use crate::profile;
 use crate::resnet::{ResnetBlock2D, ResnetResample, Upsample2D};
 
 /// How an up block doubles the resolution.
@@ -103,7 +104,8 @@ impl UpBlock {
         let per_resnet_attention = self.kind == UpBlockKind::AttnUp;
         for (i, resnet) in self.resnets.iter().enumerate() {
             let res = &res_states[res_states.len() - 1 - i];
-            hidden = resnet.forward(&Tensor::cat(&[&hidden, res], 1)?, temb)?;
+            let input = profile::time("cat", || Tensor::cat(&[&hidden, res], 1))?;
+            hidden = resnet.forward(&input, temb)?;
             if per_resnet_attention {
                 hidden = self.attentions[i].forward(&hidden)?;
             }

@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::contiguous_slice;
+use super::simd::{self, multiversion};
 
 /// What to apply after the affine transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,26 +72,48 @@ impl CustomOp3 for GroupNormOp {
             let g = i % self.groups;
             // Two passes in f64: mean, then the mean squared deviation (what torch computes, stably).
             let n = src.len() as f64;
-            let mean = src.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = src.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let mean = sum_f64(src, 0.0) / n;
+            let var = sum_f64(src, mean) / n;
             let rstd = 1.0 / (var + eps).sqrt();
             for c in 0..per_group {
                 let ch = g * per_group + c;
                 let scale = (w[ch] as f64 * rstd) as f32;
                 let shift = (b[ch] as f64 - mean * w[ch] as f64 * rstd) as f32;
                 let range = c * spatial..(c + 1) * spatial;
-                let (d, s) = (&mut dst[range.clone()], &src[range]);
-                match epilogue {
-                    Epilogue::None => d.iter_mut().zip(s).for_each(|(d, &v)| *d = v * scale + shift),
-                    Epilogue::Silu => d.iter_mut().zip(s).for_each(|(d, &v)| {
-                        let y = v * scale + shift;
-                        *d = y / (1.0 + (-y).exp());
-                    }),
-                }
+                affine(&mut dst[range.clone()], &src[range], scale, shift, epilogue == Epilogue::Silu);
             }
         });
         debug_assert_eq!(out.len(), batch * channels * spatial);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+multiversion! {
+    /// `Σ x` when `center` is 0, else `Σ (x − center)²`, in f64 with independent lanes so it vectorises
+    /// (a single running sum is one long dependency chain).
+    fn sum_f64(xs: &[f32], center: f64) -> f64 {
+        const LANES: usize = 16;
+        let mut acc = [0f64; LANES];
+        let chunks = xs.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        let term = |v: f32| if center == 0.0 { v as f64 } else { (v as f64 - center) * (v as f64 - center) };
+        for chunk in chunks {
+            for (a, &v) in acc.iter_mut().zip(chunk) {
+                *a += term(v);
+            }
+        }
+        acc.iter().sum::<f64>() + tail.iter().map(|&v| term(v)).sum::<f64>()
+    }
+}
+
+multiversion! {
+    /// `dst = src · scale + shift`, then SiLU when `silu`.
+    fn affine(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, silu: bool) {
+        if silu {
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = simd::silu(v * scale + shift));
+        } else {
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod conv2d;
 pub mod group_norm;
+pub mod simd;
 
 use candle_core::{Layout, Result};
 
