@@ -2,10 +2,16 @@
 //! as built by the Attn* blocks (`residual_connection=True`, `bias=True`, optional group norm,
 //! `rescale_output_factor`). Weight names are diffusers' current ones (`to_q`, `to_k`, `to_v`,
 //! `to_out.0`, `group_norm`); legacy names are renamed at load, not here.
+//!
+//! Float32 on the CPU runs the fused kernel in [`crate::kernels::attention`] (one QKV projection,
+//! channel-first, no transposes); other devices and dtypes use candle's ops.
+
+use std::sync::Arc;
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::kernels::attention::{attention_cpu, AttentionWeights};
 use crate::layers::{linear, GroupNorm};
 use crate::profile;
 
@@ -19,6 +25,8 @@ pub struct AttentionBlock {
     heads: usize,
     head_dim: usize,
     rescale_output_factor: f64,
+    /// The weights in the CPU kernel's layout (to_q/to_k/to_v fused), for float32 CPU models.
+    fused: Option<Arc<AttentionWeights>>,
 }
 
 impl AttentionBlock {
@@ -41,19 +49,44 @@ impl AttentionBlock {
             Some(g) => Some(GroupNorm::new(g, channels, eps, vb.pp("group_norm"))?),
             None => None,
         };
-        Ok(Self {
-            group_norm,
-            to_q: linear(channels, inner, vb.pp("to_q"))?,
-            to_k: linear(channels, inner, vb.pp("to_k"))?,
-            to_v: linear(channels, inner, vb.pp("to_v"))?,
-            to_out: linear(inner, channels, vb.pp("to_out").pp("0"))?,
-            heads,
-            head_dim,
-            rescale_output_factor,
-        })
+        let to_q = linear(channels, inner, vb.pp("to_q"))?;
+        let to_k = linear(channels, inner, vb.pp("to_k"))?;
+        let to_v = linear(channels, inner, vb.pp("to_v"))?;
+        let to_out = linear(inner, channels, vb.pp("to_out").pp("0"))?;
+        let parts = |l: &Linear| (l.weight().clone(), l.bias().cloned());
+        let fused = match [parts(&to_q), parts(&to_k), parts(&to_v), parts(&to_out)] {
+            [(wq, Some(bq)), (wk, Some(bk)), (wv, Some(bv)), (wo, Some(bo))] => {
+                AttentionWeights::new(channels, heads, head_dim, [(&wq, &bq), (&wk, &bk), (&wv, &bv)], (&wo, &bo))?
+                    .map(Arc::new)
+            }
+            _ => None,
+        };
+        Ok(Self { group_norm, to_q, to_k, to_v, to_out, heads, head_dim, rescale_output_factor, fused })
+    }
+
+    /// Whether float32 CPU inputs take the fused kernel.
+    #[cfg(test)]
+    pub(crate) fn has_cpu_kernel(&self) -> bool {
+        self.fused.is_some()
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(fused) = &self.fused {
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                let normed = match &self.group_norm {
+                    Some(norm) => norm.forward(x)?,
+                    None => x.clone(),
+                };
+                if let Some(y) = attention_cpu(&normed, x, fused, self.rescale_output_factor)? {
+                    return Ok(y);
+                }
+            }
+        }
+        self.forward_candle(x)
+    }
+
+    /// The block with candle's ops (any device and dtype); the reference for the CPU kernel.
+    pub(crate) fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
         let residual = x;
         let (b, c, h, w) = x.dims4()?;
         let x = match &self.group_norm {

@@ -487,7 +487,7 @@ impl UNet2DConfig {
             Error::config(field, format!("is null, but {what} needs a group count (only Skip blocks allow null)"))
         };
         let check = |field: &str, g: usize, c: usize, what: &str| -> Result<()> {
-            if g == 0 || c % g != 0 {
+            if g == 0 || !c.is_multiple_of(g) {
                 return Err(Error::config(field, format!("{g} groups do not divide the {c} channels of {what}")));
             }
             Ok(())

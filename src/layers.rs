@@ -5,8 +5,8 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::Activation;
-use crate::kernels::conv2d::{conv2d_bias, Conv2dParams};
-use crate::kernels::group_norm::{group_norm_cpu, Epilogue};
+use crate::kernels::conv2d::{conv2d_bias, conv2d_bias_prepadded, Conv2dParams, Conv2dWeight, ConvEpilogue};
+use crate::kernels::group_norm::{group_norm_cpu, group_norm_padded_cpu, Epilogue};
 use crate::profile;
 
 impl Activation {
@@ -33,14 +33,40 @@ impl Activation {
 /// the bias is fused into the convolution's output on the CPU.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    weight: Tensor,
+    weight: Conv2dWeight,
     bias: Tensor,
     params: Conv2dParams,
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        profile::time("conv2d", || conv2d_bias(x, &self.weight, &self.bias, self.params))
+        self.forward_with(x, ConvEpilogue::default())
+    }
+}
+
+impl Conv2d {
+    /// The convolution followed by `epilogue`, fused into the convolution where the kernel allows.
+    pub fn forward_with(&self, x: &Tensor, epilogue: ConvEpilogue) -> Result<Tensor> {
+        profile::time("conv2d", || conv2d_bias(x, &self.weight, &self.bias, self.params, epilogue))
+    }
+
+    /// `conv(act(norm(x)))` then `epilogue`. With packed weights on the CPU the norm writes its output
+    /// straight into the zero-padded buffer the convolution reads, saving a copy of the activations.
+    pub fn forward_normed(
+        &self,
+        x: &Tensor,
+        norm: &GroupNorm,
+        act: Activation,
+        epilogue: ConvEpilogue,
+    ) -> Result<Tensor> {
+        let padding = self.params.padding;
+        if matches!(self.weight, Conv2dWeight::Packed(_)) && padding > 0 {
+            if let Some(xp) = norm.forward_padded(x, act, padding)? {
+                let conv = || conv2d_bias_prepadded(&xp, &self.weight, &self.bias, self.params, epilogue);
+                return profile::time("conv2d", conv);
+            }
+        }
+        self.forward_with(&norm.forward_then(x, Some(act))?, epilogue)
     }
 }
 
@@ -48,7 +74,7 @@ impl Module for Conv2d {
 pub fn conv2d(cin: usize, cout: usize, kernel: usize, padding: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
     let weight = vb.get((cout, cin, kernel, kernel), "weight")?;
     let bias = vb.get(cout, "bias")?;
-    Ok(Conv2d { weight, bias, params: Conv2dParams { kernel, stride, padding } })
+    Ok(Conv2d { weight: Conv2dWeight::new(weight)?, bias, params: Conv2dParams { kernel, stride, padding } })
 }
 
 /// A linear layer (`weight` [out, in], `bias` [out]).
@@ -84,6 +110,17 @@ impl GroupNorm {
     /// The norm followed by `act` (fused into one pass for SiLU on the CPU).
     pub fn forward_then(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
         profile::time("group_norm", || self.forward_then_untimed(x, act))
+    }
+
+    /// `act(norm(x))` with a zero border of `padding` around each plane, for a padded convolution to
+    /// read; `None` where only the plain path exists (not float32 CPU, or an activation other than SiLU).
+    pub fn forward_padded(&self, x: &Tensor, act: Activation, padding: usize) -> Result<Option<Tensor>> {
+        if act != Activation::Silu {
+            return Ok(None);
+        }
+        profile::time("group_norm", || {
+            group_norm_padded_cpu(x, &self.weight, &self.bias, self.groups, self.eps, Epilogue::Silu, padding)
+        })
     }
 
     fn forward_then_untimed(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {

@@ -6,6 +6,8 @@ use candle_nn::{Linear, VarBuilder};
 
 use crate::config::{Activation, TimeScaleShift};
 use crate::fir;
+use crate::kernels::conv2d::ConvEpilogue;
+use crate::kernels::upsample::upsample_nearest_2x;
 use crate::layers::{conv2d, linear, Conv2d, GroupNorm};
 use crate::profile;
 
@@ -35,10 +37,7 @@ impl ResnetResample {
     fn apply_untimed(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::None => Ok(x.clone()),
-            Self::UpNearest => {
-                let (_, _, h, w) = x.dims4()?;
-                x.upsample_nearest2d(2 * h, 2 * w)
-            }
+            Self::UpNearest => upsample_nearest_2x(x),
             Self::DownAvgPool => x.avg_pool2d(2),
             Self::UpFir => fir::upsample_2d(x),
             Self::DownFir => fir::downsample_2d(x),
@@ -92,35 +91,38 @@ impl ResnetBlock2D {
 
     pub fn forward(&self, input: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let act = self.opts.act;
-        let h = self.norm1.forward_then(input, Some(act))?;
-        let (input, h) = match self.opts.resample {
-            ResnetResample::None => (input.clone(), h),
-            r => (r.apply(input)?, r.apply(&h)?),
-        };
-        let h = self.conv1.forward(&h)?;
         let temb = profile::time("time_embedding", || self.time_emb_proj.forward(&act.apply(temb)?))?;
-        let temb = temb.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?;
-        let h = match self.opts.time_scale_shift {
-            TimeScaleShift::Default => self.norm2.forward_then(&h.broadcast_add(&temb)?, Some(act))?,
-            TimeScaleShift::ScaleShift => {
-                let chunks = temb.chunk(2, 1)?;
-                let (scale, shift) = (&chunks[0], &chunks[1]);
-                act.apply(&self.norm2.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)?
+        // Default time conditioning: conv1(h) + temb[:, :, None, None], the add fused into the conv.
+        let conv1_epilogue = match self.opts.time_scale_shift {
+            TimeScaleShift::Default => ConvEpilogue { image_bias: Some(&temb), ..ConvEpilogue::default() },
+            TimeScaleShift::ScaleShift => ConvEpilogue::default(),
+        };
+        let (input, h) = match self.opts.resample {
+            ResnetResample::None => {
+                (input.clone(), self.conv1.forward_normed(input, &self.norm1, act, conv1_epilogue)?)
+            }
+            r => {
+                let h = r.apply(&self.norm1.forward_then(input, Some(act))?)?;
+                (r.apply(input)?, self.conv1.forward_with(&h, conv1_epilogue)?)
             }
         };
-        let h = self.conv2.forward(&h)?;
         let input = match &self.conv_shortcut {
             Some(conv) => conv.forward(&input)?,
             None => input,
         };
-        profile::time("residual", || {
-            let out = (input + h)?;
-            if self.opts.output_scale_factor == 1.0 {
-                Ok(out)
-            } else {
-                out / self.opts.output_scale_factor
+        // (input + conv2(h)) / output_scale_factor, the add and division fused into the convolution.
+        let scale = self.opts.output_scale_factor;
+        let conv2_epilogue = ConvEpilogue { residual: Some(&input), output_scale: scale, ..ConvEpilogue::default() };
+        match self.opts.time_scale_shift {
+            TimeScaleShift::Default => self.conv2.forward_normed(&h, &self.norm2, act, conv2_epilogue),
+            TimeScaleShift::ScaleShift => {
+                let temb = temb.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?;
+                let chunks = temb.chunk(2, 1)?;
+                let (scale, shift) = (&chunks[0], &chunks[1]);
+                let h = act.apply(&self.norm2.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)?;
+                self.conv2.forward_with(&h, conv2_epilogue)
             }
-        })
+        }
     }
 }
 
@@ -158,8 +160,7 @@ impl Upsample2D {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let x = profile::time("upsample", || x.upsample_nearest2d(2 * h, 2 * w))?;
+        let x = profile::time("upsample", || upsample_nearest_2x(x))?;
         self.conv.forward(&x)
     }
 }

@@ -269,7 +269,7 @@ impl Generator {
             for block in out.chunks_exact_mut(16) {
                 fill_16(block);
             }
-            if n % 16 != 0 {
+            if !n.is_multiple_of(16) {
                 let tail = &mut out[n - 16..];
                 for v in tail.iter_mut() {
                     *v = self.uniform_f32();

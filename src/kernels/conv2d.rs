@@ -1,12 +1,15 @@
-//! 2D convolution with fused bias on the CPU (float32): tiled im2col into a per-task buffer, then one
-//! `gemm` per tile, `out = bias + W · cols`, with the weight used in its stored `[C_out, C_in·k·k]` order
-//! (no per-call repacking). Tiles of output rows keep the column buffer small at any resolution, and
-//! (batch, tile) tasks are spread over rayon's threads.
+//! 2D convolution with fused bias (and optionally a fused residual add and output scale) on the CPU,
+//! float32. CPUs with AVX-512 run the packed implicit-GEMM kernel of `conv2d_avx512`; others run tiled
+//! im2col into a per-task buffer, then one `gemm` per tile, `out = bias + W · cols`, with the weight used
+//! in its stored `[C_out, C_in·k·k]` order. Other devices and dtypes use candle's ops.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::contiguous_slice;
+use super::conv2d_avx512::{self, PackedWeights};
 
 /// Output pixels per gemm tile: large enough for gemm to run at speed, small enough for the column
 /// buffer (`C_in·k·k × TILE` floats) to stay in cache for small channel counts.
@@ -20,22 +23,210 @@ pub struct Conv2dParams {
     pub padding: usize,
 }
 
-struct Conv2dBias(Conv2dParams);
+/// What happens to the convolution's output before it is stored:
+/// `(conv(x) + bias + image_bias[b, c] + residual) / output_scale`. With packed weights all of it is
+/// fused into the kernel's store; otherwise each is a candle op after the convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvEpilogue<'a> {
+    /// [B, C_out], added per image and channel (a resnet's time embedding after `conv1`).
+    pub image_bias: Option<&'a Tensor>,
+    /// Same shape as the output (a resnet's shortcut before the final division).
+    pub residual: Option<&'a Tensor>,
+    pub output_scale: f64,
+}
 
-/// `conv2d(x, weight) + bias[None, :, None, None]`. `x`: [B, C_in, H, W]; `weight`: [C_out, C_in, k, k];
-/// `bias`: [C_out]. Float32 CPU tensors take the fast path; anything else uses candle's ops.
-pub fn conv2d_bias(x: &Tensor, weight: &Tensor, bias: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-    let fast = x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && weight.dtype() == x.dtype();
-    if fast {
-        let x = x.contiguous()?;
-        x.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &Conv2dBias(p))
-    } else {
-        let y = x.conv2d(weight, p.padding, p.stride, 1, 1)?;
-        y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
+impl Default for ConvEpilogue<'_> {
+    fn default() -> Self {
+        Self { image_bias: None, residual: None, output_scale: 1.0 }
     }
 }
 
-impl CustomOp3 for Conv2dBias {
+/// A convolution's weight: packed once at load for the AVX-512 kernel (float32 CPU weights on a CPU
+/// that has it; the loaded tensor is then dropped, so the model is not held twice), else as loaded.
+#[derive(Debug, Clone)]
+pub enum Conv2dWeight {
+    Loaded(Tensor),
+    Packed(Arc<PackedWeights>),
+}
+
+impl Conv2dWeight {
+    /// `weight`: [C_out, C_in, k, k].
+    pub fn new(weight: Tensor) -> Result<Self> {
+        let packable = weight.device().is_cpu() && weight.dtype() == DType::F32 && conv2d_avx512::available();
+        if !packable {
+            return Ok(Self::Loaded(weight));
+        }
+        let (c_out, c_in, kh, kw) = weight.dims4()?;
+        if kh != kw {
+            candle_core::bail!("conv2d: square kernels expected, got {kh}×{kw}");
+        }
+        let data = weight.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self::Packed(Arc::new(PackedWeights::new(&data, c_out, c_in, kh))))
+    }
+}
+
+/// `conv2d(x, weight) + bias[None, :, None, None]`, then the [`ConvEpilogue`]. `x`: [B, C_in, H, W];
+/// `bias`: [C_out]. Float32 CPU tensors take the fast paths; anything else uses candle's ops.
+pub fn conv2d_bias(
+    x: &Tensor,
+    weight: &Conv2dWeight,
+    bias: &Tensor,
+    params: Conv2dParams,
+    epilogue: ConvEpilogue,
+) -> Result<Tensor> {
+    conv2d_impl(x, weight, bias, params, epilogue, false)
+}
+
+/// [`conv2d_bias`] on an input that already carries its zero padding ([B, C_in, H + 2p, W + 2p], as
+/// `group_norm_padded_cpu` writes it), so the kernel skips its own padding copy. Packed weights only.
+pub fn conv2d_bias_prepadded(
+    xp: &Tensor,
+    weight: &Conv2dWeight,
+    bias: &Tensor,
+    params: Conv2dParams,
+    epilogue: ConvEpilogue,
+) -> Result<Tensor> {
+    conv2d_impl(xp, weight, bias, params, epilogue, true)
+}
+
+fn conv2d_impl(
+    x: &Tensor,
+    weight: &Conv2dWeight,
+    bias: &Tensor,
+    params: Conv2dParams,
+    epilogue: ConvEpilogue,
+    prepadded: bool,
+) -> Result<Tensor> {
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if let Conv2dWeight::Packed(weights) = weight {
+        // Packed weights are float32 on the CPU, so the model's inputs are too. The per-image bias
+        // folds into the bias: [B, C_out] instead of [C_out].
+        let bias = match epilogue.image_bias {
+            Some(image_bias) => image_bias.broadcast_add(&bias.unsqueeze(0)?)?,
+            None => bias.clone(),
+        };
+        let residual = epilogue.residual.map(Tensor::contiguous).transpose()?;
+        let op = PackedConv {
+            weights: weights.clone(),
+            params,
+            residual,
+            output_scale: epilogue.output_scale as f32,
+            prepadded,
+        };
+        return x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &op);
+    }
+    if prepadded {
+        candle_core::bail!("conv2d: a pre-padded input needs packed weights");
+    }
+    let Conv2dWeight::Loaded(weight) = weight else { unreachable!() };
+    let mut y = if f32_cpu(x) && f32_cpu(weight) {
+        x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &PortableConv(params))?
+    } else {
+        let y = x.conv2d(weight, params.padding, params.stride, 1, 1)?;
+        y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)?
+    };
+    if let Some(image_bias) = epilogue.image_bias {
+        y = y.broadcast_add(&image_bias.unsqueeze(2)?.unsqueeze(3)?)?;
+    }
+    if let Some(residual) = epilogue.residual {
+        y = (residual + y)?;
+    }
+    if epilogue.output_scale != 1.0 {
+        y = (y / epilogue.output_scale)?;
+    }
+    Ok(y)
+}
+
+/// The AVX-512 kernel over packed weights.
+struct PackedConv {
+    weights: Arc<PackedWeights>,
+    params: Conv2dParams,
+    residual: Option<Tensor>,
+    output_scale: f32,
+    /// The input already has its zero border.
+    prepadded: bool,
+}
+
+impl CustomOp2 for PackedConv {
+    fn name(&self) -> &'static str {
+        "conv2d-packed"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(b)) = (s1, s2) else {
+            candle_core::bail!("conv2d-packed: float32 tensors expected");
+        };
+        let op = self.name();
+        let (x, bias) = (contiguous_slice(x, l1, op)?, contiguous_slice(b, l2, op)?);
+        let (batch, c_in, h, w) = l1.shape().dims4()?;
+        let weights = &*self.weights;
+        let Conv2dParams { kernel, stride, padding } = self.params;
+        let (h, w) = if self.prepadded {
+            if h < 2 * padding || w < 2 * padding {
+                candle_core::bail!("conv2d-packed: pre-padded input {h}×{w} is smaller than its padding {padding}");
+            }
+            (h - 2 * padding, w - 2 * padding)
+        } else {
+            (h, w)
+        };
+        let per_image_bias = bias.len() == batch * weights.c_out && batch > 1;
+        if weights.c_in != c_in || weights.kernel != kernel || !(bias.len() == weights.c_out || per_image_bias) {
+            candle_core::bail!(
+                "conv2d-packed: weight [{}, {}, {kernel}, {kernel}] / bias {} do not fit input {:?}",
+                weights.c_out,
+                weights.c_in,
+                bias.len(),
+                l1.dims()
+            );
+        }
+        if h + 2 * padding < kernel || w + 2 * padding < kernel || stride == 0 {
+            candle_core::bail!("conv2d-packed: input {h}×{w} too small for kernel {kernel} with padding {padding}");
+        }
+        let (out_h, out_w) = ((h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1);
+        let c_out = weights.c_out;
+        let residual_guard = self.residual.as_ref().map(Tensor::storage_and_layout);
+        let residual = match &residual_guard {
+            None => None,
+            Some((storage, layout)) => match &**storage {
+                Storage::Cpu(CpuStorage::F32(data)) if layout.dims() == [batch, c_out, out_h, out_w] => {
+                    Some(contiguous_slice(data, layout, "conv2d-packed residual")?)
+                }
+                _ => candle_core::bail!(
+                    "conv2d-packed: the residual must be a float32 CPU tensor of shape {:?}, got {:?}",
+                    [batch, c_out, out_h, out_w],
+                    layout.dims()
+                ),
+            },
+        };
+        let problem = conv2d_avx512::Problem {
+            x,
+            weights,
+            bias,
+            per_image_bias,
+            residual,
+            output_scale: self.output_scale,
+            batch,
+            h,
+            w,
+            prepadded: self.prepadded,
+            params: self.params,
+        };
+        let len = batch * c_out * out_h * out_w;
+        let mut out = Vec::<f32>::with_capacity(len);
+        // SAFETY: packed weights exist only where AVX-512 is available; `out` has room for the whole
+        // output, every element of which the kernel writes before `set_len`.
+        unsafe {
+            conv2d_avx512::run(&problem, out.as_mut_ptr());
+            out.set_len(len);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((batch, c_out, out_h, out_w))))
+    }
+}
+
+/// im2col + the `gemm` crate, for CPUs without AVX-512.
+struct PortableConv(Conv2dParams);
+
+impl CustomOp3 for PortableConv {
     fn name(&self) -> &'static str {
         "conv2d-bias"
     }
@@ -209,7 +400,9 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     /// Against candle's reference conv for the shapes the UNet uses (3×3 pad 1, stride-2 downsampling,
-    /// unpadded stride 2, 1×1 shortcuts, odd sizes).
+    /// unpadded stride 2, 1×1 shortcuts, odd sizes, pixel counts that are and are not multiples of 16,
+    /// reductions longer than one packed block, channel counts around the 12-row tile), on both paths,
+    /// with and without a fused residual.
     #[test]
     fn matches_candle_conv2d() {
         let dev = Device::Cpu;
@@ -219,16 +412,43 @@ mod tests {
             (3, 4, 4, 9, 9, 3, 2, 0),
             (2, 8, 3, 6, 6, 1, 1, 0),
             (1, 2, 2, 70, 70, 3, 1, 1),
+            (3, 40, 25, 4, 4, 3, 1, 1),
+            (2, 64, 13, 16, 16, 3, 1, 1),
+            (5, 33, 24, 8, 8, 1, 1, 0),
+            (1, 7, 12, 33, 17, 3, 1, 1),
+            (1, 5, 7, 3, 16, 3, 1, 1),
+            (3, 20, 30, 32, 32, 3, 1, 1),
         ] {
             let x = Tensor::randn(0f32, 1.0, (b, ci, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();
             let bias = Tensor::randn(0f32, 1.0, co, &dev).unwrap();
-            let ours = conv2d_bias(&x, &wt, &bias, Conv2dParams { kernel: k, stride: s, padding: p }).unwrap();
+            let params = Conv2dParams { kernel: k, stride: s, padding: p };
             let reference =
                 x.conv2d(&wt, p, s, 1, 1).unwrap().broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap()).unwrap();
-            assert_eq!(ours.dims(), reference.dims());
-            let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff < 1e-4, "{b} {ci} {co} {h} {w} {k} {s} {p}: {diff}");
+            let residual = Tensor::randn(0f32, 1.0, reference.dims(), &dev).unwrap();
+            let image_bias = Tensor::randn(0f32, 1.0, (b, co), &dev).unwrap();
+            let with_epilogue = reference.broadcast_add(&image_bias.reshape((b, co, 1, 1)).unwrap()).unwrap();
+            let with_epilogue = ((with_epilogue + &residual).unwrap() / 1.5).unwrap();
+            for weight in [Conv2dWeight::new(wt.clone()).unwrap(), Conv2dWeight::Loaded(wt.clone())] {
+                let portable = matches!(weight, Conv2dWeight::Loaded(_));
+                let ours = conv2d_bias(&x, &weight, &bias, params, ConvEpilogue::default()).unwrap();
+                assert_eq!(ours.dims(), reference.dims());
+                let diff = (ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff < 1e-4, "{b} {ci} {co} {h} {w} {k} {s} {p} portable={portable}: {diff}");
+                let epilogue =
+                    ConvEpilogue { image_bias: Some(&image_bias), residual: Some(&residual), output_scale: 1.5 };
+                let ours = conv2d_bias(&x, &weight, &bias, params, epilogue).unwrap();
+                let diff =
+                    (ours - &with_epilogue).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff < 1e-4, "{b} {ci} {co} {h} {w} {k} {s} {p} portable={portable} epilogue: {diff}");
+                if !portable {
+                    let xp = x.pad_with_zeros(2, p, p).unwrap().pad_with_zeros(3, p, p).unwrap();
+                    let ours = conv2d_bias_prepadded(&xp, &weight, &bias, params, epilogue).unwrap();
+                    let diff =
+                        (ours - &with_epilogue).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(diff < 1e-4, "{b} {ci} {co} {h} {w} {k} {s} {p} prepadded: {diff}");
+                }
+            }
         }
     }
 }

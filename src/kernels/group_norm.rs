@@ -2,6 +2,8 @@
 //! and one for normalise + affine (+ SiLU) per (image, group), groups spread over rayon's threads.
 //! candle's own group norm is about a dozen full passes over the tensor, plus one more for the SiLU.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -19,6 +21,8 @@ struct GroupNormOp {
     groups: usize,
     eps: f64,
     epilogue: Epilogue,
+    /// Zero border written around each [H, W] plane of the output (for a following convolution).
+    pad: usize,
 }
 
 /// `group_norm(x) · weight + bias`, then the epilogue. `x`: [B, C, …]; `weight`, `bias`: [C], float32.
@@ -31,11 +35,25 @@ pub fn group_norm_cpu(
     eps: f64,
     epilogue: Epilogue,
 ) -> Result<Option<Tensor>> {
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 || x.rank() < 3 {
+    group_norm_padded_cpu(x, weight, bias, groups, eps, epilogue, 0)
+}
+
+/// [`group_norm_cpu`] for `x`: [B, C, H, W], written with a zero border of `pad` around each plane:
+/// [B, C, H + 2·pad, W + 2·pad], the input a padded convolution reads, without a separate padding copy.
+pub fn group_norm_padded_cpu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    epilogue: Epilogue,
+    pad: usize,
+) -> Result<Option<Tensor>> {
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 || x.rank() < 3 || (pad > 0 && x.rank() != 4) {
         return Ok(None);
     }
     let x = x.contiguous()?;
-    Ok(Some(x.apply_op3_no_bwd(weight, bias, &GroupNormOp { groups, eps, epilogue })?))
+    Ok(Some(x.apply_op3_no_bwd(weight, bias, &GroupNormOp { groups, eps, epilogue, pad })?))
 }
 
 impl CustomOp3 for GroupNormOp {
@@ -63,12 +81,20 @@ impl CustomOp3 for GroupNormOp {
         if self.groups == 0 || channels % self.groups != 0 || w.len() != channels || b.len() != channels {
             candle_core::bail!("group-norm: {} groups, {} weights for {channels} channels", self.groups, w.len());
         }
+        // Rows of the output planes: [H, W] with a border of `pad`, or one flat row without padding.
+        let pad = self.pad;
+        let (rows, width) = if pad > 0 { (dims[2], dims[3]) } else { (1, spatial) };
+        let (out_rows, out_width) = (rows + 2 * pad, width + 2 * pad);
+        let out_plane = out_rows * out_width;
         let per_group = channels / self.groups;
-        let group_len = per_group * spatial;
-        let mut out = vec![0f32; x.len()];
+        let (group_len, out_group_len) = (per_group * spatial, per_group * out_plane);
+        let out_len = batch * channels * out_plane;
+        // Every element is written below; not zero-filling first saves a pass over memory.
+        let mut out = Vec::<f32>::with_capacity(out_len);
         let eps = self.eps;
-        let epilogue = self.epilogue;
-        out.par_chunks_mut(group_len).zip(x.par_chunks(group_len)).enumerate().for_each(|(i, (dst, src))| {
+        let silu = self.epilogue == Epilogue::Silu;
+        let chunks = out.spare_capacity_mut()[..out_len].par_chunks_mut(out_group_len).zip(x.par_chunks(group_len));
+        chunks.enumerate().for_each(|(i, (dst, src))| {
             let g = i % self.groups;
             // Two passes in f64: mean, then the mean squared deviation (what torch computes, stably).
             let n = src.len() as f64;
@@ -79,13 +105,32 @@ impl CustomOp3 for GroupNormOp {
                 let ch = g * per_group + c;
                 let scale = (w[ch] as f64 * rstd) as f32;
                 let shift = (b[ch] as f64 - mean * w[ch] as f64 * rstd) as f32;
-                let range = c * spatial..(c + 1) * spatial;
-                affine(&mut dst[range.clone()], &src[range], scale, shift, epilogue == Epilogue::Silu);
+                let plane = &mut dst[c * out_plane..(c + 1) * out_plane];
+                let src = &src[c * spatial..(c + 1) * spatial];
+                let (top, rest) = plane.split_at_mut(pad * out_width);
+                let (body, bottom) = rest.split_at_mut(rows * out_width);
+                zero(top);
+                zero(bottom);
+                for (out_row, row) in body.chunks_exact_mut(out_width).zip(src.chunks_exact(width)) {
+                    let (left, rest) = out_row.split_at_mut(pad);
+                    let (middle, right) = rest.split_at_mut(width);
+                    zero(left);
+                    zero(right);
+                    affine(middle, row, scale, shift, silu);
+                }
             }
         });
-        debug_assert_eq!(out.len(), batch * channels * spatial);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        // SAFETY: the chunks above cover all `out_len` elements, each written once (zero or `affine`).
+        unsafe { out.set_len(out_len) };
+        let shape = if pad > 0 { Shape::from((batch, channels, out_rows, out_width)) } else { l1.shape().clone() };
+        Ok((CpuStorage::F32(out), shape))
     }
+}
+
+fn zero(dst: &mut [MaybeUninit<f32>]) {
+    dst.iter_mut().for_each(|d| {
+        d.write(0.0);
+    });
 }
 
 multiversion! {
@@ -107,12 +152,16 @@ multiversion! {
 }
 
 multiversion! {
-    /// `dst = src · scale + shift`, then SiLU when `silu`.
-    fn affine(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, silu: bool) {
+    /// `dst = src · scale + shift`, then SiLU when `silu`; writes every element of `dst`.
+    fn affine(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32, silu: bool) {
         if silu {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = simd::silu(v * scale + shift));
+            dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                d.write(simd::silu(v * scale + shift));
+            });
         } else {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift);
+            dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                d.write(v * scale + shift);
+            });
         }
     }
 }
@@ -136,5 +185,21 @@ mod tests {
         let reference = candle_nn::ops::silu(&reference).unwrap();
         let diff = (&ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn padded_output_is_the_padded_norm() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (2, 6, 5, 7), &dev).unwrap();
+        let w = Tensor::randn(1f32, 0.2, 6, &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 6, &dev).unwrap();
+        let plain = group_norm_cpu(&x, &w, &b, 3, 1e-6, Epilogue::Silu).unwrap().unwrap();
+        for pad in [1, 2] {
+            let padded = group_norm_padded_cpu(&x, &w, &b, 3, 1e-6, Epilogue::Silu, pad).unwrap().unwrap();
+            let expected = plain.pad_with_zeros(2, pad, pad).unwrap().pad_with_zeros(3, pad, pad).unwrap();
+            assert_eq!(padded.dims(), expected.dims());
+            let diff = (padded - &expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(diff, 0.0);
+        }
     }
 }

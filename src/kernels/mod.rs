@@ -2,9 +2,12 @@
 //! versions re-pack weights on every call and copy element by element; these work on the layouts
 //! the UNet actually has. Other devices and dtypes fall back to candle's own ops.
 
+pub mod attention;
 pub mod conv2d;
+mod conv2d_avx512;
 pub mod group_norm;
 pub mod simd;
+pub mod upsample;
 
 use candle_core::{Layout, Result};
 

@@ -1,0 +1,384 @@
+//! Convolution as a GEMM with an AVX-512 micro-kernel: `out[co, px] = bias[co] + Σ_k W[co, k] ·
+//! cols[k, px]` (+ a residual, ÷ a factor), where `k` runs over (input channel, kernel row, kernel column)
+//! and `cols` is the implicit im2col matrix of the (zero-padded) input.
+//!
+//! Compared with im2col followed by a general GEMM, this
+//! - never builds the column matrix: each 32-column panel is read straight from the padded input into
+//!   the micro-kernel's layout, one L1-sized block of reduction steps at a time (16 consecutive output
+//!   pixels of one row are 16 consecutive input floats for a stride-1 convolution, a plain load; other
+//!   vectors use one AVX-512 gather);
+//! - packs the weights once, when the model is built, instead of on every call for every image;
+//! - initialises the output with the bias and adds a residual and the output scale in the micro-kernel's
+//!   store, so the output is written once and never zero-filled;
+//! - schedules (column block, output-channel range) tasks over the whole batch, splitting the output
+//!   channels too when a layer has few pixels (batch 1, 4×4 and 8×8 layers).
+//!
+//! The micro-kernel keeps a 12 × 32 tile of the output in 24 of the 32 zmm registers: per reduction step
+//! it loads 32 packed columns (2 vectors) and broadcasts 12 packed weights into 24 FMAs.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::conv2d::Conv2dParams;
+
+/// Output channels per micro-tile.
+const MR: usize = 12;
+/// Output pixels per micro-tile (two 16-lane vectors).
+const NR: usize = 32;
+/// Reduction steps per block: a 256 × 32 column panel (32 KiB) stays in L1.
+const KC: usize = 256;
+/// 16-pixel vectors per column task (8 panels, 256 output pixels).
+const VECTORS_PER_TASK: usize = 16;
+
+/// Everything one convolution call reads. Slices are contiguous NCHW / [C_out, C_in·k·k].
+pub(super) struct Problem<'a> {
+    pub x: &'a [f32],
+    pub weights: &'a PackedWeights,
+    /// [C_out], or [B, C_out] when `per_image_bias`.
+    pub bias: &'a [f32],
+    pub per_image_bias: bool,
+    /// Added to the output before the division by `output_scale` (same shape as the output).
+    pub residual: Option<&'a [f32]>,
+    pub output_scale: f32,
+    pub batch: usize,
+    /// Input height and width, without the padding.
+    pub h: usize,
+    pub w: usize,
+    /// `x` already carries its zero border of `params.padding`.
+    pub prepadded: bool,
+    pub params: Conv2dParams,
+}
+
+/// A convolution's weights as `[panel][k][MR]`: for each reduction step `k = (ci, ky, kx)`, the MR
+/// output channels of a panel side by side (the micro-kernel broadcasts them one by one). Rows past
+/// `c_out` are zero. Packed once, when the model is built.
+#[derive(Debug)]
+pub struct PackedWeights {
+    data: Vec<f32>,
+    pub(super) c_out: usize,
+    pub(super) c_in: usize,
+    pub(super) kernel: usize,
+}
+
+impl PackedWeights {
+    /// `weight`: [c_out, c_in, kernel, kernel], contiguous.
+    pub(super) fn new(weight: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Self {
+        let k = c_in * kernel * kernel;
+        let mut data = vec![0f32; c_out.div_ceil(MR) * k * MR];
+        for (panel, dst) in data.chunks_mut(k * MR).enumerate() {
+            for r in 0..MR.min(c_out - panel * MR) {
+                let row = &weight[(panel * MR + r) * k..(panel * MR + r + 1) * k];
+                for (kk, &v) in row.iter().enumerate() {
+                    dst[kk * MR + r] = v;
+                }
+            }
+        }
+        Self { data, c_out, c_in, kernel }
+    }
+}
+
+/// Whether the CPU can run this kernel.
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Output geometry and how the input is addressed.
+struct Geometry {
+    out_w: usize,
+    /// Output pixels per image.
+    pixels: usize,
+    /// Reduction length `C_in·k·k`.
+    k: usize,
+    /// Height and width of the zero-padded input.
+    padded_h: usize,
+    padded_w: usize,
+}
+
+impl Geometry {
+    fn new(p: &Problem) -> Self {
+        let Conv2dParams { kernel, stride, padding } = p.params;
+        let out_h = (p.h + 2 * padding - kernel) / stride + 1;
+        let out_w = (p.w + 2 * padding - kernel) / stride + 1;
+        let (padded_h, padded_w) = (p.h + 2 * padding, p.w + 2 * padding);
+        Self { out_w, pixels: out_h * out_w, k: p.weights.c_in * kernel * kernel, padded_h, padded_w }
+    }
+
+    /// Input elements per image.
+    fn image_len(&self, c_in: usize) -> usize {
+        c_in * self.padded_h * self.padded_w
+    }
+}
+
+/// Runs the convolution into `out` (`batch·c_out·out_h·out_w` floats, all written; the caller may pass
+/// uninitialised memory).
+///
+/// # Safety
+/// `available()` must be true, and `out` must point to `batch · c_out · out_h · out_w` writable floats.
+pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
+    let geo = Geometry::new(p);
+    let padding = p.params.padding;
+    let padded = (padding > 0 && !p.prepadded).then(|| pad(p.x, p.batch * p.weights.c_in, p.h, p.w, padding));
+    let input = padded.as_deref().unwrap_or(p.x);
+    let (kernel, c_in) = (p.params.kernel, p.weights.c_in);
+    // Offset of reduction step (ci, ky, kx) from the input element under output pixel (oy, ox).
+    let mut step_offsets = Vec::with_capacity(geo.k);
+    for ci in 0..c_in {
+        for ky in 0..kernel {
+            for kx in 0..kernel {
+                step_offsets.push((ci * geo.padded_h + ky) * geo.padded_w + kx);
+            }
+        }
+    }
+    // Vectors never straddle images (a partial last vector per image is masked).
+    let vectors_per_image = geo.pixels.div_ceil(16);
+    let vectors = p.batch * vectors_per_image;
+    let column_tasks = vectors.div_ceil(VECTORS_PER_TASK);
+    let weight_panels = p.weights.c_out.div_ceil(MR);
+    let threads = rayon::current_num_threads();
+    let channel_splits = if column_tasks >= 2 * threads { 1 } else { (2 * threads).div_ceil(column_tasks) };
+    let channel_splits = channel_splits.min(weight_panels);
+    let panels_per_split = weight_panels.div_ceil(channel_splits);
+    let tasks = column_tasks * channel_splits;
+    let out = SendPtr(out);
+    let vector = |v: usize| {
+        let (image, pixel) = (v / vectors_per_image, (v % vectors_per_image) * 16);
+        VectorPlan::new(p, &geo, input, image, pixel)
+    };
+    let task = |t: usize| {
+        let (column_task, split) = (t / channel_splits, t % channel_splits);
+        let first = column_task * VECTORS_PER_TASK;
+        let plans: Vec<VectorPlan> = (first..(first + VECTORS_PER_TASK).min(vectors)).map(vector).collect();
+        let panels = split * panels_per_split..((split + 1) * panels_per_split).min(weight_panels);
+        let job = Job { p, geo: &geo, step_offsets: &step_offsets, plans: &plans, weight_panels: panels };
+        COLUMNS.with(|buf| {
+            // SAFETY: AVX-512 per the caller; tasks write disjoint tiles of `out`.
+            unsafe { job.run(&mut buf.borrow_mut(), out.get()) }
+        });
+    };
+    if tasks > 1 && threads > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+thread_local! {
+    /// Each thread's packed column panels, reused across calls.
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint output tiles.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `planes` images of `h × w`, zero-padded by `padding` on every side.
+fn pad(x: &[f32], planes: usize, h: usize, w: usize, padding: usize) -> Vec<f32> {
+    let (ph, pw) = (h + 2 * padding, w + 2 * padding);
+    let mut padded = vec![0f32; planes * ph * pw];
+    padded.par_chunks_mut(ph * pw).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            dst[(y + padding) * pw + padding..][..w].copy_from_slice(row);
+        }
+    });
+    padded
+}
+
+/// One 16-pixel vector of output columns: where its inputs are, and where its outputs go.
+#[derive(Clone, Copy)]
+struct VectorPlan {
+    /// Input element under lane 0 at reduction step 0 (add the step offset).
+    input: *const f32,
+    /// Lane offsets from `input` when the lanes are not 16 consecutive floats (a gather).
+    gather: Option<[i32; 16]>,
+    target: VectorTarget,
+}
+
+impl VectorPlan {
+    fn new(p: &Problem, geo: &Geometry, input: &[f32], image: usize, pixel: usize) -> Self {
+        let lanes = (geo.pixels - pixel).min(16);
+        let stride = p.params.stride;
+        let input_offset = |px: usize| {
+            let (oy, ox) = (px / geo.out_w, px % geo.out_w);
+            image * geo.image_len(p.weights.c_in) + oy * stride * geo.padded_w + ox * stride
+        };
+        let base = input_offset(pixel);
+        let one_row = pixel % geo.out_w + 16 <= geo.out_w;
+        let gather = if lanes == 16 && stride == 1 && one_row {
+            None
+        } else {
+            // Masked lanes re-read lane 0. Offsets stay within one image: below 2³¹ for any image that
+            // fits the 16 GiB attention limit of the model.
+            Some(std::array::from_fn(|lane| if lane < lanes { (input_offset(pixel + lane) - base) as i32 } else { 0 }))
+        };
+        let mask = if lanes == 16 { u16::MAX } else { (1u16 << lanes) - 1 };
+        let c_out = p.weights.c_out;
+        let bias_offset = if p.per_image_bias { image * c_out } else { 0 };
+        let target = VectorTarget { offset: image * c_out * geo.pixels + pixel, mask, bias_offset };
+        Self { input: input[base..].as_ptr(), gather, target }
+    }
+
+    /// An empty slot (an odd vector count): reads like `other`, stores nothing.
+    fn empty_like(other: &Self) -> Self {
+        Self { target: VectorTarget { offset: 0, mask: 0, bias_offset: 0 }, ..*other }
+    }
+}
+
+/// Where one 16-lane vector of a tile goes: the output offset of its first lane for output channel 0
+/// (add `channel · pixels` for the others), and which lanes are real columns.
+#[derive(Clone, Copy)]
+struct VectorTarget {
+    offset: usize,
+    mask: u16,
+    /// Where this image's biases start (`image · C_out` for a per-image bias, else 0).
+    bias_offset: usize,
+}
+
+/// One task's share: some column vectors, some weight panels.
+struct Job<'a> {
+    p: &'a Problem<'a>,
+    geo: &'a Geometry,
+    step_offsets: &'a [usize],
+    plans: &'a [VectorPlan],
+    weight_panels: std::ops::Range<usize>,
+}
+
+impl Job<'_> {
+    /// For each block of reduction steps: gather the column panels, then run every weight panel over
+    /// them while they are in cache.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run(&self, buf: &mut Vec<f32>, out: *mut f32) {
+        let (p, k) = (self.p, self.geo.k);
+        let pairs: Vec<[VectorPlan; 2]> = self
+            .plans
+            .chunks(2)
+            .map(|pair| [pair[0], pair.get(1).copied().unwrap_or_else(|| VectorPlan::empty_like(&pair[0]))])
+            .collect();
+        if buf.len() < pairs.len() * KC * NR {
+            buf.resize(pairs.len() * KC * NR, 0.0);
+        }
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            let steps = &self.step_offsets[k0..k0 + kc];
+            for (i, pair) in pairs.iter().enumerate() {
+                for (v, plan) in pair.iter().enumerate() {
+                    gather_vector(plan, steps, buf[i * kc * NR + 16 * v..].as_mut_ptr());
+                }
+            }
+            let (first, last) = (k0 == 0, k0 + kc == k);
+            for (i, pair) in pairs.iter().enumerate() {
+                let b = buf[i * kc * NR..].as_ptr();
+                let targets = [pair[0].target, pair[1].target];
+                for panel in self.weight_panels.clone() {
+                    let row0 = panel * MR;
+                    let a = p.weights.data[(panel * k + k0) * MR..].as_ptr();
+                    let tile = Tile {
+                        rows: MR.min(p.weights.c_out - row0),
+                        row0,
+                        stride: self.geo.pixels,
+                        targets: &targets,
+                        bias: if first { Some(p.bias) } else { None },
+                        residual: if last { p.residual } else { None },
+                        output_scale: if last { p.output_scale } else { 1.0 },
+                    };
+                    microkernel(kc, a, b, &tile, out);
+                }
+            }
+            k0 += kc;
+        }
+    }
+}
+
+/// Writes lane values of `plan` for the given reduction steps into rows of a packed panel (`NR` floats
+/// apart), by plain loads when its lanes are consecutive floats, else by gathers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_vector(plan: &VectorPlan, steps: &[usize], dst: *mut f32) {
+    match plan.gather {
+        None => {
+            for (i, &offset) in steps.iter().enumerate() {
+                _mm512_storeu_ps(dst.add(i * NR), _mm512_loadu_ps(plan.input.add(offset)));
+            }
+        }
+        Some(lanes) => {
+            let lanes = _mm512_loadu_si512(lanes.as_ptr().cast());
+            for (i, &offset) in steps.iter().enumerate() {
+                _mm512_storeu_ps(dst.add(i * NR), _mm512_i32gather_ps::<4>(lanes, plan.input.add(offset)));
+            }
+        }
+    }
+}
+
+/// The store side of one micro-kernel call.
+struct Tile<'a> {
+    /// Real output channels in this tile (≤ MR).
+    rows: usize,
+    row0: usize,
+    /// Distance between consecutive output channels (pixels per image).
+    stride: usize,
+    targets: &'a [VectorTarget; 2],
+    /// First reduction block: start from the bias (indexed by a target's `bias_offset` + channel)
+    /// instead of the stored partial sum.
+    bias: Option<&'a [f32]>,
+    /// Last reduction block: add this, then divide by `output_scale`.
+    residual: Option<&'a [f32]>,
+    output_scale: f32,
+}
+
+/// `tile += A_panel · B_panel` over `kc` reduction steps of a packed `[kc][NR]` column panel (see
+/// [`Tile`] for the store).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: &Tile, out: *mut f32) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for step in 0..kc {
+        let b0 = _mm512_loadu_ps(b.add(step * NR));
+        let b1 = _mm512_loadu_ps(b.add(step * NR + 16));
+        let a = a.add(step * MR);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let w = _mm512_set1_ps(*a.add(r));
+            acc[0] = _mm512_fmadd_ps(w, b0, acc[0]);
+            acc[1] = _mm512_fmadd_ps(w, b1, acc[1]);
+        }
+    }
+    let scale = _mm512_set1_ps(tile.output_scale);
+    for (r, acc) in acc.iter().enumerate().take(tile.rows) {
+        let channel = tile.row0 + r;
+        for (v, target) in tile.targets.iter().enumerate() {
+            if target.mask == 0 {
+                continue;
+            }
+            let offset = target.offset + channel * tile.stride;
+            let dst = out.add(offset);
+            let mut value = match tile.bias {
+                Some(bias) => _mm512_add_ps(acc[v], _mm512_set1_ps(bias[target.bias_offset + channel])),
+                None => _mm512_add_ps(acc[v], _mm512_maskz_loadu_ps(target.mask, dst)),
+            };
+            if let Some(residual) = tile.residual {
+                value = _mm512_add_ps(_mm512_maskz_loadu_ps(target.mask, residual.as_ptr().add(offset)), value);
+            }
+            if tile.output_scale != 1.0 {
+                value = _mm512_div_ps(value, scale);
+            }
+            _mm512_mask_storeu_ps(dst, target.mask, value);
+        }
+    }
+}

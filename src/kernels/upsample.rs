@@ -1,0 +1,62 @@
+//! Nearest-neighbour ×2 upsampling on the CPU (float32), one pass with planes spread over rayon's
+//! threads (candle's `upsample_nearest2d` is a single-threaded index walk).
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::contiguous_slice;
+
+struct UpsampleNearest2x;
+
+/// `F.interpolate(x, scale_factor=2.0, mode="nearest")` for `x`: [B, C, H, W].
+pub fn upsample_nearest_2x(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        x.contiguous()?.apply_op1_no_bwd(&UpsampleNearest2x)
+    } else {
+        x.upsample_nearest2d(2 * h, 2 * w)
+    }
+}
+
+impl CustomOp1 for UpsampleNearest2x {
+    fn name(&self) -> &'static str {
+        "upsample-nearest-2x"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = storage else {
+            candle_core::bail!("upsample-nearest-2x: float32 tensor expected");
+        };
+        let x = contiguous_slice(x, layout, self.name())?;
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let mut out = vec![0f32; b * c * 4 * h * w];
+        if h * w > 0 {
+            out.par_chunks_mut(4 * h * w).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
+                for (row, pair) in src.chunks_exact(w).zip(dst.chunks_exact_mut(4 * w)) {
+                    let (top, bottom) = pair.split_at_mut(2 * w);
+                    for (d, &v) in top.chunks_exact_mut(2).zip(row) {
+                        d[0] = v;
+                        d[1] = v;
+                    }
+                    bottom.copy_from_slice(top);
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, c, 2 * h, 2 * w))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn matches_candle() {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 5, 7), &Device::Cpu).unwrap();
+        let ours = upsample_nearest_2x(&x).unwrap();
+        let reference = x.upsample_nearest2d(10, 14).unwrap();
+        let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0);
+    }
+}
