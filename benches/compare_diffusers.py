@@ -4,12 +4,14 @@ Needs, in one environment: this package (``maturin develop --release``), ``torch
 (``pip install torch diffusers``; they are needed only here, not by the tests), and for the CLI case a
 release build of the binary (``cargo build --release --features cli``).
 
-    python benches/compare_diffusers.py [--quick] [--json results.json] [--threads N]
+    python benches/compare_diffusers.py [--quick] [--json results.json] [--threads N] [--only forward ...]
 
 Each forward case builds a random diffusers UNet2DModel from ``benches/configs/<arch>.json``, saves it to a
 temporary folder and loads that folder into both implementations. Timed runs alternate between the two
 and report medians; memory and cold-start figures come from separate processes, so neither pays for the
-other's imports. Ratios are ours / diffusers: below 1 means we are faster (or smaller).
+other's imports. Ratios are ours / diffusers: below 1 means we are faster (or smaller). The machine's
+practical float32 peak (PyTorch's sgemm) is measured in the same run, and each forward's GFLOP/s is
+reported as a share of it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ CLI = ROOT / "target" / "release" / "unet2d"
 # Convolutions, linear layers and attention matmuls of one forward, from `candle_unet2d::stats::flops_per_sample`
 # (`cargo run --release --example time_forward -- benches/configs/<arch>.json`).
 GFLOP_PER_SAMPLE = {"ddpm-cifar10-32": 12.44, "ddpm-celebahq-256": 497.03}
+
+
+GROUPS = ["forward", "sampling", "process", "cli"]
 
 
 def make_model_dir(arch: str, out: Path) -> Path:
@@ -104,8 +109,14 @@ def sampling_case(batch: int, steps: int, repeats: int) -> dict:
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
 
     def run_ours():
-        pipe(batch_size=batch, num_inference_steps=steps, class_labels=labels,
-             generator=Generator().manual_seed(0), output_type="np", progress=False)
+        pipe(
+            batch_size=batch,
+            num_inference_steps=steps,
+            class_labels=labels,
+            generator=Generator().manual_seed(0),
+            output_type="np",
+            progress=False,
+        )
 
     unet = TorchUNet.from_pretrained(DIGITS, subfolder="unet").eval()
     sched = TorchDDIM.from_pretrained(DIGITS, subfolder="scheduler")
@@ -157,8 +168,12 @@ print(json.dumps({"load_ms": (t2 - t1) * 1e3, "cold_ms": (t3 - t0) * 1e3, "peak_
 
 def child(impl: str, folder: Path, batch: int, threads: int) -> dict:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, impl, str(folder), str(batch), str(threads)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, impl, str(folder), str(batch), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_ms"] = (time.perf_counter() - start) * 1e3
     return result
@@ -175,10 +190,17 @@ def process_cases(folder: Path, arch: str, threads: int, repeats: int) -> list[d
 
     return [
         case_row(f"{arch} from_pretrained", med("ours", "load_ms"), med("diffusers", "load_ms")),
-        case_row(f"{arch} cold process (start, import, load, 1 forward)",
-                 med("ours", "process_ms"), med("diffusers", "process_ms")),
-        {**case_row(f"{arch} peak RSS (MB, load + 1 forward)", med("ours", "peak_rss_mb"),
-                    med("diffusers", "peak_rss_mb")), "unit": "MB"},
+        case_row(
+            f"{arch} cold process (start, import, load, 1 forward)",
+            med("ours", "process_ms"),
+            med("diffusers", "process_ms"),
+        ),
+        {
+            **case_row(
+                f"{arch} peak RSS (MB, load + 1 forward)", med("ours", "peak_rss_mb"), med("diffusers", "peak_rss_mb")
+            ),
+            "unit": "MB",
+        },
     ]
 
 
@@ -210,18 +232,39 @@ def cli_case(threads: int, repeats: int) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         ours_cmd = [str(CLI), "sample", "--scheduler", "ddim", "--steps", "50", "--out", f"{tmp}/a.png"]
         theirs_cmd = [sys.executable, "-c", DIFFUSERS_CLI_EQUIVALENT, str(DIGITS), str(threads), f"{tmp}/b.png"]
-        ms_ours, ms_theirs = alternate(lambda: subprocess.run(ours_cmd, check=True, capture_output=True),
-                                       lambda: subprocess.run(theirs_cmd, check=True, capture_output=True), repeats)
+        ms_ours, ms_theirs = alternate(
+            lambda: subprocess.run(ours_cmd, check=True, capture_output=True),
+            lambda: subprocess.run(theirs_cmd, check=True, capture_output=True),
+            repeats,
+        )
     return case_row("CLI: digits16 DDIM 50 steps to PNG, end to end", ms_ours, ms_theirs)
+
+
+def sgemm_peak(threads: int) -> float:
+    """PyTorch's float32 matmul throughput (GFLOP/s, best of 5 at 2048³): the machine's practical peak."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = min(timed(lambda: a @ b, 5))
+    return 2 * 2048**3 / (best / 1e3) / 1e9
 
 
 def machine(threads: int) -> dict:
     import diffusers
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "diffusers": diffusers.__version__, "torch_threads": threads,
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "torch_threads": threads,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def main() -> None:
@@ -229,6 +272,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, default=GROUPS, help="run only these groups of cases")
     args = parser.parse_args()
     try:
         import diffusers  # noqa: F401
@@ -237,29 +281,38 @@ def main() -> None:
         sys.exit("this benchmark needs torch and diffusers: pip install torch diffusers")
     torch.set_num_threads(args.threads)
     reps = 2 if args.quick else 10
+    peak = sgemm_peak(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cifar = make_model_dir("ddpm-cifar10-32", Path(tmp))
-        rows.append(forward_case("cifar10-32 forward, batch 1", cifar, 1, reps * 3))
-        rows.append(forward_case("cifar10-32 forward, batch 8", cifar, 8, reps))
-        celeba = make_model_dir("ddpm-celebahq-256", Path(tmp))
-        rows.append(forward_case("celebahq-256 forward, batch 1", celeba, 1, max(2, reps // 2)))
-        rows.append(sampling_case(64, 50, max(2, reps // 3)))
-        rows += process_cases(cifar, "cifar10-32", args.threads, max(2, reps // 3))
-        cli = cli_case(args.threads, max(2, reps // 3))
+        if "forward" in args.only:
+            rows.append(forward_case("cifar10-32 forward, batch 1", cifar, 1, reps * 3))
+            rows.append(forward_case("cifar10-32 forward, batch 8", cifar, 8, reps))
+            celeba = make_model_dir("ddpm-celebahq-256", Path(tmp))
+            rows.append(forward_case("celebahq-256 forward, batch 1", celeba, 1, max(2, reps // 2)))
+        if "sampling" in args.only:
+            rows.append(sampling_case(64, 50, max(2, reps // 3)))
+        if "process" in args.only:
+            rows += process_cases(cifar, "cifar10-32", args.threads, max(2, reps // 3))
+        cli = cli_case(args.threads, max(2, reps // 3)) if "cli" in args.only else None
         if cli:
             rows.append(cli)
+    print(f"\nsgemm peak (PyTorch, 2048³, {args.threads} threads, this run): {peak:.0f} GFLOP/s")
     print(f"\n{'case':62} {'ours':>10} {'diffusers':>10} {'ratio':>7}  notes")
     for r in rows:
         unit = r.get("unit", "ms")
         notes = []
         if "gflop" in r:
-            notes.append(f"{r['gflop'] / r['ours_ms'] * 1e3:.0f} vs {r['gflop'] / r['diffusers_ms'] * 1e3:.0f} GFLOP/s")
+            ours, theirs = r["gflop"] / r["ours_ms"] * 1e3, r["gflop"] / r["diffusers_ms"] * 1e3
+            r["ours_gflops"], r["diffusers_gflops"] = ours, theirs
+            notes.append(f"{ours:.0f} vs {theirs:.0f} GFLOP/s ({ours / peak:.0%} vs {theirs / peak:.0%} of peak)")
         if "max_abs_diff" in r:
             notes.append(f"max|Δ| {r['max_abs_diff']:.1e}")
-        print(f"{r['name']:62} {r['ours_ms']:>8.1f}{unit:>2} {r['diffusers_ms']:>8.1f}{unit:>2} {r['ratio']:>7.2f}  "
-              + ", ".join(notes))
-    result = {"cases": rows, "machine": machine(args.threads)}
+        print(
+            f"{r['name']:62} {r['ours_ms']:>8.1f}{unit:>2} {r['diffusers_ms']:>8.1f}{unit:>2} {r['ratio']:>7.2f}  "
+            + ", ".join(notes)
+        )
+    result = {"cases": rows, "machine": {**machine(args.threads), "sgemm_peak_gflops": peak}}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
         print(f"\nwrote {args.json}")

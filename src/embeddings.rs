@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
 use crate::config::Activation;
-use crate::layers::linear;
+use crate::layers::{linear, linear_forward};
 
 /// Turns a `[B]` vector of timesteps into `[B, dim]` features (diffusers' `time_proj`).
 #[derive(Debug, Clone)]
@@ -94,8 +94,8 @@ impl TimestepEmbedding {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = Activation::Silu.apply(&self.linear_1.forward(x)?)?;
-        self.linear_2.forward(&x)
+        let x = Activation::Silu.apply(&linear_forward(&self.linear_1, x)?)?;
+        linear_forward(&self.linear_2, &x)
     }
 }
 

@@ -7,6 +7,7 @@ use candle_nn::{Linear, VarBuilder};
 use crate::config::Activation;
 use crate::kernels::conv2d::{conv2d_bias, conv2d_bias_prepadded, Conv2dParams, Conv2dWeight, ConvEpilogue};
 use crate::kernels::group_norm::{group_norm_cpu, group_norm_padded_cpu, Epilogue};
+use crate::kernels::linear::linear_cpu;
 use crate::profile;
 
 impl Activation {
@@ -82,6 +83,16 @@ pub fn linear(cin: usize, cout: usize, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get((cout, cin), "weight")?;
     let bias = vb.get(cout, "bias")?;
     Ok(Linear::new(weight, Some(bias)))
+}
+
+/// `linear.forward(x)`, through the single-threaded small-product kernel for 2-D float32 CPU inputs.
+pub fn linear_forward(linear: &Linear, x: &Tensor) -> Result<Tensor> {
+    if let Some(bias) = linear.bias() {
+        if let Some(y) = linear_cpu(x, linear.weight(), bias)? {
+            return Ok(y);
+        }
+    }
+    linear.forward(x)
 }
 
 /// Group normalisation computed in float32 whatever the model dtype (diffusers' half-precision

@@ -8,7 +8,7 @@ use crate::config::{Activation, TimeScaleShift};
 use crate::fir;
 use crate::kernels::conv2d::ConvEpilogue;
 use crate::kernels::upsample::upsample_nearest_2x;
-use crate::layers::{conv2d, linear, Conv2d, GroupNorm};
+use crate::layers::{conv2d, linear, linear_forward, Conv2d, GroupNorm};
 use crate::profile;
 
 /// Resampling done inside a resnet, to both the residual and the main path.
@@ -91,7 +91,7 @@ impl ResnetBlock2D {
 
     pub fn forward(&self, input: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let act = self.opts.act;
-        let temb = profile::time("time_embedding", || self.time_emb_proj.forward(&act.apply(temb)?))?;
+        let temb = profile::time("time_embedding", || linear_forward(&self.time_emb_proj, &act.apply(temb)?))?;
         // Default time conditioning: conv1(h) + temb[:, :, None, None], the add fused into the conv.
         let conv1_epilogue = match self.opts.time_scale_shift {
             TimeScaleShift::Default => ConvEpilogue { image_bias: Some(&temb), ..ConvEpilogue::default() },

@@ -418,6 +418,7 @@ mod tests {
             (1, 7, 12, 33, 17, 3, 1, 1),
             (1, 5, 7, 3, 16, 3, 1, 1),
             (3, 20, 30, 32, 32, 3, 1, 1),
+            (1, 130, 30, 16, 16, 3, 1, 1),
         ] {
             let x = Tensor::randn(0f32, 1.0, (b, ci, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();

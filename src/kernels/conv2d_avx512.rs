@@ -30,8 +30,10 @@ const MR: usize = 12;
 const NR: usize = 32;
 /// Reduction steps per block: a 256 × 32 column panel (32 KiB) stays in L1.
 const KC: usize = 256;
-/// 16-pixel vectors per column task (8 panels, 256 output pixels).
-const VECTORS_PER_TASK: usize = 16;
+/// Column panels (pairs of 16-pixel vectors) per column task: 256 output pixels.
+const PAIRS_PER_TASK: usize = 8;
+/// Largest pre-gathered column matrix (floats) shared between tasks: 1 MiB, half an L2.
+const SHARED_COLUMNS_MAX: usize = 1 << 18;
 
 /// Everything one convolution call reads. Slices are contiguous NCHW / [C_out, C_in·k·k].
 pub(super) struct Problem<'a> {
@@ -142,34 +144,71 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
     // Vectors never straddle images (a partial last vector per image is masked).
     let vectors_per_image = geo.pixels.div_ceil(16);
     let vectors = p.batch * vectors_per_image;
-    let column_tasks = vectors.div_ceil(VECTORS_PER_TASK);
+    let pairs: Vec<[VectorPlan; 2]> = (0..vectors.div_ceil(2))
+        .map(|pair| {
+            let plan = |v: usize| VectorPlan::new(p, &geo, input, v / vectors_per_image, (v % vectors_per_image) * 16);
+            let first = plan(2 * pair);
+            // An odd vector count: the second slot re-reads the first and stores nothing.
+            [first, if 2 * pair + 1 < vectors { plan(2 * pair + 1) } else { VectorPlan::empty_like(&first) }]
+        })
+        .collect();
+    let column_tasks = pairs.len().div_ceil(PAIRS_PER_TASK);
     let weight_panels = p.weights.c_out.div_ceil(MR);
     let threads = rayon::current_num_threads();
-    let channel_splits = if column_tasks >= 2 * threads { 1 } else { (2 * threads).div_ceil(column_tasks) };
-    let channel_splits = channel_splits.min(weight_panels);
-    let panels_per_split = weight_panels.div_ceil(channel_splits);
-    let tasks = column_tasks * channel_splits;
     let out = SendPtr(out);
-    let vector = |v: usize| {
-        let (image, pixel) = (v / vectors_per_image, (v % vectors_per_image) * 16);
-        VectorPlan::new(p, &geo, input, image, pixel)
-    };
-    let task = |t: usize| {
-        let (column_task, split) = (t / channel_splits, t % channel_splits);
-        let first = column_task * VECTORS_PER_TASK;
-        let plans: Vec<VectorPlan> = (first..(first + VECTORS_PER_TASK).min(vectors)).map(vector).collect();
-        let panels = split * panels_per_split..((split + 1) * panels_per_split).min(weight_panels);
-        let job = Job { p, geo: &geo, step_offsets: &step_offsets, plans: &plans, weight_panels: panels };
-        COLUMNS.with(|buf| {
-            // SAFETY: AVX-512 per the caller; tasks write disjoint tiles of `out`.
-            unsafe { job.run(&mut buf.borrow_mut(), out.get()) }
-        });
-    };
-    if tasks > 1 && threads > 1 {
-        (0..tasks).into_par_iter().for_each(task);
+    let panel_len = geo.k * NR;
+    if column_tasks >= 2 * threads || threads == 1 || pairs.len() * panel_len > SHARED_COLUMNS_MAX {
+        // Enough columns: tasks over column blocks, each gathering its own panels block by block from
+        // the (cache-resident) input. Too few for the threads: split the output channels as well, each
+        // split re-gathering the same columns, which costs less than streaming a big shared copy.
+        let splits = if column_tasks >= 2 * threads { 1 } else { (2 * threads).div_ceil(column_tasks) };
+        let splits = splits.min(weight_panels);
+        let per_split = weight_panels.div_ceil(splits);
+        let task = |t: usize| {
+            let (column_task, split) = (t / splits, t % splits);
+            let pairs = &pairs[column_task * PAIRS_PER_TASK..((column_task + 1) * PAIRS_PER_TASK).min(pairs.len())];
+            let panels = split * per_split..((split + 1) * per_split).min(weight_panels);
+            COLUMNS.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                let columns = Columns::PerBlock(&mut buf);
+                let (geo, step_offsets) = (&geo, &step_offsets[..]);
+                let job = Job { p, geo, step_offsets, pairs, columns, weight_panels: panels };
+                // SAFETY: AVX-512 per the caller; tasks write disjoint tiles of `out`.
+                unsafe { job.run(out.get()) }
+            });
+        };
+        (0..column_tasks * splits).into_par_iter().for_each(task);
     } else {
-        (0..tasks).for_each(task);
+        // Few columns (4×4 and 8×8 layers at batch 1): gather every panel once, over the whole
+        // reduction, into a shared buffer that stays in L2; then split the output channels between tasks.
+        let mut shared = Vec::<f32>::with_capacity(pairs.len() * panel_len);
+        let dst = SendPtr(shared.as_mut_ptr());
+        pairs.par_iter().enumerate().for_each(|(i, pair)| {
+            for (v, plan) in pair.iter().enumerate() {
+                // SAFETY: AVX-512 per the caller; each pair fills its own `k × NR` panel, both halves.
+                unsafe { gather_vector(plan, &step_offsets, dst.get().add(i * panel_len + 16 * v)) };
+            }
+        });
+        // SAFETY: every pair's panel was fully written above.
+        unsafe { shared.set_len(pairs.len() * panel_len) };
+        let splits = (4 * threads).min(weight_panels);
+        let per_split = weight_panels.div_ceil(splits);
+        (0..splits).into_par_iter().for_each(|split| {
+            let panels = split * per_split..((split + 1) * per_split).min(weight_panels);
+            let (geo, step_offsets, columns) = (&geo, &step_offsets[..], Columns::Shared(&shared));
+            let job = Job { p, geo, step_offsets, pairs: &pairs, columns, weight_panels: panels };
+            // SAFETY: as above.
+            unsafe { job.run(out.get()) }
+        });
     }
+}
+
+/// Where a job's packed column panels come from.
+enum Columns<'a> {
+    /// Gathered one block of reduction steps at a time into this per-thread buffer.
+    PerBlock(&'a mut Vec<f32>),
+    /// Gathered beforehand over the whole reduction: pair `i`'s panel is `[i·k·NR ..][.. k·NR]`.
+    Shared(&'a [f32]),
 }
 
 thread_local! {
@@ -209,6 +248,10 @@ struct VectorPlan {
     gather: Option<[i32; 16]>,
     target: VectorTarget,
 }
+
+// SAFETY: `input` points into the convolution's input, which is only read while the plans live.
+unsafe impl Send for VectorPlan {}
+unsafe impl Sync for VectorPlan {}
 
 impl VectorPlan {
     fn new(p: &Problem, geo: &Geometry, input: &[f32], image: usize, pixel: usize) -> Self {
@@ -255,7 +298,8 @@ struct Job<'a> {
     p: &'a Problem<'a>,
     geo: &'a Geometry,
     step_offsets: &'a [usize],
-    plans: &'a [VectorPlan],
+    pairs: &'a [[VectorPlan; 2]],
+    columns: Columns<'a>,
     weight_panels: std::ops::Range<usize>,
 }
 
@@ -264,28 +308,30 @@ impl Job<'_> {
     /// them while they are in cache.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run(&self, buf: &mut Vec<f32>, out: *mut f32) {
-        let (p, k) = (self.p, self.geo.k);
-        let pairs: Vec<[VectorPlan; 2]> = self
-            .plans
-            .chunks(2)
-            .map(|pair| [pair[0], pair.get(1).copied().unwrap_or_else(|| VectorPlan::empty_like(&pair[0]))])
-            .collect();
-        if buf.len() < pairs.len() * KC * NR {
-            buf.resize(pairs.len() * KC * NR, 0.0);
+    unsafe fn run(mut self, out: *mut f32) {
+        let (p, k, pairs) = (self.p, self.geo.k, self.pairs);
+        if let Columns::PerBlock(buf) = &mut self.columns {
+            if buf.len() < pairs.len() * KC * NR {
+                buf.resize(pairs.len() * KC * NR, 0.0);
+            }
         }
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
-            let steps = &self.step_offsets[k0..k0 + kc];
-            for (i, pair) in pairs.iter().enumerate() {
-                for (v, plan) in pair.iter().enumerate() {
-                    gather_vector(plan, steps, buf[i * kc * NR + 16 * v..].as_mut_ptr());
+            if let Columns::PerBlock(buf) = &mut self.columns {
+                let steps = &self.step_offsets[k0..k0 + kc];
+                for (i, pair) in pairs.iter().enumerate() {
+                    for (v, plan) in pair.iter().enumerate() {
+                        gather_vector(plan, steps, buf[i * kc * NR + 16 * v..].as_mut_ptr());
+                    }
                 }
             }
             let (first, last) = (k0 == 0, k0 + kc == k);
             for (i, pair) in pairs.iter().enumerate() {
-                let b = buf[i * kc * NR..].as_ptr();
+                let b = match &self.columns {
+                    Columns::PerBlock(buf) => buf[i * kc * NR..].as_ptr(),
+                    Columns::Shared(shared) => shared[(i * k + k0) * NR..].as_ptr(),
+                };
                 let targets = [pair[0].target, pair[1].target];
                 for panel in self.weight_panels.clone() {
                     let row0 = panel * MR;

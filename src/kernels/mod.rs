@@ -6,6 +6,7 @@ pub mod attention;
 pub mod conv2d;
 mod conv2d_avx512;
 pub mod group_norm;
+pub mod linear;
 pub mod simd;
 pub mod upsample;
 
