@@ -8,6 +8,9 @@ see ``shared/reference/make_fixtures.py``): a model folder as diffusers wrote it
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,3 +105,43 @@ def scheduler_case_dirs() -> list[Path]:
 def pipeline_cases() -> list[Path]:
     """Every ``tests/fixtures/pipeline/<case>.json`` (with its ``<case>.safetensors``), sorted."""
     return sorted(PIPELINE_FIXTURES.glob("*.json"))
+
+
+def assert_gil_released(work: Callable[[int], object], min_seconds: float = 0.05) -> None:
+    """Checks that `work` lets other Python threads run while it computes.
+
+    A thread that wakes every millisecond cannot run while the GIL is held: if `work` kept it, that
+    thread would pause for the whole call; released, its longest pause stays far shorter. `work(scale)`
+    runs a workload growing with `scale`, doubled until one call lasts `min_seconds` (fast machines).
+    """
+    scale = 1
+    while True:
+        duration, longest_pause = _longest_pause_during(lambda s=scale: work(s))
+        if duration >= min_seconds or scale >= 1024:
+            break
+        scale *= 2
+    assert duration >= min_seconds, f"work({scale}) still took only {duration * 1e3:.1f} ms"
+    assert longest_pause < 0.5 * duration, f"the other thread paused {longest_pause:.3f}s of {duration:.3f}s"
+
+
+def _longest_pause_during(call: Callable[[], object]) -> tuple[float, float]:
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=tick)
+    thread.start()
+    try:
+        time.sleep(0.02)
+        start = time.perf_counter()
+        call()
+        end = time.perf_counter()
+    finally:
+        stop.set()
+        thread.join()
+    inside = [t for t in ticks if start <= t <= end]
+    return end - start, float(np.diff([start, *inside, end]).max())
