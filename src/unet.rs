@@ -8,6 +8,7 @@ use crate::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
 use crate::config::{ClassEmbeddingKind, DownBlockKind, ModelSpec, TimeEmbeddingKind, UNet2DConfig, UpBlockKind};
 use crate::embeddings::{ClassEmbedding, TimeProjection, TimestepEmbedding};
 use crate::error::{Error, Result};
+use crate::kernels::conv2d::ConvEpilogue;
 use crate::layers::{conv2d, Conv2d, GroupNorm};
 use crate::profile;
 
@@ -258,11 +259,10 @@ impl UNet2DModel {
         }
 
         // 6. post-process
-        let hidden = self.conv_norm_out.forward_then(&hidden, Some(crate::config::Activation::Silu))?;
-        let mut out = self.conv_out.forward(&hidden)?;
-        if let Some(skip) = skip_sample {
-            out = (out + skip)?;
-        }
+        // conv_out(silu(conv_norm_out(hidden))) (+ the skip image), norm and add fused into the conv.
+        let epilogue = ConvEpilogue { residual: skip_sample.as_ref(), ..ConvEpilogue::default() };
+        let act = crate::config::Activation::Silu;
+        let mut out = self.conv_out.forward_normed(&hidden, &self.conv_norm_out, act, epilogue)?;
         if self.spec.time_embedding == TimeEmbeddingKind::Fourier {
             let (b, _, _, _) = out.dims4()?;
             let sigmas = timesteps.to_dtype(self.dtype)?.reshape((b, 1, 1, 1))?;

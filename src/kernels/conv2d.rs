@@ -60,8 +60,13 @@ impl Conv2dWeight {
         if kh != kw {
             candle_core::bail!("conv2d: square kernels expected, got {kh}×{kw}");
         }
-        let data = weight.flatten_all()?.to_vec1::<f32>()?;
-        Ok(Self::Packed(Arc::new(PackedWeights::new(&data, c_out, c_in, kh))))
+        let weight = weight.contiguous()?;
+        let (storage, layout) = weight.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+            candle_core::bail!("conv2d: float32 CPU weights expected");
+        };
+        let data = contiguous_slice(data, layout, "conv2d weight")?;
+        Ok(Self::Packed(Arc::new(PackedWeights::new(data, c_out, c_in, kh))))
     }
 }
 

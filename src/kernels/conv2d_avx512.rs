@@ -16,6 +16,9 @@
 //! The micro-kernel keeps a 12 × 32 tile of the output in 24 of the 32 zmm registers: per reduction step
 //! it loads 32 packed columns (2 vectors) and broadcasts 12 packed weights into 24 FMAs.
 
+// Only x86-64 runs the kernel; elsewhere the module compiles to a never-taken path.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -70,14 +73,16 @@ impl PackedWeights {
     pub(super) fn new(weight: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Self {
         let k = c_in * kernel * kernel;
         let mut data = vec![0f32; c_out.div_ceil(MR) * k * MR];
-        for (panel, dst) in data.chunks_mut(k * MR).enumerate() {
-            for r in 0..MR.min(c_out - panel * MR) {
-                let row = &weight[(panel * MR + r) * k..(panel * MR + r + 1) * k];
-                for (kk, &v) in row.iter().enumerate() {
-                    dst[kk * MR + r] = v;
+        // Panels in parallel; within one, write sequentially while reading the MR rows side by side.
+        data.par_chunks_mut(k * MR).enumerate().for_each(|(panel, dst)| {
+            let rows: Vec<&[f32]> =
+                (panel * MR..((panel + 1) * MR).min(c_out)).map(|row| &weight[row * k..(row + 1) * k]).collect();
+            for (kk, step) in dst.chunks_exact_mut(MR).enumerate() {
+                for (d, row) in step.iter_mut().zip(&rows) {
+                    *d = row[kk];
                 }
             }
-        }
+        });
         Self { data, c_out, c_in, kernel }
     }
 }
@@ -351,6 +356,19 @@ impl Job<'_> {
             k0 += kc;
         }
     }
+}
+
+// Elsewhere `available()` is false, so no weights are packed and these are never reached.
+#[cfg(not(target_arch = "x86_64"))]
+impl Job<'_> {
+    unsafe fn run(self, _out: *mut f32) {
+        unreachable!("packed convolution weights exist only on x86-64 CPUs with AVX-512")
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn gather_vector(_plan: &VectorPlan, _steps: &[usize], _dst: *mut f32) {
+    unreachable!("packed convolution weights exist only on x86-64 CPUs with AVX-512")
 }
 
 /// Writes lane values of `plan` for the given reduction steps into rows of a packed panel (`NR` floats
