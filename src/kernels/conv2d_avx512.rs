@@ -249,9 +249,20 @@ fn pad(x: &[f32], planes: usize, h: usize, w: usize, padding: usize) -> Vec<f32>
 struct VectorPlan {
     /// Input element under lane 0 at reduction step 0 (add the step offset).
     input: *const f32,
-    /// Lane offsets from `input` when the lanes are not 16 consecutive floats (a gather).
-    gather: Option<[i32; 16]>,
+    lanes: Lanes,
     target: VectorTarget,
+}
+
+/// How a vector's 16 lanes lie in the input, cheapest read first.
+#[derive(Clone, Copy)]
+enum Lanes {
+    /// 16 consecutive floats: one load.
+    Contiguous,
+    /// `16 / width` output rows of `width` (8 or 4) pixels, stride 1: one short load per row, the
+    /// rows `row_stride` floats apart.
+    Rows { width: usize, row_stride: usize },
+    /// Anything else (strides, odd widths, partial vectors): one gather at these offsets.
+    Gather([i32; 16]),
 }
 
 // SAFETY: `input` points into the convolution's input, which is only read while the plans live.
@@ -260,7 +271,7 @@ unsafe impl Sync for VectorPlan {}
 
 impl VectorPlan {
     fn new(p: &Problem, geo: &Geometry, input: &[f32], image: usize, pixel: usize) -> Self {
-        let lanes = (geo.pixels - pixel).min(16);
+        let valid = (geo.pixels - pixel).min(16);
         let stride = p.params.stride;
         let input_offset = |px: usize| {
             let (oy, ox) = (px / geo.out_w, px % geo.out_w);
@@ -268,18 +279,27 @@ impl VectorPlan {
         };
         let base = input_offset(pixel);
         let one_row = pixel % geo.out_w + 16 <= geo.out_w;
-        let gather = if lanes == 16 && stride == 1 && one_row {
-            None
+        let whole_rows = pixel % geo.out_w == 0 && matches!(geo.out_w, 4 | 8);
+        let lanes = if valid == 16 && stride == 1 && one_row {
+            Lanes::Contiguous
+        } else if valid == 16 && stride == 1 && whole_rows {
+            Lanes::Rows { width: geo.out_w, row_stride: geo.padded_w }
         } else {
             // Masked lanes re-read lane 0. Offsets stay within one image: below 2³¹ for any image that
             // fits the 16 GiB attention limit of the model.
-            Some(std::array::from_fn(|lane| if lane < lanes { (input_offset(pixel + lane) - base) as i32 } else { 0 }))
+            Lanes::Gather(std::array::from_fn(|lane| {
+                if lane < valid {
+                    (input_offset(pixel + lane) - base) as i32
+                } else {
+                    0
+                }
+            }))
         };
-        let mask = if lanes == 16 { u16::MAX } else { (1u16 << lanes) - 1 };
+        let mask = if valid == 16 { u16::MAX } else { (1u16 << valid) - 1 };
         let c_out = p.weights.c_out;
         let bias_offset = if p.per_image_bias { image * c_out } else { 0 };
         let target = VectorTarget { offset: image * c_out * geo.pixels + pixel, mask, bias_offset };
-        Self { input: input[base..].as_ptr(), gather, target }
+        Self { input: input[base..].as_ptr(), lanes, target }
     }
 
     /// An empty slot (an odd vector count): reads like `other`, stores nothing.
@@ -372,17 +392,38 @@ unsafe fn gather_vector(_plan: &VectorPlan, _steps: &[usize], _dst: *mut f32) {
 }
 
 /// Writes lane values of `plan` for the given reduction steps into rows of a packed panel (`NR` floats
-/// apart), by plain loads when its lanes are consecutive floats, else by gathers.
+/// apart): plain loads where its lanes are consecutive floats, a few short loads for whole short rows,
+/// else gathers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn gather_vector(plan: &VectorPlan, steps: &[usize], dst: *mut f32) {
-    match plan.gather {
-        None => {
+    match plan.lanes {
+        Lanes::Contiguous => {
             for (i, &offset) in steps.iter().enumerate() {
                 _mm512_storeu_ps(dst.add(i * NR), _mm512_loadu_ps(plan.input.add(offset)));
             }
         }
-        Some(lanes) => {
+        Lanes::Rows { width: 8, row_stride } => {
+            for (i, &offset) in steps.iter().enumerate() {
+                let src = plan.input.add(offset);
+                let low = _mm256_castps_pd(_mm256_loadu_ps(src));
+                let high = _mm256_castps_pd(_mm256_loadu_ps(src.add(row_stride)));
+                let v = _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(low), high);
+                _mm512_storeu_ps(dst.add(i * NR), _mm512_castpd_ps(v));
+            }
+        }
+        Lanes::Rows { width: _, row_stride } => {
+            // Four rows of four.
+            for (i, &offset) in steps.iter().enumerate() {
+                let src = plan.input.add(offset);
+                let v = _mm512_castps128_ps512(_mm_loadu_ps(src));
+                let v = _mm512_insertf32x4::<1>(v, _mm_loadu_ps(src.add(row_stride)));
+                let v = _mm512_insertf32x4::<2>(v, _mm_loadu_ps(src.add(2 * row_stride)));
+                let v = _mm512_insertf32x4::<3>(v, _mm_loadu_ps(src.add(3 * row_stride)));
+                _mm512_storeu_ps(dst.add(i * NR), v);
+            }
+        }
+        Lanes::Gather(lanes) => {
             let lanes = _mm512_loadu_si512(lanes.as_ptr().cast());
             for (i, &offset) in steps.iter().enumerate() {
                 _mm512_storeu_ps(dst.add(i * NR), _mm512_i32gather_ps::<4>(lanes, plan.input.add(offset)));
