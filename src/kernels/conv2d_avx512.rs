@@ -279,7 +279,7 @@ impl VectorPlan {
         };
         let base = input_offset(pixel);
         let one_row = pixel % geo.out_w + 16 <= geo.out_w;
-        let whole_rows = pixel % geo.out_w == 0 && matches!(geo.out_w, 4 | 8);
+        let whole_rows = pixel.is_multiple_of(geo.out_w) && matches!(geo.out_w, 4 | 8);
         let lanes = if valid == 16 && stride == 1 && one_row {
             Lanes::Contiguous
         } else if valid == 16 && stride == 1 && whole_rows {
