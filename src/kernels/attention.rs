@@ -19,8 +19,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::contiguous_slice;
 use super::simd::{self, multiversion};
+use super::{f32_inputs, SendPtr};
 use crate::profile;
 
 /// Most query rows per attention task: enough for gemm to run at speed.
@@ -116,11 +116,7 @@ impl CustomOp2 for AttentionOp<'_> {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(r)) = (s1, s2) else {
-            candle_core::bail!("attention: float32 tensors expected");
-        };
-        let op = self.name();
-        let (x, residual) = (contiguous_slice(x, l1, op)?, contiguous_slice(r, l2, op)?);
+        let [x, residual] = f32_inputs([(s1, l1), (s2, l2)], self.name())?;
         let (batch, channels, h, w) = l1.shape().dims4()?;
         if l2.dims() != l1.dims() || channels != self.weights.channels {
             candle_core::bail!(
@@ -431,17 +427,6 @@ impl Uninit {
         // SAFETY: the capacity is at least `len`, and the caller wrote them all.
         unsafe { self.buf.set_len(self.len) };
         self.buf
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint regions of the buffer (see `project` and `attend`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::contiguous_slice;
 use super::conv2d_avx512::{self, PackedWeights};
+use super::{contiguous_slice, f32_inputs, SendPtr};
 
 /// Output pixels per gemm tile: large enough for gemm to run at speed, small enough for the column
 /// buffer (`C_in·k·k × TILE` floats) to stay in cache for small channel counts.
@@ -158,11 +158,7 @@ impl CustomOp2 for PackedConv {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(b)) = (s1, s2) else {
-            candle_core::bail!("conv2d-packed: float32 tensors expected");
-        };
-        let op = self.name();
-        let (x, bias) = (contiguous_slice(x, l1, op)?, contiguous_slice(b, l2, op)?);
+        let [x, bias] = f32_inputs([(s1, l1), (s2, l2)], self.name())?;
         let (batch, c_in, h, w) = l1.shape().dims4()?;
         let weights = &*self.weights;
         let Conv2dParams { kernel, stride, padding } = self.params;
@@ -245,11 +241,7 @@ impl CustomOp3 for PortableConv {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (s1, s2, s3) else {
-            candle_core::bail!("conv2d-bias: float32 tensors expected");
-        };
-        let op = self.name();
-        let (x, w, b) = (contiguous_slice(x, l1, op)?, contiguous_slice(w, l2, op)?, contiguous_slice(b, l3, op)?);
+        let [x, w, b] = f32_inputs([(s1, l1), (s2, l2), (s3, l3)], self.name())?;
         let (batch, c_in, h, wd) = l1.shape().dims4()?;
         let (c_out, c_in_w, kh, kw) = l2.shape().dims4()?;
         let Conv2dParams { kernel, stride, padding } = self.0;
@@ -325,17 +317,6 @@ impl CustomOp3 for PortableConv {
         }
         let shape = Shape::from((batch, c_out, geo.out_h, geo.out_w));
         Ok((CpuStorage::F32(out), shape))
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint regions (see `run`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -26,6 +26,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::conv2d::Conv2dParams;
+use super::SendPtr;
 
 /// Output channels per micro-tile.
 const MR: usize = 12;
@@ -219,17 +220,6 @@ enum Columns<'a> {
 thread_local! {
     /// Each thread's packed column panels, reused across calls.
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint output tiles.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// `planes` images of `h × w`, zero-padded by `padding` on every side.

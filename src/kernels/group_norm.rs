@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::contiguous_slice;
+use super::f32_inputs;
 use super::simd::{self, multiversion};
 
 /// What to apply after the affine transform.
@@ -70,11 +70,7 @@ impl CustomOp3 for GroupNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (s1, s2, s3) else {
-            candle_core::bail!("group-norm: float32 tensors expected");
-        };
-        let op = self.name();
-        let (x, w, b) = (contiguous_slice(x, l1, op)?, contiguous_slice(w, l2, op)?, contiguous_slice(b, l3, op)?);
+        let [x, w, b] = f32_inputs([(s1, l1), (s2, l2), (s3, l3)], self.name())?;
         let dims = l1.dims();
         let (batch, channels) = (dims[0], dims[1]);
         let spatial: usize = dims[2..].iter().product();

@@ -5,7 +5,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::contiguous_slice;
+use super::f32_inputs;
 
 /// Products below this many multiply-adds run on one thread.
 const SINGLE_THREAD_MACS: usize = 1 << 22;
@@ -36,11 +36,7 @@ impl CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (s1, s2, s3) else {
-            candle_core::bail!("linear: float32 tensors expected");
-        };
-        let op = self.name();
-        let (x, w, b) = (contiguous_slice(x, l1, op)?, contiguous_slice(w, l2, op)?, contiguous_slice(b, l3, op)?);
+        let [x, w, b] = f32_inputs([(s1, l1), (s2, l2), (s3, l3)], self.name())?;
         let (rows, cin) = l1.shape().dims2()?;
         let (cout, cin_w) = l2.shape().dims2()?;
         if cin_w != cin || b.len() != cout {

@@ -10,12 +10,43 @@ pub mod linear;
 pub mod simd;
 pub mod upsample;
 
-use candle_core::{Layout, Result};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result};
 
 /// The elements of a contiguous tensor (`op` names the kernel in the error for anything else).
 pub(crate) fn contiguous_slice<'a>(data: &'a [f32], layout: &Layout, op: &str) -> Result<&'a [f32]> {
     match layout.contiguous_offsets() {
         Some((start, end)) if end <= data.len() => Ok(&data[start..end]),
         _ => candle_core::bail!("{op}: contiguous tensors expected"),
+    }
+}
+
+/// A custom op's inputs as float32 slices, or an error naming `op` when one is another dtype or not
+/// contiguous.
+pub(crate) fn f32_inputs<'a, const N: usize>(
+    inputs: [(&'a CpuStorage, &Layout); N],
+    op: &str,
+) -> Result<[&'a [f32]; N]> {
+    let mut slices = [&[][..]; N];
+    for (slice, (storage, layout)) in slices.iter_mut().zip(inputs) {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("{op}: float32 tensors expected, got {:?}", storage.dtype());
+        };
+        *slice = contiguous_slice(data, layout, op)?;
+    }
+    Ok(slices)
+}
+
+/// A raw output pointer that rayon tasks may share: each task writes only its own, disjoint part
+/// (every use says which).
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: see above; the pointer is only written through, at offsets no other task touches.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    pub fn get(self) -> *mut f32 {
+        self.0
     }
 }

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::contiguous_slice;
+use super::f32_inputs;
 
 struct UpsampleNearest2x;
 
@@ -24,10 +24,7 @@ impl CustomOp1 for UpsampleNearest2x {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(x) = storage else {
-            candle_core::bail!("upsample-nearest-2x: float32 tensor expected");
-        };
-        let x = contiguous_slice(x, layout, self.name())?;
+        let [x] = f32_inputs([(storage, layout)], self.name())?;
         let (b, c, h, w) = layout.shape().dims4()?;
         let mut out = vec![0f32; b * c * 4 * h * w];
         if h * w > 0 {
