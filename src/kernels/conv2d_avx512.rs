@@ -268,7 +268,9 @@ impl VectorPlan {
             image * geo.image_len(p.weights.c_in) + oy * stride * geo.padded_w + ox * stride
         };
         let base = input_offset(pixel);
-        let one_row = pixel % geo.out_w + 16 <= geo.out_w;
+        // A 1×1 unpadded stride-1 convolution reads pixel p at offset p: any 16 in a row are contiguous.
+        let flat = p.params.kernel == 1 && p.params.padding == 0 && stride == 1;
+        let one_row = flat || pixel % geo.out_w + 16 <= geo.out_w;
         let whole_rows = pixel.is_multiple_of(geo.out_w) && matches!(geo.out_w, 4 | 8);
         let lanes = if valid == 16 && stride == 1 && one_row {
             Lanes::Contiguous
