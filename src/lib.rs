@@ -12,6 +12,9 @@
 //! # Ok(()) }
 //! ```
 
+// Every `unsafe` block says why it is sound (the CPU kernels use SIMD intrinsics and shared buffers).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod attention;
 pub mod blocks;
 pub mod config;

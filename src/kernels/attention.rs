@@ -308,6 +308,7 @@ fn attend(qkv: &[f32], batch: usize, hw: usize, wts: &AttentionWeights) -> Vec<f
         // SAFETY: the destination is rows [head·d, head·d + d), columns [i0, i0 + nq) of image `img`'s
         // [inner × hw] output, owned by this task; v is [d × hw] with row stride hw; E is [hw × nq].
         let dst = unsafe { out_ptr.get().add(img * inner * hw + head * d * hw + i0) };
+        // SAFETY: as above: all three operands stay inside their buffers for these sizes and strides.
         unsafe {
             gemm::gemm(
                 d,

@@ -257,6 +257,7 @@ enum Lanes {
 
 // SAFETY: `input` points into the convolution's input, which is only read while the plans live.
 unsafe impl Send for VectorPlan {}
+// SAFETY: as above.
 unsafe impl Sync for VectorPlan {}
 
 impl VectorPlan {

@@ -43,6 +43,7 @@ pub(crate) fn f32_inputs<'a, const N: usize>(
 pub(crate) struct SendPtr(pub *mut f32);
 // SAFETY: see above; the pointer is only written through, at offsets no other task touches.
 unsafe impl Send for SendPtr {}
+// SAFETY: as above.
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {

@@ -84,10 +84,11 @@ macro_rules! multiversion {
                 generic($($arg),*)
             }
             match $crate::kernels::simd::level() {
-                // SAFETY: `level()` checked that the CPU has these features.
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: `level()` checked that the CPU has these features.
                 $crate::kernels::simd::Level::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
                 $crate::kernels::simd::Level::Avx2 => unsafe { avx2($($arg),*) },
                 _ => generic($($arg),*),
             }
