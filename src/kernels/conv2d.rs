@@ -23,6 +23,18 @@ pub struct Conv2dParams {
     pub padding: usize,
 }
 
+impl Conv2dParams {
+    /// The output's (height, width) for an `h × w` input (without its padding); `None` when the
+    /// padded input is smaller than the kernel or the stride is 0.
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let Self { kernel, stride, padding } = *self;
+        if h + 2 * padding < kernel || w + 2 * padding < kernel || stride == 0 {
+            return None;
+        }
+        Some(((h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1))
+    }
+}
+
 /// What happens to the convolution's output before it is stored:
 /// `(conv(x) + bias + image_bias[b, c] + residual) / output_scale`. With packed weights all of it is
 /// fused into the kernel's store; otherwise each is a candle op after the convolution.
@@ -102,28 +114,23 @@ fn conv2d_impl(
     epilogue: ConvEpilogue,
     prepadded: bool,
 ) -> Result<Tensor> {
+    let weight = match weight {
+        Conv2dWeight::Packed(weights) => {
+            // Packed weights are float32 on the CPU, so the model's inputs are too. The per-image bias
+            // folds into the bias: [B, C_out] instead of [C_out].
+            let bias = match epilogue.image_bias {
+                Some(image_bias) => image_bias.broadcast_add(&bias.unsqueeze(0)?)?,
+                None => bias.clone(),
+            };
+            let residual = epilogue.residual.map(Tensor::contiguous).transpose()?;
+            let output_scale = epilogue.output_scale as f32;
+            let op = PackedConv { weights: weights.clone(), params, residual, output_scale, prepadded };
+            return x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &op);
+        }
+        Conv2dWeight::Loaded(_) if prepadded => candle_core::bail!("conv2d: a pre-padded input needs packed weights"),
+        Conv2dWeight::Loaded(weight) => weight,
+    };
     let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if let Conv2dWeight::Packed(weights) = weight {
-        // Packed weights are float32 on the CPU, so the model's inputs are too. The per-image bias
-        // folds into the bias: [B, C_out] instead of [C_out].
-        let bias = match epilogue.image_bias {
-            Some(image_bias) => image_bias.broadcast_add(&bias.unsqueeze(0)?)?,
-            None => bias.clone(),
-        };
-        let residual = epilogue.residual.map(Tensor::contiguous).transpose()?;
-        let op = PackedConv {
-            weights: weights.clone(),
-            params,
-            residual,
-            output_scale: epilogue.output_scale as f32,
-            prepadded,
-        };
-        return x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &op);
-    }
-    if prepadded {
-        candle_core::bail!("conv2d: a pre-padded input needs packed weights");
-    }
-    let Conv2dWeight::Loaded(weight) = weight else { unreachable!() };
     let mut y = if f32_cpu(x) && f32_cpu(weight) {
         x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &PortableConv(params))?
     } else {
@@ -180,10 +187,11 @@ impl CustomOp2 for PackedConv {
                 l1.dims()
             );
         }
-        if h + 2 * padding < kernel || w + 2 * padding < kernel || stride == 0 {
-            candle_core::bail!("conv2d-packed: input {h}×{w} too small for kernel {kernel} with padding {padding}");
-        }
-        let (out_h, out_w) = ((h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1);
+        let Some((out_h, out_w)) = self.params.output_size(h, w) else {
+            candle_core::bail!(
+                "conv2d-packed: input {h}×{w} too small for kernel {kernel} with padding {padding}, stride {stride}"
+            );
+        };
         let c_out = weights.c_out;
         let residual_guard = self.residual.as_ref().map(Tensor::storage_and_layout);
         let residual = match &residual_guard {
@@ -253,10 +261,12 @@ impl CustomOp3 for PortableConv {
                 l1.dims()
             );
         }
-        if h + 2 * padding < kernel || wd + 2 * padding < kernel || stride == 0 {
-            candle_core::bail!("conv2d-bias: input {h}×{wd} too small for kernel {kernel} with padding {padding}");
-        }
-        let geo = Geometry::new(c_in, h, wd, self.0);
+        let Some((out_h, out_w)) = self.0.output_size(h, wd) else {
+            candle_core::bail!(
+                "conv2d-bias: input {h}×{wd} too small for kernel {kernel} with padding {padding}, stride {stride}"
+            );
+        };
+        let geo = Geometry { c_in, h, w: wd, out_h, out_w, k: c_in * kernel * kernel, p: self.0 };
         let out_pixels = geo.out_h * geo.out_w;
         let mut out = vec![0f32; batch * c_out * out_pixels];
 
@@ -333,12 +343,6 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn new(c_in: usize, h: usize, w: usize, p: Conv2dParams) -> Self {
-        let out_h = (h + 2 * p.padding - p.kernel) / p.stride + 1;
-        let out_w = (w + 2 * p.padding - p.kernel) / p.stride + 1;
-        Self { c_in, h, w, out_h, out_w, k: c_in * p.kernel * p.kernel, p }
-    }
-
     /// The `[C_in·k·k, rows·W_out]` column matrix for output rows `row0..row0 + rows`; `None` for a
     /// 1×1 stride-1 unpadded conv, whose columns are the input itself.
     fn im2col(&self, x: &[f32], row0: usize, rows: usize) -> Option<Vec<f32>> {

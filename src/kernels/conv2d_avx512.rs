@@ -114,9 +114,9 @@ struct Geometry {
 
 impl Geometry {
     fn new(p: &Problem) -> Self {
-        let Conv2dParams { kernel, stride, padding } = p.params;
-        let out_h = (p.h + 2 * padding - kernel) / stride + 1;
-        let out_w = (p.w + 2 * padding - kernel) / stride + 1;
+        let Conv2dParams { kernel, padding, .. } = p.params;
+        // The caller checked the sizes before allocating the output (`PackedConv`).
+        let (out_h, out_w) = p.params.output_size(p.h, p.w).unwrap_or_default();
         let (padded_h, padded_w) = (p.h + 2 * padding, p.w + 2 * padding);
         Self { out_w, pixels: out_h * out_w, k: p.weights.c_in * kernel * kernel, padded_h, padded_w }
     }
