@@ -21,23 +21,26 @@ fn main() -> candle_core::Result<()> {
         let bias = Tensor::randn(0f32, 1.0, co, &dev)?;
         let params = Conv2dParams { kernel: k, stride: 1, padding: k / 2 };
         let packed = Conv2dWeight::new(w.clone())?;
+        let winograd = Conv2dWeight::for_params(w.clone(), params)?;
         let portable = Conv2dWeight::Loaded(w);
-        let mut best = [f64::MAX; 2];
+        let mut best = [f64::MAX; 3];
         for _ in 0..20 {
-            for (i, weight) in [&packed, &portable].into_iter().enumerate() {
+            for (i, weight) in [&packed, &portable, &winograd].into_iter().enumerate() {
                 let t = std::time::Instant::now();
                 conv2d_bias(&x, weight, &bias, params, ConvEpilogue::default())?;
                 best[i] = best[i].min(t.elapsed().as_secs_f64());
             }
         }
         let gflop = 2.0 * (b * co * ci * k * k * h * h) as f64 / 1e9;
-        let [ours, theirs] = best;
+        let [ours, theirs, wino] = best;
         println!(
-            "batch {b}, {ci}->{co}, {h}x{h}, {k}x{k}: packed {:.3} ms ({:.0} GFLOP/s), portable {:.3} ms ({:.0} GFLOP/s)",
+            "batch {b}, {ci}->{co}, {h}x{h}, {k}x{k}: packed {:.3} ms ({:.0} GFLOP/s), portable {:.3} ms ({:.0} GFLOP/s), winograd {:.3} ms ({:.0})",
             ours * 1e3,
             gflop / ours,
             theirs * 1e3,
-            gflop / theirs
+            gflop / theirs,
+            wino * 1e3,
+            gflop / wino
         );
     }
     Ok(())

@@ -61,7 +61,7 @@ impl Conv2d {
         epilogue: ConvEpilogue,
     ) -> Result<Tensor> {
         let padding = self.params.padding;
-        if matches!(self.weight, Conv2dWeight::Packed(_)) && padding > 0 {
+        if self.weight.is_prepared() && padding > 0 {
             if let Some(xp) = norm.forward_padded(x, act, padding)? {
                 let conv = || conv2d_bias_prepadded(&xp, &self.weight, &self.bias, self.params, epilogue);
                 return profile::time("conv2d", conv);
@@ -75,7 +75,8 @@ impl Conv2d {
 pub fn conv2d(cin: usize, cout: usize, kernel: usize, padding: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
     let weight = vb.get((cout, cin, kernel, kernel), "weight")?;
     let bias = vb.get(cout, "bias")?;
-    Ok(Conv2d { weight: Conv2dWeight::new(weight)?, bias, params: Conv2dParams { kernel, stride, padding } })
+    let params = Conv2dParams { kernel, stride, padding };
+    Ok(Conv2d { weight: Conv2dWeight::for_params(weight, params)?, bias, params })
 }
 
 /// A linear layer (`weight` [out, in], `bias` [out]).

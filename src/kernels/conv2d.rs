@@ -9,6 +9,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 use rayon::prelude::*;
 
 use super::conv2d_avx512::{self, PackedWeights};
+use super::winograd::{self, WinogradWeights};
 use super::{contiguous_slice, f32_inputs, SendPtr};
 
 /// Output pixels per gemm tile: large enough for gemm to run at speed, small enough for the column
@@ -53,17 +54,37 @@ impl Default for ConvEpilogue<'_> {
     }
 }
 
-/// A convolution's weight: packed once at load for the AVX-512 kernel (float32 CPU weights on a CPU
+/// Both sides of a 3×3 convolution need at least this many channels for the Winograd kernel: below it
+/// (`conv_in` from 3 image channels, `conv_out` to 3) the transforms cost more than the GEMM saves.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
+
+/// A convolution's weight, prepared once at load for the AVX-512 kernels (float32 CPU weights on a CPU
 /// that has it; the loaded tensor is then dropped, so the model is not held twice), else as loaded.
 #[derive(Debug, Clone)]
 pub enum Conv2dWeight {
     Loaded(Tensor),
+    /// Packed for the direct implicit-GEMM kernel.
     Packed(Arc<PackedWeights>),
+    /// Transformed for the Winograd F(2×2, 3×3) kernel: 3×3, stride 1, padding 1.
+    Winograd(Arc<WinogradWeights>),
 }
 
 impl Conv2dWeight {
-    /// `weight`: [C_out, C_in, k, k].
+    /// `weight`: [C_out, C_in, k, k], for the direct kernel.
     pub fn new(weight: Tensor) -> Result<Self> {
+        Self::prepare(weight, false)
+    }
+
+    /// `weight` prepared for the fastest CPU kernel that computes a convolution with `params`:
+    /// Winograd for 3×3 stride-1 padding-1 convolutions between enough channels, else the direct one.
+    pub fn for_params(weight: Tensor, params: Conv2dParams) -> Result<Self> {
+        let (c_out, c_in, ..) = weight.dims4()?;
+        let Conv2dParams { kernel, stride, padding } = params;
+        let winograd = kernel == 3 && stride == 1 && padding == 1 && c_in.min(c_out) >= WINOGRAD_MIN_CHANNELS;
+        Self::prepare(weight, winograd)
+    }
+
+    fn prepare(weight: Tensor, winograd: bool) -> Result<Self> {
         let packable = weight.device().is_cpu() && weight.dtype() == DType::F32 && conv2d_avx512::available();
         if !packable {
             return Ok(Self::Loaded(weight));
@@ -78,7 +99,27 @@ impl Conv2dWeight {
             candle_core::bail!("conv2d: float32 CPU weights expected");
         };
         let data = contiguous_slice(data, layout, "conv2d weight")?;
+        if winograd && kh == 3 {
+            return Ok(Self::Winograd(Arc::new(WinogradWeights::new(data, c_out, c_in))));
+        }
         Ok(Self::Packed(Arc::new(PackedWeights::new(data, c_out, c_in, kh))))
+    }
+
+    /// Prepared for one of the AVX-512 kernels (which can also read a pre-padded input).
+    pub fn is_prepared(&self) -> bool {
+        !matches!(self, Self::Loaded(_))
+    }
+
+    /// (C_out, C_in, kernel size).
+    fn dims(&self) -> Result<(usize, usize, usize)> {
+        Ok(match self {
+            Self::Loaded(weight) => {
+                let (c_out, c_in, k, _) = weight.dims4()?;
+                (c_out, c_in, k)
+            }
+            Self::Packed(weights) => (weights.c_out, weights.c_in, weights.kernel),
+            Self::Winograd(weights) => (weights.c_out, weights.c_in, 3),
+        })
     }
 }
 
@@ -115,7 +156,10 @@ fn conv2d_impl(
     prepadded: bool,
 ) -> Result<Tensor> {
     let weight = match weight {
-        Conv2dWeight::Packed(weights) => {
+        Conv2dWeight::Winograd(_) if params.kernel != 3 || params.stride != 1 || params.padding != 1 => {
+            candle_core::bail!("conv2d: Winograd weights compute 3×3 stride-1 padding-1 convolutions, got {params:?}")
+        }
+        Conv2dWeight::Packed(_) | Conv2dWeight::Winograd(_) => {
             // Packed weights are float32 on the CPU, so the model's inputs are too. The per-image bias
             // folds into the bias: [B, C_out] instead of [C_out].
             let bias = match epilogue.image_bias {
@@ -124,7 +168,7 @@ fn conv2d_impl(
             };
             let residual = epilogue.residual.map(Tensor::contiguous).transpose()?;
             let output_scale = epilogue.output_scale as f32;
-            let op = PackedConv { weights: weights.clone(), params, residual, output_scale, prepadded };
+            let op = PackedConv { weights: weight.clone(), params, residual, output_scale, prepadded };
             return x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &op);
         }
         Conv2dWeight::Loaded(_) if prepadded => candle_core::bail!("conv2d: a pre-padded input needs packed weights"),
@@ -149,9 +193,10 @@ fn conv2d_impl(
     Ok(y)
 }
 
-/// The AVX-512 kernel over packed weights.
+/// The AVX-512 kernels over prepared weights.
 struct PackedConv {
-    weights: Arc<PackedWeights>,
+    /// `Packed` or `Winograd`.
+    weights: Conv2dWeight,
     params: Conv2dParams,
     residual: Option<Tensor>,
     output_scale: f32,
@@ -167,7 +212,7 @@ impl CustomOp2 for PackedConv {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let [x, bias] = f32_inputs([(s1, l1), (s2, l2)], self.name())?;
         let (batch, c_in, h, w) = l1.shape().dims4()?;
-        let weights = &*self.weights;
+        let (c_out, weight_c_in, weight_kernel) = self.weights.dims()?;
         let Conv2dParams { kernel, stride, padding } = self.params;
         let (h, w) = if self.prepadded {
             if h < 2 * padding || w < 2 * padding {
@@ -177,12 +222,11 @@ impl CustomOp2 for PackedConv {
         } else {
             (h, w)
         };
-        let per_image_bias = bias.len() == batch * weights.c_out && batch > 1;
-        if weights.c_in != c_in || weights.kernel != kernel || !(bias.len() == weights.c_out || per_image_bias) {
+        let per_image_bias = bias.len() == batch * c_out && batch > 1;
+        if weight_c_in != c_in || weight_kernel != kernel || !(bias.len() == c_out || per_image_bias) {
             candle_core::bail!(
-                "conv2d-packed: weight [{}, {}, {kernel}, {kernel}] / bias {} do not fit input {:?}",
-                weights.c_out,
-                weights.c_in,
+                "conv2d-packed: weight [{c_out}, {weight_c_in}, {weight_kernel}, {weight_kernel}] / bias {} do not fit \
+                 input {:?}",
                 bias.len(),
                 l1.dims()
             );
@@ -192,7 +236,6 @@ impl CustomOp2 for PackedConv {
                 "conv2d-packed: input {h}×{w} too small for kernel {kernel} with padding {padding}, stride {stride}"
             );
         };
-        let c_out = weights.c_out;
         let residual_guard = self.residual.as_ref().map(Tensor::storage_and_layout);
         let residual = match &residual_guard {
             None => None,
@@ -207,25 +250,48 @@ impl CustomOp2 for PackedConv {
                 ),
             },
         };
-        let problem = conv2d_avx512::Problem {
-            x,
-            weights,
-            bias,
-            per_image_bias,
-            residual,
-            output_scale: self.output_scale,
-            batch,
-            h,
-            w,
-            prepadded: self.prepadded,
-            params: self.params,
-        };
+        let (output_scale, prepadded) = (self.output_scale, self.prepadded);
         let len = batch * c_out * out_h * out_w;
         let mut out = Vec::<f32>::with_capacity(len);
-        // SAFETY: packed weights exist only where AVX-512 is available; `out` has room for the whole
-        // output, every element of which the kernel writes before `set_len`.
+        // SAFETY: prepared weights exist only where AVX-512 is available (and Winograd weights only
+        // for 3×3 stride-1 padding-1 convolutions, checked in `conv2d_impl`); `out` has room for the
+        // whole output, every element of which the kernel writes before `set_len`.
         unsafe {
-            conv2d_avx512::run(&problem, out.as_mut_ptr());
+            match &self.weights {
+                Conv2dWeight::Packed(weights) => {
+                    let params = self.params;
+                    let problem = conv2d_avx512::Problem {
+                        x,
+                        weights,
+                        bias,
+                        per_image_bias,
+                        residual,
+                        output_scale,
+                        batch,
+                        h,
+                        w,
+                        prepadded,
+                        params,
+                    };
+                    conv2d_avx512::run(&problem, out.as_mut_ptr());
+                }
+                Conv2dWeight::Winograd(weights) => {
+                    let problem = winograd::Problem {
+                        x,
+                        weights,
+                        bias,
+                        per_image_bias,
+                        residual,
+                        output_scale,
+                        batch,
+                        h,
+                        w,
+                        prepadded,
+                    };
+                    winograd::run(&problem, out.as_mut_ptr());
+                }
+                Conv2dWeight::Loaded(_) => candle_core::bail!("conv2d-packed: the weights were not prepared"),
+            }
             out.set_len(len);
         }
         Ok((CpuStorage::F32(out), Shape::from((batch, c_out, out_h, out_w))))
@@ -409,6 +475,12 @@ mod tests {
             (1, 5, 7, 3, 16, 3, 1, 1),
             (3, 20, 30, 32, 32, 3, 1, 1),
             (1, 130, 30, 16, 16, 3, 1, 1),
+            (2, 300, 20, 6, 10, 3, 1, 1),
+            (1, 512, 8, 64, 64, 3, 1, 1),
+            (4, 16, 40, 5, 3, 3, 1, 1),
+            (3, 8, 5, 2, 16, 3, 1, 1),
+            (1, 24, 24, 14, 16, 3, 1, 1),
+            (2, 40, 36, 6, 32, 3, 1, 1),
         ] {
             let x = Tensor::randn(0f32, 1.0, (b, ci, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();
@@ -423,24 +495,33 @@ mod tests {
             // Float32 sums of up to C_in·k·k products in different orders: relative to the output's size.
             let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
             let tol = 1e-5 * scale;
-            for weight in [Conv2dWeight::new(wt.clone()).unwrap(), Conv2dWeight::Loaded(wt.clone())] {
-                let portable = matches!(weight, Conv2dWeight::Loaded(_));
+            let mut weights = vec![Conv2dWeight::new(wt.clone()).unwrap(), Conv2dWeight::Loaded(wt.clone())];
+            if (k, s, p) == (3, 1, 1) {
+                // Whatever the channel counts, so that small shapes test the Winograd kernel too.
+                weights.push(Conv2dWeight::prepare(wt.clone(), true).unwrap());
+            }
+            for weight in weights {
+                let (portable, kind) = match weight {
+                    Conv2dWeight::Loaded(_) => (true, "portable"),
+                    Conv2dWeight::Packed(_) => (false, "direct"),
+                    Conv2dWeight::Winograd(_) => (false, "winograd"),
+                };
                 let ours = conv2d_bias(&x, &weight, &bias, params, ConvEpilogue::default()).unwrap();
                 assert_eq!(ours.dims(), reference.dims());
                 let diff = (ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(diff < tol, "{b} {ci} {co} {h} {w} {k} {s} {p} portable={portable}: {diff}");
+                assert!(diff < tol, "{b} {ci} {co} {h} {w} {k} {s} {p} {kind}: {diff}");
                 let epilogue =
                     ConvEpilogue { image_bias: Some(&image_bias), residual: Some(&residual), output_scale: 1.5 };
                 let ours = conv2d_bias(&x, &weight, &bias, params, epilogue).unwrap();
                 let diff =
                     (ours - &with_epilogue).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(diff < tol, "{b} {ci} {co} {h} {w} {k} {s} {p} portable={portable} epilogue: {diff}");
+                assert!(diff < tol, "{b} {ci} {co} {h} {w} {k} {s} {p} {kind} epilogue: {diff}");
                 if !portable {
                     let xp = x.pad_with_zeros(2, p, p).unwrap().pad_with_zeros(3, p, p).unwrap();
                     let ours = conv2d_bias_prepadded(&xp, &weight, &bias, params, epilogue).unwrap();
                     let diff =
                         (ours - &with_epilogue).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                    assert!(diff < tol, "{b} {ci} {co} {h} {w} {k} {s} {p} prepadded: {diff}");
+                    assert!(diff < tol, "{b} {ci} {co} {h} {w} {k} {s} {p} {kind} prepadded: {diff}");
                 }
             }
         }

@@ -29,13 +29,13 @@ use super::conv2d::Conv2dParams;
 use super::SendPtr;
 
 /// Output channels per micro-tile.
-const MR: usize = 12;
+pub(super) const MR: usize = 12;
 /// Output pixels per micro-tile (two 16-lane vectors).
-const NR: usize = 32;
+pub(super) const NR: usize = 32;
 /// Reduction steps per block: a 256 × 32 column panel (32 KiB) stays in L1.
-const KC: usize = 256;
+pub(super) const KC: usize = 256;
 /// Column panels (pairs of 16-pixel vectors) per column task: 256 output pixels.
-const PAIRS_PER_TASK: usize = 8;
+pub(super) const PAIRS_PER_TASK: usize = 8;
 /// Largest pre-gathered column matrix (floats) shared between tasks: 1 MiB, half an L2.
 const SHARED_COLUMNS_MAX: usize = 1 << 18;
 
@@ -304,11 +304,11 @@ impl VectorPlan {
 /// Where one 16-lane vector of a tile goes: the output offset of its first lane for output channel 0
 /// (add `channel · pixels` for the others), and which lanes are real columns.
 #[derive(Clone, Copy)]
-struct VectorTarget {
-    offset: usize,
-    mask: u16,
+pub(super) struct VectorTarget {
+    pub offset: usize,
+    pub mask: u16,
     /// Where this image's biases start (`image · C_out` for a per-image bias, else 0).
-    bias_offset: usize,
+    pub bias_offset: usize,
 }
 
 /// One task's share: some column vectors, some weight panels.
@@ -426,26 +426,26 @@ unsafe fn gather_vector(plan: &VectorPlan, steps: &[usize], dst: *mut f32) {
 }
 
 /// The store side of one micro-kernel call.
-struct Tile<'a> {
+pub(super) struct Tile<'a> {
     /// Real output channels in this tile (≤ MR).
-    rows: usize,
-    row0: usize,
+    pub rows: usize,
+    pub row0: usize,
     /// Distance between consecutive output channels (pixels per image).
-    stride: usize,
-    targets: &'a [VectorTarget; 2],
+    pub stride: usize,
+    pub targets: &'a [VectorTarget; 2],
     /// First reduction block: start from the bias (indexed by a target's `bias_offset` + channel)
     /// instead of the stored partial sum.
-    bias: Option<&'a [f32]>,
+    pub bias: Option<&'a [f32]>,
     /// Last reduction block: add this, then divide by `output_scale`.
-    residual: Option<&'a [f32]>,
-    output_scale: f32,
+    pub residual: Option<&'a [f32]>,
+    pub output_scale: f32,
 }
 
 /// `tile += A_panel · B_panel` over `kc` reduction steps of a packed `[kc][NR]` column panel (see
 /// [`Tile`] for the store).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: &Tile, out: *mut f32) {
+pub(super) unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: &Tile, out: *mut f32) {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for step in 0..kc {
         let b0 = _mm512_loadu_ps(b.add(step * NR));

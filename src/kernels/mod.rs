@@ -9,6 +9,7 @@ pub mod group_norm;
 pub mod linear;
 pub mod simd;
 pub mod upsample;
+mod winograd;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};

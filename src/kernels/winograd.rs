@@ -1,0 +1,572 @@
+//! 3×3 stride-1 convolutions by Winograd's minimal filtering, F(2×2, 3×3) (Lavin & Gray, 2015): each
+//! 2×2 block of output pixels ("tile") comes from a 4×4 input patch with 16 multiplications per input
+//! channel instead of 36, so the GEMM work is 2.25× smaller than the direct convolution's.
+//!
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ)] A` for a 3×3 filter `g` and a 4×4 patch `d`. Over all channels the
+//! elementwise product becomes 16 independent GEMMs, one per transformed point `ξ`:
+//! `M[ξ] (C_out × tiles) = U[ξ] (C_out × C_in) · V[ξ] (C_in × tiles)`. Three phases per chunk of tiles:
+//! 1. the input transform writes `V` straight into the packed column panels of the direct kernel's
+//!    micro-kernel (`[ξ][pair of 16-tile vectors][C_in][32]`);
+//! 2. the 16 GEMMs run that micro-kernel over `U`, packed once at load like the direct weights;
+//! 3. the output transform reads `M`, adds the bias, time embedding and residual, divides by the
+//!    output scale, and stores the 2×2 pixels of each tile.
+//!
+//! Every transform coefficient is 0, ±1 or ±½, so the input and output transforms are exact additions and
+//! the rounding error stays within a few ulps of the direct convolution's (the tests check both against
+//! candle's convolution).
+
+// Only x86-64 runs the kernel; elsewhere the module compiles to a never-taken path.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::profile;
+
+#[cfg(target_arch = "x86_64")]
+use super::conv2d_avx512::{microkernel, Tile, VectorTarget, KC, PAIRS_PER_TASK};
+use super::conv2d_avx512::{MR, NR};
+#[cfg(target_arch = "x86_64")]
+use super::SendPtr;
+
+/// Transformed points per tile: a 4×4 patch.
+const POINTS: usize = 16;
+/// Largest transformed buffer (`V` or `M`) of one chunk of tiles, in floats (16 MiB): big layers
+/// (celebahq-256) run in chunks so the transient memory stays bounded.
+const CHUNK_FLOATS: usize = 1 << 22;
+/// A chunk that one core takes through all three phases: `V` and `M` together at most this many floats
+/// (2 MiB), so they stay in its L2 between the phases.
+const LOCAL_CHUNK_FLOATS: usize = 1 << 19;
+/// Input channels per block of filters transformed at once when the weights are packed.
+const FILTER_BLOCK: usize = 64;
+/// Channels per task in the transforms.
+const CHANNELS_PER_TASK: usize = 32;
+
+/// A 3×3 convolution's weights in the Winograd domain, `U[ξ] = (G g Gᵀ)[ξ]` for every (output,
+/// input) channel pair, packed as `[panel of MR output channels][ξ][C_in][MR]` for the micro-kernel.
+/// Rows past `c_out` are zero. Built once, when the model loads.
+#[derive(Debug)]
+pub struct WinogradWeights {
+    data: Vec<f32>,
+    pub(super) c_out: usize,
+    pub(super) c_in: usize,
+}
+
+impl WinogradWeights {
+    /// `weight`: [c_out, c_in, 3, 3], contiguous.
+    pub(super) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
+        let mut data = vec![0f32; c_out.div_ceil(MR) * POINTS * c_in * MR];
+        data.par_chunks_mut(POINTS * c_in * MR).enumerate().for_each(|(panel, dst)| {
+            // Transform a block of input channels into `[ci][r][ξ]`, then write it out point by point:
+            // written straight into the packed layout, the 16 points of one filter are 16 stores
+            // `C_in · MR` floats apart, often a multiple of 4 KiB, which all land in one L1 set.
+            let mut block = vec![[0f32; POINTS]; FILTER_BLOCK * MR];
+            for ci0 in (0..c_in).step_by(FILTER_BLOCK) {
+                let channels = FILTER_BLOCK.min(c_in - ci0);
+                for ci in 0..channels {
+                    for r in 0..MR.min(c_out - panel * MR) {
+                        let co = panel * MR + r;
+                        block[ci * MR + r] = transform_filter(&weight[(co * c_in + ci0 + ci) * 9..][..9]);
+                    }
+                }
+                for point in 0..POINTS {
+                    let dst = &mut dst[(point * c_in + ci0) * MR..][..channels * MR];
+                    // Rows past `c_out` are never written in `block`, so they stay zero.
+                    for (d, u) in dst.iter_mut().zip(&block) {
+                        *d = u[point];
+                    }
+                }
+            }
+        });
+        Self { data, c_out, c_in }
+    }
+
+    /// Panel `panel`'s packed `U[point]`, from reduction step `k0` on.
+    fn panel(&self, panel: usize, point: usize, k0: usize) -> *const f32 {
+        self.data[((panel * POINTS + point) * self.c_in + k0) * MR..].as_ptr()
+    }
+}
+
+/// `G g Gᵀ` for one 3×3 filter (row-major), with `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`,
+/// in f64 so that each transformed weight is the correctly rounded value of the exact one.
+fn transform_filter(g: &[f32]) -> [f32; POINTS] {
+    let g_times = |a: f64, b: f64, c: f64| [a, (a + b + c) / 2.0, (a - b + c) / 2.0, c];
+    let g = |row: usize, column: usize| f64::from(g[row * 3 + column]);
+    // Column kx of G g, then row i of (G g) Gᵀ.
+    let columns: [[f64; 4]; 3] = std::array::from_fn(|kx| g_times(g(0, kx), g(1, kx), g(2, kx)));
+    let mut u = [0f32; POINTS];
+    for i in 0..4 {
+        let row = g_times(columns[0][i], columns[1][i], columns[2][i]);
+        for j in 0..4 {
+            u[i * 4 + j] = row[j] as f32;
+        }
+    }
+    u
+}
+
+/// Everything one Winograd convolution reads (a 3×3, stride-1, padding-1 convolution).
+pub(super) struct Problem<'a> {
+    /// [B, C_in, H, W], or [B, C_in, H + 2, W + 2] with its zero border when `prepadded`.
+    pub x: &'a [f32],
+    pub weights: &'a WinogradWeights,
+    /// [C_out], or [B, C_out] when `per_image_bias`.
+    pub bias: &'a [f32],
+    pub per_image_bias: bool,
+    /// Added before the division by `output_scale` ([B, C_out, H, W]).
+    pub residual: Option<&'a [f32]>,
+    pub output_scale: f32,
+    pub batch: usize,
+    pub h: usize,
+    pub w: usize,
+    pub prepadded: bool,
+}
+
+/// 16 tiles, one per lane, numbered across the whole batch: a vector runs on into the next image when
+/// an image has fewer tiles. Offsets are relative to lane 0's image.
+#[derive(Clone, Copy)]
+struct TileVector {
+    /// Lane 0's image.
+    image: usize,
+    /// Offset of each lane's 4×4 patch (its top-left element) from channel `ci` of `image`'s padded
+    /// input, for any `ci`.
+    input: [i32; 16],
+    /// Offset of each lane's top-left output pixel from channel `co` of `image`'s output.
+    output: [i32; 16],
+    /// Each lane's `(image − self.image) · C_out`, to index a per-image bias.
+    bias: [i32; 16],
+    /// All lanes in `self.image`.
+    one_image: bool,
+    /// Lanes whose output pixel (dy, dx) exists, at index `2·dy + dx` (edge tiles of odd sizes, and
+    /// lanes past the last tile, store less).
+    masks: [u16; 4],
+}
+
+impl TileVector {
+    /// Lanes past the last tile: read tile 0's patch, store nothing.
+    const EMPTY: Self =
+        Self { image: 0, input: [0; 16], output: [0; 16], bias: [0; 16], one_image: true, masks: [0; 4] };
+}
+
+/// The tile grid of one call.
+struct Tiling {
+    h: usize,
+    w: usize,
+    tiles_w: usize,
+    tiles_per_image: usize,
+    /// The zero-padded input every patch lies in: `2·tiles + 2` on each side.
+    padded_h: usize,
+    padded_w: usize,
+    /// Both sizes are even and tile rows are whole multiples of 8 tiles: each half-vector of 8 lanes is
+    /// 8 consecutive tiles of one row, read as 16 + 2 consecutive floats per patch row and stored as 16
+    /// consecutive pixels per output row.
+    half_rows: bool,
+}
+
+impl Tiling {
+    fn new(h: usize, w: usize) -> Self {
+        let (tiles_h, tiles_w) = (h.div_ceil(2), w.div_ceil(2));
+        let half_rows = h.is_multiple_of(2) && w.is_multiple_of(2) && tiles_w.is_multiple_of(8);
+        Self {
+            h,
+            w,
+            tiles_w,
+            tiles_per_image: tiles_h * tiles_w,
+            padded_h: 2 * tiles_h + 2,
+            padded_w: 2 * tiles_w + 2,
+            half_rows,
+        }
+    }
+
+    /// Vector `v` of the batch's tiles.
+    fn vector(&self, v: usize, batch: usize, c_in: usize, c_out: usize) -> TileVector {
+        let first = v * 16;
+        // Vectors past the last tile (padding to whole pairs) point at the last image and store nothing.
+        let image = (first / self.tiles_per_image).min(batch - 1);
+        let mut vector = TileVector { image, ..TileVector::EMPTY };
+        let (input_image, output_image) = (c_in * self.padded_h * self.padded_w, c_out * self.h * self.w);
+        for lane in 0..16.min((batch * self.tiles_per_image).saturating_sub(first)) {
+            let (lane_image, tile) = ((first + lane) / self.tiles_per_image, (first + lane) % self.tiles_per_image);
+            let (ty, tx) = (tile / self.tiles_w, tile % self.tiles_w);
+            let images = lane_image - image;
+            // Within a few images (one when images have 16 tiles or more), so well inside i32.
+            vector.input[lane] = (images * input_image + 2 * ty * self.padded_w + 2 * tx) as i32;
+            vector.output[lane] = (images * output_image + 2 * ty * self.w + 2 * tx) as i32;
+            vector.bias[lane] = (images * c_out) as i32;
+            vector.one_image &= images == 0;
+            for (position, mask) in vector.masks.iter_mut().enumerate() {
+                if 2 * ty + position / 2 < self.h && 2 * tx + position % 2 < self.w {
+                    *mask |= 1 << lane;
+                }
+            }
+        }
+        vector
+    }
+}
+
+/// Runs the convolution into `out` (`batch · c_out · h · w` floats, all written).
+///
+/// # Safety
+/// `conv2d_avx512::available()` must be true, and `out` must point to `batch · c_out · h · w` writable
+/// floats.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
+    let (c_in, c_out) = (p.weights.c_in, p.weights.c_out);
+    let tiling = Tiling::new(p.h, p.w);
+    let owned_input;
+    let data = if p.prepadded && p.h.is_multiple_of(2) && p.w.is_multiple_of(2) {
+        p.x
+    } else {
+        owned_input = pad_input(p, &tiling);
+        &owned_input[..]
+    };
+    let input = Padded { data, h: tiling.padded_h, w: tiling.padded_w, channels: c_in };
+    // Whole pairs of vectors, for the micro-kernel's 32-column panels.
+    let vector_count = (p.batch * tiling.tiles_per_image).div_ceil(32) * 2;
+    let vectors: Vec<TileVector> = (0..vector_count).map(|v| tiling.vector(v, p.batch, c_in, c_out)).collect();
+    let zeros = vec![0f32; c_out];
+    let out = SendPtr(out);
+    let run_chunk = |chunk: &[TileVector], parallel: bool| {
+        SCRATCH.with(|scratch| {
+            let (transformed_input, products) = &mut *scratch.borrow_mut();
+            let pairs = chunk.len() / 2;
+            let strides = Strides::new(pairs, c_in, c_out);
+            // Every element of both buffers that is read is written first (phases 1 and 2).
+            if transformed_input.len() < POINTS * strides.input_point {
+                transformed_input.resize(POINTS * strides.input_point, 0.0);
+            }
+            if products.len() < POINTS * strides.product_point {
+                products.resize(POINTS * strides.product_point, 0.0);
+            }
+            let (v, m) = (SendPtr(transformed_input.as_mut_ptr()), SendPtr(products.as_mut_ptr()));
+            let phases = Phases { p, input: &input, tiling: &tiling, chunk, strides, parallel };
+            // SAFETY: AVX-512 per the caller; both buffers were sized for this chunk above.
+            profile::time("conv2d.winograd_input", || unsafe { phases.transform_inputs(v) });
+            // SAFETY: as above; V was fully written by the input transform.
+            profile::time("conv2d.winograd_gemm", || unsafe { phases.multiply(transformed_input, &zeros, m) });
+            // SAFETY: as above; M was fully written by `multiply`; `out` is the whole output.
+            profile::time("conv2d.winograd_output", || unsafe { phases.transform_outputs(products, out) });
+        })
+    };
+    let threads = rayon::current_num_threads();
+    // Chunks that one core takes through all three phases while its V and M stay in its L2.
+    let local_pairs = (LOCAL_CHUNK_FLOATS / (POINTS * NR * (c_in + c_out))).max(1);
+    if vectors.len() >= 2 * threads * 2 * local_pairs && threads > 1 {
+        vectors.par_chunks(2 * local_pairs).for_each(|chunk| run_chunk(chunk, false));
+    } else {
+        // Few tiles: each phase in parallel over the whole (bounded) chunk.
+        let pairs_per_chunk = (CHUNK_FLOATS / (POINTS * c_in.max(c_out) * NR)).max(1);
+        vectors.chunks(2 * pairs_per_chunk).for_each(|chunk| run_chunk(chunk, true));
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) unsafe fn run(_p: &Problem, _out: *mut f32) {
+    unreachable!("Winograd convolution weights exist only on x86-64 CPUs with AVX-512")
+}
+
+thread_local! {
+    /// Each thread's `V` and `M` buffers, reused across calls (at most `CHUNK_FLOATS` each, plus
+    /// stride padding).
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Distances, in floats, inside a chunk's `V` (`[ξ][pair][C_in][NR]`) and `M` (`[ξ][C_out][columns]`).
+/// Each is padded by one cache line past a whole number of rows: with power-of-two channel and tile
+/// counts the unpadded strides map every point's row onto the same L1 set, and the 16 loads or stores
+/// of one tile (or 12 rows of one micro-tile) evict each other.
+struct Strides {
+    input_point: usize,
+    product_row: usize,
+    product_point: usize,
+}
+
+impl Strides {
+    fn new(pairs: usize, c_in: usize, c_out: usize) -> Self {
+        let product_row = pairs * NR + 16;
+        Self { input_point: pairs * c_in * NR + 16, product_row, product_point: c_out * product_row + 16 }
+    }
+}
+
+/// The input with a zero border of 1, and one more zero row / column where a size is odd, so that
+/// every tile's 4×4 patch lies inside it.
+fn pad_input(p: &Problem, tiling: &Tiling) -> Vec<f32> {
+    let (h, w, padded_w) = (p.h, p.w, tiling.padded_w);
+    let (src_h, src_w, border) = if p.prepadded { (h + 2, w + 2, 1) } else { (h, w, 0) };
+    let mut padded = vec![0f32; p.batch * p.weights.c_in * tiling.padded_h * padded_w];
+    padded.par_chunks_mut(tiling.padded_h * padded_w).zip(p.x.par_chunks(src_h * src_w)).for_each(|(dst, src)| {
+        for y in 0..h {
+            let row = &src[(y + border) * src_w + border..][..w];
+            dst[(y + 1) * padded_w + 1..][..w].copy_from_slice(row);
+        }
+    });
+    padded
+}
+
+/// The zero-padded input (`[B][channels][h][w]`) the tiles' patches are read from.
+struct Padded<'a> {
+    data: &'a [f32],
+    h: usize,
+    w: usize,
+    channels: usize,
+}
+
+/// The three phases over one chunk of tile vectors, each split into tasks run in parallel or, when
+/// the chunk is one core's share, one after another.
+struct Phases<'a> {
+    p: &'a Problem<'a>,
+    input: &'a Padded<'a>,
+    tiling: &'a Tiling,
+    chunk: &'a [TileVector],
+    strides: Strides,
+    parallel: bool,
+}
+
+impl Phases<'_> {
+    fn for_each_task(&self, tasks: usize, task: impl Fn(usize) + Send + Sync) {
+        if self.parallel {
+            (0..tasks).into_par_iter().for_each(task);
+        } else {
+            (0..tasks).for_each(task);
+        }
+    }
+
+    /// Phase 1: `V` for the chunk's vectors, every input channel.
+    ///
+    /// # Safety
+    /// AVX-512; `v` has room for the chunk's `V` under `self.strides`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn transform_inputs(&self, v: SendPtr) {
+        let input = self.input;
+        let c_in = input.channels;
+        let plane = input.h * input.w;
+        let channel_blocks = c_in.div_ceil(CHANNELS_PER_TASK);
+        self.for_each_task(self.chunk.len() * channel_blocks, |task| {
+            let (index, block) = (task / channel_blocks, task % channel_blocks);
+            let vector = &self.chunk[index];
+            let (pair, half) = (index / 2, index % 2);
+            for ci in block * CHANNELS_PER_TASK..((block + 1) * CHANNELS_PER_TASK).min(c_in) {
+                let src = input.data[(vector.image * c_in + ci) * plane..].as_ptr();
+                // SAFETY: AVX-512 per the caller. Lane offsets stay inside the padded input; each task
+                // writes its own (pair, channel, half) rows of V.
+                unsafe {
+                    let dst = v.get().add((pair * c_in + ci) * NR + 16 * half);
+                    transform_input(vector, self.tiling.half_rows, src, input.w, dst, self.strides.input_point);
+                }
+            }
+        });
+    }
+
+    /// Phase 2: `M[ξ] = U[ξ] · V[ξ]` for the 16 points into `products` (`[ξ][C_out][pairs · NR]`).
+    ///
+    /// # Safety
+    /// AVX-512; `transformed_input` holds the chunk's `V`; `products` has room for its `M`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn multiply(&self, transformed_input: &[f32], zeros: &[f32], products: SendPtr) {
+        let weights = self.p.weights;
+        let (c_in, c_out, strides) = (weights.c_in, weights.c_out, &self.strides);
+        let pairs = self.chunk.len() / 2;
+        let panels = c_out.div_ceil(MR);
+        let groups = pairs.div_ceil(PAIRS_PER_TASK);
+        let splits = if self.parallel { (4 * rayon::current_num_threads()).div_ceil(POINTS * groups) } else { 1 };
+        let splits = splits.clamp(1, panels);
+        let per_split = panels.div_ceil(splits);
+        self.for_each_task(POINTS * groups * splits, |task| {
+            let (point, group, split) = (task / (groups * splits), task / splits % groups, task % splits);
+            let pair_range = group * PAIRS_PER_TASK..((group + 1) * PAIRS_PER_TASK).min(pairs);
+            let panel_range = split * per_split..((split + 1) * per_split).min(panels);
+            let mut k0 = 0;
+            while k0 < c_in {
+                let kc = KC.min(c_in - k0);
+                for pair in pair_range.clone() {
+                    let b = transformed_input[point * strides.input_point + (pair * c_in + k0) * NR..].as_ptr();
+                    let offset = point * strides.product_point + pair * NR;
+                    let targets = [
+                        VectorTarget { offset, mask: u16::MAX, bias_offset: 0 },
+                        VectorTarget { offset: offset + 16, mask: u16::MAX, bias_offset: 0 },
+                    ];
+                    for panel in panel_range.clone() {
+                        let a = weights.panel(panel, point, k0);
+                        let tile = Tile {
+                            rows: MR.min(c_out - panel * MR),
+                            row0: panel * MR,
+                            stride: strides.product_row,
+                            targets: &targets,
+                            // The first block starts from zero, later ones from the stored partial sums.
+                            bias: (k0 == 0).then_some(zeros),
+                            residual: None,
+                            output_scale: 1.0,
+                        };
+                        // SAFETY: AVX-512 per the caller; the tile's rows and columns lie inside
+                        // `products`, and no other task writes this (point, pair, panel) tile.
+                        unsafe { microkernel(kc, a, b, &tile, products.get()) };
+                    }
+                }
+                k0 += kc;
+            }
+        });
+    }
+
+    /// Phase 3: the output pixels of the chunk's tiles from `M`, every output channel.
+    ///
+    /// # Safety
+    /// AVX-512; `products` holds the chunk's `M`; `out` is the whole output.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn transform_outputs(&self, products: &[f32], out: SendPtr) {
+        let c_out = self.p.weights.c_out;
+        let channel_blocks = c_out.div_ceil(CHANNELS_PER_TASK);
+        self.for_each_task(self.chunk.len() * channel_blocks, |task| {
+            let (index, block) = (task / channel_blocks, task % channel_blocks);
+            let channels = block * CHANNELS_PER_TASK..((block + 1) * CHANNELS_PER_TASK).min(c_out);
+            let m = &products[16 * index..];
+            // SAFETY: AVX-512 per the caller; each task stores the pixels of its own tiles and channels.
+            unsafe { transform_output(self.p, self.tiling, &self.chunk[index], channels, m, &self.strides, out) };
+        });
+    }
+}
+
+/// Indices for `_mm512_permutex2var_ps(a, idx, b)` (lanes 0–15 of `a`, then 16–31 of `b`): the even /
+/// odd elements of `a` then of `b`'s, which splits two runs of 8 patches into their columns 0 and 1.
+#[cfg(target_arch = "x86_64")]
+const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+#[cfg(target_arch = "x86_64")]
+const ODD: [i32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+/// Interleave lanes 0–7 / 8–15 of two vectors: pixel columns 0 and 1 of 8 tiles, side by side.
+#[cfg(target_arch = "x86_64")]
+const INTERLEAVE_LOW: [i32; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
+#[cfg(target_arch = "x86_64")]
+const INTERLEAVE_HIGH: [i32; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
+
+/// `V = Bᵀ d B` for one channel of 16 tiles, with `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0],
+/// [0, 1, 0, −1]]`: point `ξ = 4i + j` goes to `dst + ξ · point_stride`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_input(
+    vector: &TileVector,
+    half_rows: bool,
+    src: *const f32,
+    row_stride: usize,
+    dst: *mut f32,
+    point_stride: usize,
+) {
+    let d: [[__m512; 4]; 4] = if half_rows {
+        // Each half's 8 patches start 2 floats apart in one row: 16 floats hold their columns 0 and 1,
+        // the 16 from 2 further on their columns 2 and 3.
+        let (even, odd) = (_mm512_loadu_si512(EVEN.as_ptr().cast()), _mm512_loadu_si512(ODD.as_ptr().cast()));
+        let (low, high) = (src.offset(vector.input[0] as isize), src.offset(vector.input[8] as isize));
+        std::array::from_fn(|i| {
+            let (low, high) = (low.add(i * row_stride), high.add(i * row_stride));
+            let (a, b) = (_mm512_loadu_ps(low), _mm512_loadu_ps(high));
+            let (a2, b2) = (_mm512_loadu_ps(low.add(2)), _mm512_loadu_ps(high.add(2)));
+            [
+                _mm512_permutex2var_ps(a, even, b),
+                _mm512_permutex2var_ps(a, odd, b),
+                _mm512_permutex2var_ps(a2, even, b2),
+                _mm512_permutex2var_ps(a2, odd, b2),
+            ]
+        })
+    } else {
+        let lanes = _mm512_loadu_si512(vector.input.as_ptr().cast());
+        std::array::from_fn(|i| std::array::from_fn(|j| _mm512_i32gather_ps::<4>(lanes, src.add(i * row_stride + j))))
+    };
+    let combine = |x: [__m512; 4]| {
+        [_mm512_sub_ps(x[0], x[2]), _mm512_add_ps(x[1], x[2]), _mm512_sub_ps(x[2], x[1]), _mm512_sub_ps(x[1], x[3])]
+    };
+    // Bᵀ d: combine the rows, column by column ...
+    let columns: [[__m512; 4]; 4] = std::array::from_fn(|j| combine([d[0][j], d[1][j], d[2][j], d[3][j]]));
+    // ... then (Bᵀ d) B: combine the columns, row by row.
+    for i in 0..4 {
+        let row = combine(columns.map(|column| column[i]));
+        for (j, &value) in row.iter().enumerate() {
+            _mm512_storeu_ps(dst.add((4 * i + j) * point_stride), value);
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` with `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]` for 16 tiles and the given output channels,
+/// then the epilogue, stored to the tiles' pixels. `m` starts at the vector's first column of point 0,
+/// channel 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_output(
+    p: &Problem,
+    tiling: &Tiling,
+    vector: &TileVector,
+    channels: std::ops::Range<usize>,
+    m: &[f32],
+    strides: &Strides,
+    out: SendPtr,
+) {
+    let (c_out, w) = (p.weights.c_out, p.w);
+    let plane = p.h * w;
+    let lanes = _mm512_loadu_si512(vector.output.as_ptr().cast());
+    let bias_lanes = _mm512_loadu_si512(vector.bias.as_ptr().cast());
+    let interleave =
+        [_mm512_loadu_si512(INTERLEAVE_LOW.as_ptr().cast()), _mm512_loadu_si512(INTERLEAVE_HIGH.as_ptr().cast())];
+    let half_offsets = [vector.output[0] as usize, vector.output[8] as usize];
+    let scale = _mm512_set1_ps(p.output_scale);
+    let image_bias = if p.per_image_bias { vector.image * c_out } else { 0 };
+    // Residual added, then divided by the output scale, as the direct kernel does.
+    let finish = |value: __m512, residual: __m512| {
+        let value = _mm512_add_ps(residual, value);
+        if p.output_scale != 1.0 {
+            _mm512_div_ps(value, scale)
+        } else {
+            value
+        }
+    };
+    for co in channels {
+        let m = m[co * strides.product_row..].as_ptr();
+        let point = |xi: usize| _mm512_loadu_ps(m.add(xi * strides.product_point));
+        // Aᵀ over the rows (r0, r1 for each column j), then A over the columns.
+        let rows: [[__m512; 4]; 2] = [
+            std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(point(j), point(4 + j)), point(8 + j))),
+            std::array::from_fn(|j| _mm512_sub_ps(_mm512_sub_ps(point(4 + j), point(8 + j)), point(12 + j))),
+        ];
+        let bias_ptr = p.bias.as_ptr().add(image_bias + co);
+        let bias = if vector.one_image || !p.per_image_bias {
+            _mm512_set1_ps(*bias_ptr)
+        } else {
+            _mm512_i32gather_ps::<4>(bias_lanes, bias_ptr)
+        };
+        let base = out.get().add((vector.image * c_out + co) * plane);
+        let residual = p.residual.map(|r| r.as_ptr().add((vector.image * c_out + co) * plane));
+        for (dy, r) in rows.iter().enumerate() {
+            let pixels = [
+                _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]), bias),
+                _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3]), bias),
+            ];
+            if tiling.half_rows {
+                // Each half's 8 tiles give 16 consecutive pixels of output row 2·ty + dy.
+                for (half, &offset) in half_offsets.iter().enumerate() {
+                    if vector.masks[0] >> (8 * half) & 0xff == 0 {
+                        // Past the last tile.
+                        continue;
+                    }
+                    let offset = offset + dy * w;
+                    let value = _mm512_permutex2var_ps(pixels[0], interleave[half], pixels[1]);
+                    let value = match residual {
+                        Some(residual) => finish(value, _mm512_loadu_ps(residual.add(offset))),
+                        None => finish(value, _mm512_setzero_ps()),
+                    };
+                    _mm512_storeu_ps(base.add(offset), value);
+                }
+                continue;
+            }
+            for (dx, &value) in pixels.iter().enumerate() {
+                let mask = vector.masks[2 * dy + dx];
+                let offset = dy * w + dx;
+                let value = match residual {
+                    Some(residual) => {
+                        let src = residual.add(offset);
+                        finish(value, _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, lanes, src))
+                    }
+                    None => finish(value, _mm512_setzero_ps()),
+                };
+                _mm512_mask_i32scatter_ps::<4>(base.add(offset).cast(), mask, lanes, value);
+            }
+        }
+    }
+}
