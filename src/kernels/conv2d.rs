@@ -526,4 +526,32 @@ mod tests {
             }
         }
     }
+
+    /// The Winograd kernel is about as accurate as the direct one: against a float64 reference on a
+    /// UNet-sized layer (256 → 256 channels, 16×16, inputs like a normalised activation), its largest
+    /// error stays within a small factor of the direct kernel's, and far inside the fixtures' 1e-4.
+    #[test]
+    fn winograd_error_stays_near_the_direct_kernels() {
+        if !conv2d_avx512::available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let (b, c, h) = (2, 256, 16);
+        let x = Tensor::randn(0f32, 1.0, (b, c, h, h), &dev).unwrap();
+        // diffusers' default init scale: uniform in ±1/sqrt(fan_in), here as a normal of that size.
+        let wt = (Tensor::randn(0f32, 1.0, (c, c, 3, 3), &dev).unwrap() / (9.0 * c as f64).sqrt()).unwrap();
+        let bias = Tensor::zeros(c, DType::F32, &dev).unwrap();
+        let reference = x.to_dtype(DType::F64).unwrap().conv2d(&wt.to_dtype(DType::F64).unwrap(), 1, 1, 1, 1).unwrap();
+        let params = Conv2dParams { kernel: 3, stride: 1, padding: 1 };
+        let error = |weight: Conv2dWeight| {
+            let y = conv2d_bias(&x, &weight, &bias, params, ConvEpilogue::default()).unwrap();
+            let diff = (y.to_dtype(DType::F64).unwrap() - &reference).unwrap();
+            diff.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap()
+        };
+        let direct = error(Conv2dWeight::new(wt.clone()).unwrap());
+        let winograd = Conv2dWeight::for_params(wt.clone(), params).unwrap();
+        assert!(matches!(winograd, Conv2dWeight::Winograd(_)), "a 3×3 256-channel layer takes the Winograd kernel");
+        let winograd = error(winograd);
+        assert!(winograd < 4.0 * direct && winograd < 1e-5, "winograd {winograd:e}, direct {direct:e}");
+    }
 }
