@@ -31,6 +31,8 @@ use rayon::prelude::*;
 
 use crate::profile;
 
+use super::simd::multiversion;
+
 #[cfg(target_arch = "x86_64")]
 use super::conv2d_avx512::{microkernel, Tile, VectorTarget, KC, PAIRS_PER_TASK};
 use super::conv2d_avx512::{MR, NR};
@@ -64,25 +66,26 @@ impl WinogradWeights {
     /// `weight`: [c_out, c_in, 3, 3], contiguous.
     pub(super) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
         let mut data = vec![0f32; c_out.div_ceil(MR) * POINTS * c_in * MR];
+        super::advise_huge_pages(&mut data);
         data.par_chunks_mut(POINTS * c_in * MR).enumerate().for_each(|(panel, dst)| {
-            // Transform a block of input channels into `[ci][r][ξ]`, then write it out point by point:
-            // written straight into the packed layout, the 16 points of one filter are 16 stores
-            // `C_in · MR` floats apart, often a multiple of 4 KiB, which all land in one L1 set.
-            let mut block = vec![[0f32; POINTS]; FILTER_BLOCK * MR];
+            // A block of input channels at a time: gather its filters element by element (`[e][ci·MR + r]`),
+            // transform them all at once, then copy each point's row into place, where the packed
+            // layout `[ξ][ci][r]` makes it one contiguous run. Rows past `c_out` stay zero.
+            let mut filters = Box::new([[0f64; FILTER_BLOCK * MR]; 9]);
+            let mut transformed = Box::new([[0f32; FILTER_BLOCK * MR]; POINTS]);
             for ci0 in (0..c_in).step_by(FILTER_BLOCK) {
                 let channels = FILTER_BLOCK.min(c_in - ci0);
                 for ci in 0..channels {
                     for r in 0..MR.min(c_out - panel * MR) {
-                        let co = panel * MR + r;
-                        block[ci * MR + r] = transform_filter(&weight[(co * c_in + ci0 + ci) * 9..][..9]);
+                        let filter = &weight[((panel * MR + r) * c_in + ci0 + ci) * 9..][..9];
+                        for (e, &value) in filter.iter().enumerate() {
+                            filters[e][ci * MR + r] = f64::from(value);
+                        }
                     }
                 }
-                for point in 0..POINTS {
-                    let dst = &mut dst[(point * c_in + ci0) * MR..][..channels * MR];
-                    // Rows past `c_out` are never written in `block`, so they stay zero.
-                    for (d, u) in dst.iter_mut().zip(&block) {
-                        *d = u[point];
-                    }
+                transform_filters(&filters, &mut transformed, channels * MR);
+                for (point, row) in transformed.iter().enumerate() {
+                    dst[(point * c_in + ci0) * MR..][..channels * MR].copy_from_slice(&row[..channels * MR]);
                 }
             }
         });
@@ -95,21 +98,29 @@ impl WinogradWeights {
     }
 }
 
-/// `G g Gᵀ` for one 3×3 filter (row-major), with `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`,
-/// in f64 so that each transformed weight is the correctly rounded value of the exact one.
-fn transform_filter(g: &[f32]) -> [f32; POINTS] {
-    let g_times = |a: f64, b: f64, c: f64| [a, (a + b + c) / 2.0, (a - b + c) / 2.0, c];
-    let g = |row: usize, column: usize| f64::from(g[row * 3 + column]);
-    // Column kx of G g, then row i of (G g) Gᵀ.
-    let columns: [[f64; 4]; 3] = std::array::from_fn(|kx| g_times(g(0, kx), g(1, kx), g(2, kx)));
-    let mut u = [0f32; POINTS];
-    for i in 0..4 {
-        let row = g_times(columns[0][i], columns[1][i], columns[2][i]);
-        for j in 0..4 {
-            u[i * 4 + j] = row[j] as f32;
+multiversion! {
+    /// `U = G g Gᵀ` for the first `count` filters of a block stored element by element (`filters[e][n]`
+    /// is element `e` of filter `n`'s row-major 3×3), into `transformed[ξ][n]`, with `G = [[1, 0, 0],
+    /// [½, ½, ½], [½, −½, ½], [0, 0, 1]]`. In f64, so each transformed weight is the correctly rounded
+    /// value of the exact one; laid out so the loop vectorises over the filters.
+    fn transform_filters(
+        filters: &[[f64; FILTER_BLOCK * MR]; 9],
+        transformed: &mut [[f32; FILTER_BLOCK * MR]; POINTS],
+        count: usize,
+    ) {
+        let g_times = |a: f64, b: f64, c: f64| [a, (a + b + c) * 0.5, (a - b + c) * 0.5, c];
+        for n in 0..count.min(FILTER_BLOCK * MR) {
+            let g = |row: usize, column: usize| filters[row * 3 + column][n];
+            // Column kx of G g, then row i of (G g) Gᵀ.
+            let columns: [[f64; 4]; 3] = std::array::from_fn(|kx| g_times(g(0, kx), g(1, kx), g(2, kx)));
+            for i in 0..4 {
+                let row = g_times(columns[0][i], columns[1][i], columns[2][i]);
+                for (j, &value) in row.iter().enumerate() {
+                    transformed[i * 4 + j][n] = value as f32;
+                }
+            }
         }
     }
-    u
 }
 
 /// Everything one Winograd convolution reads (a 3×3, stride-1, padding-1 convolution).

@@ -182,7 +182,13 @@ impl WeightStore {
         }
         let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
         let tensor = match &self.files[entry.file] {
-            WeightFile::Safetensors(st) => st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?,
+            WeightFile::Safetensors(st) => {
+                let tensor = st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+                if let Ok(view) = st.get(&entry.stored_name) {
+                    release_mapped_pages(view.data());
+                }
+                tensor
+            }
             WeightFile::Buffered(st) => st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?,
             WeightFile::Pth(p) => p
                 .get(&entry.stored_name)
@@ -194,6 +200,31 @@ impl WeightStore {
         }
         Ok(tensor.to_dtype(dtype)?.to_device(dev)?)
     }
+}
+
+/// Drops the memory-mapped pages wholly inside `bytes` from this process's resident set, once the
+/// tensor they hold has been copied out. Without it every page of the file stays resident until the
+/// store is dropped, so a load would peak at the file plus the model built from it.
+fn release_mapped_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+        if page == 0 {
+            return;
+        }
+        let start = bytes.as_ptr() as usize;
+        let (first, end) = (start.next_multiple_of(page), (start + bytes.len()) / page * page);
+        if end > first {
+            // SAFETY: [first, end) lies inside the read-only file mapping `bytes` borrows from, which
+            // nothing ever writes. MADV_DONTNEED only unmaps those pages from this process; the next
+            // read of them faults the same file contents back in, so every reference into the
+            // mapping keeps seeing the same bytes.
+            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = bytes;
 }
 
 fn add_entry(
@@ -263,7 +294,29 @@ impl SimpleBackend for StoreBackend<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::modern_name;
+    use super::*;
+
+    /// Loading a tensor drops its pages from the mapping; reading it again faults the same bytes back
+    /// in, so a second load (and every other tensor of the file) still reads the file's contents.
+    #[test]
+    fn tensors_read_the_same_after_their_pages_are_released() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/unet2d/cifar10_like/diffusion_pytorch_model.safetensors");
+        let store = WeightStore::open(std::slice::from_ref(&path)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let reference = BufferedSafetensors::new(bytes).unwrap();
+        let mut names: Vec<_> = store.entries.keys().cloned().collect();
+        names.sort();
+        for _ in 0..2 {
+            for name in &names {
+                let ours = store.load(name, None, DType::F32, &Device::Cpu).unwrap();
+                let expected = reference.load(&store.entries[name].stored_name, &Device::Cpu).unwrap();
+                let expected = expected.to_dtype(DType::F32).unwrap();
+                let diff = (ours - expected).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+            }
+        }
+    }
 
     #[test]
     fn legacy_attention_names_are_renamed() {
