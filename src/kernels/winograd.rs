@@ -29,6 +29,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use crate::profile;
 
 use super::simd::multiversion;
