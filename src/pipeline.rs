@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::loading::{resolve_model_dir, LoadOptions};
+use crate::loading::{resolve_model_dir, LoadOptions, LoadReport};
 use crate::rng::Generator;
-use crate::schedulers::{Scheduler, StepOptions};
+use crate::schedulers::config::find_config_file;
+use crate::schedulers::{Scheduler, SchedulerKind, StepOptions};
 use crate::unet::UNet2DModel;
 
 /// What to sample.
@@ -137,37 +138,69 @@ pub fn to_uint8(images: &Tensor) -> Result<Tensor> {
 }
 
 /// A UNet and its scheduler, loaded from a diffusers pipeline folder (`model_index.json`, `unet/`,
-/// `scheduler/`), or from a bare UNet folder with diffusers' default `DDPMScheduler`.
+/// `scheduler/`), or from a bare UNet folder with the `scheduler_config.json` beside its `config.json`
+/// (old single-folder pipelines such as google/ddpm-cifar10-32), else diffusers' default
+/// `DDPMScheduler`.
 #[derive(Debug, Clone)]
 pub struct UNet2DPipeline {
     pub unet: std::sync::Arc<UNet2DModel>,
     pub scheduler: Scheduler,
-    /// The folder it was loaded from.
+    /// The folder it was loaded from (the pipeline's, not its `unet/`).
     pub path: PathBuf,
+}
+
+/// What [`UNet2DPipeline::from_pretrained_with_report`] read.
+#[derive(Debug, Clone)]
+pub struct PipelineReport {
+    pub unet: LoadReport,
+    /// The scheduler config file, or `None` for diffusers' default `DDPMScheduler`.
+    pub scheduler_config: Option<PathBuf>,
 }
 
 impl UNet2DPipeline {
     pub fn from_pretrained(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let root = resolve_model_dir(path, None).map(|unet_dir| {
-            // resolve_model_dir descends into unet/ for pipeline folders; the scheduler is beside it.
-            if unet_dir.file_name().is_some_and(|n| n == "unet")
-                && unet_dir.parent().is_some_and(|p| p.join("model_index.json").exists())
-            {
-                unet_dir.parent().map(Path::to_path_buf).unwrap_or(unet_dir)
-            } else {
-                unet_dir
-            }
-        })?;
-        let is_pipeline = root.join("model_index.json").exists() || root.join("unet").join("config.json").exists();
-        let unet_options = LoadOptions { subfolder: is_pipeline.then(|| "unet".to_string()), ..options.clone() };
-        let unet = UNet2DModel::from_pretrained(&root, &unet_options)?;
-        let scheduler_dir = root.join("scheduler");
-        let scheduler = if scheduler_dir.join("scheduler_config.json").exists() {
-            Scheduler::from_pretrained(&scheduler_dir)?
-        } else {
-            Scheduler::from_json(&serde_json::json!({ "_class_name": "DDPMScheduler" }))?
-        };
-        Ok(Self { unet: std::sync::Arc::new(unet), scheduler, path: root })
+        Ok(Self::from_pretrained_with_report(path, options)?.0)
     }
+
+    /// [`Self::from_pretrained`], with what was read.
+    pub fn from_pretrained_with_report(
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+    ) -> Result<(Self, PipelineReport)> {
+        // resolve_model_dir descends into unet/ for pipeline folders and resolves Hub ids.
+        let unet_dir = resolve_model_dir(path.as_ref(), None)?;
+        let unet_options = LoadOptions { subfolder: None, ..options.clone() };
+        let (unet, unet_report) = UNet2DModel::from_pretrained_with_report(&unet_dir, &unet_options)?;
+        let scheduler_config = scheduler_config_for(&unet_dir);
+        let scheduler = match &scheduler_config {
+            Some(file) => Scheduler::from_pretrained(file)?,
+            None => default_scheduler()?,
+        };
+        let path = pipeline_root(&unet_dir).unwrap_or(unet_dir);
+        let report = PipelineReport { unet: unet_report, scheduler_config };
+        Ok((Self { unet: std::sync::Arc::new(unet), scheduler, path }, report))
+    }
+}
+
+/// The pipeline folder a UNet folder is the `unet/` of, if it is one.
+fn pipeline_root(unet_dir: &Path) -> Option<PathBuf> {
+    let parent = unet_dir.parent()?;
+    let in_pipeline = unet_dir.file_name().is_some_and(|n| n == "unet")
+        && (parent.join("model_index.json").is_file() || parent.join("scheduler").is_dir());
+    in_pipeline.then(|| parent.to_path_buf())
+}
+
+/// The scheduler config that belongs to the UNet in `unet_dir`: `scheduler_config.json` beside its
+/// `config.json`, else the pipeline's `scheduler/` when `unet_dir` is a pipeline's `unet/`.
+pub fn scheduler_config_for(unet_dir: &Path) -> Option<PathBuf> {
+    let beside = unet_dir.join("scheduler_config.json");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    find_config_file(&pipeline_root(unet_dir)?.join("scheduler")).ok()
+}
+
+/// `DDPMScheduler()` with diffusers' defaults: what a UNet folder without a scheduler samples with.
+pub fn default_scheduler() -> Result<Scheduler> {
+    Scheduler::from_json(&serde_json::json!({ "_class_name": SchedulerKind::Ddpm.class_name() }))
 }

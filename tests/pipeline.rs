@@ -65,3 +65,29 @@ fn dpm_solver_pp_20_steps_matches_diffusers() {
 fn ddpm_1000_steps_matches_diffusers() {
     check_case("digits16_ddpm1000_seed0");
 }
+
+/// Where the scheduler comes from: the pipeline's `scheduler/`, a `scheduler_config.json` beside a
+/// bare UNet's `config.json` (old single-folder pipelines), or none (diffusers' default DDPM).
+#[test]
+fn pipeline_finds_the_models_scheduler() {
+    let (pipe, report) = UNet2DPipeline::from_pretrained_with_report(shipped_model(), &LoadOptions::default()).unwrap();
+    assert_eq!(pipe.path, shipped_model());
+    assert_eq!(report.scheduler_config.unwrap(), shipped_model().join("scheduler").join("scheduler_config.json"));
+
+    let bare = std::env::temp_dir().join(format!("candle_unet2d_bare_unet_{}", std::process::id()));
+    std::fs::create_dir_all(&bare).unwrap();
+    for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(shipped_model().join("unet").join(file), bare.join(file)).unwrap();
+    }
+    let (pipe, report) = UNet2DPipeline::from_pretrained_with_report(&bare, &LoadOptions::default()).unwrap();
+    assert_eq!((pipe.scheduler.kind(), report.scheduler_config), (SchedulerKind::Ddpm, None));
+    assert_eq!(pipe.scheduler.config_json()["beta_schedule"], "linear");
+
+    let ddim = serde_json::json!({ "_class_name": "DDIMScheduler", "beta_schedule": "squaredcos_cap_v2" });
+    std::fs::write(bare.join("scheduler_config.json"), ddim.to_string()).unwrap();
+    let (pipe, report) = UNet2DPipeline::from_pretrained_with_report(&bare, &LoadOptions::default()).unwrap();
+    assert_eq!(pipe.scheduler.kind(), SchedulerKind::Ddim);
+    assert_eq!(pipe.scheduler.config_json()["beta_schedule"], "squaredcos_cap_v2");
+    assert_eq!(report.scheduler_config, Some(bare.join("scheduler_config.json")));
+    std::fs::remove_dir_all(&bare).unwrap();
+}

@@ -1,11 +1,12 @@
 //! `--model`: the shipped model, a folder or a Hub id, loaded with its scheduler and a report of
 //! what was read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
-use candle_unet2d::loading::{resolve_model_dir, LoadReport};
-use candle_unet2d::schedulers::config::find_config_file;
+use candle_unet2d::loading::LoadReport;
+use candle_unet2d::pipeline::UNet2DPipeline;
 use candle_unet2d::schedulers::{Scheduler, SchedulerKind};
 use candle_unet2d::{LoadOptions, UNet2DModel};
 use serde_json::Value;
@@ -47,44 +48,24 @@ fn load_shipped(options: &LoadOptions) -> anyhow::Result<Loaded> {
     })
 }
 
-/// A pipeline folder (its `unet/` and `scheduler/`), a bare UNet folder (diffusers' default DDPM
-/// scheduler unless a `scheduler_config.json` lies beside its `config.json`, as in the old
-/// single-folder pipelines such as google/ddpm-cifar10-32), or a Hub id in the local cache —
-/// what `UNet2DPipeline::from_pretrained` accepts, loaded once with a [`LoadReport`].
+/// A pipeline folder (its `unet/` and `scheduler/`), a bare UNet folder, or a Hub id in the local
+/// cache: whatever `UNet2DPipeline::from_pretrained` accepts, with its report of what was read.
 fn load_path(path: &Path, options: &LoadOptions) -> anyhow::Result<Loaded> {
-    // resolve_model_dir descends into unet/ for pipeline folders and resolves Hub ids.
-    let unet_dir = resolve_model_dir(path, None)?;
-    let (unet, report) = UNet2DModel::from_pretrained_with_report(&unet_dir, options)?;
-    let (scheduler, scheduler_source) = match scheduler_config_for(&unet_dir) {
-        Some(file) => {
-            let scheduler = Scheduler::from_pretrained(&file)
-                .with_context(|| format!("cannot load the scheduler {}", file.display()))?;
-            (scheduler, file.display().to_string())
-        }
-        None => (default_ddpm()?, "none found: diffusers' default DDPMScheduler".into()),
+    let (pipeline, report) = UNet2DPipeline::from_pretrained_with_report(path, options)?;
+    let scheduler_source = match report.scheduler_config {
+        Some(file) => file.display().to_string(),
+        None => "none found: diffusers' default DDPMScheduler".into(),
     };
-    Ok(Loaded { name: path.display().to_string(), shipped: false, unet, scheduler, scheduler_source, report })
-}
-
-/// The scheduler config that belongs to the UNet in `unet_dir`, if any.
-fn scheduler_config_for(unet_dir: &Path) -> Option<PathBuf> {
-    let beside = unet_dir.join("scheduler_config.json");
-    if beside.is_file() {
-        return Some(beside);
-    }
-    let parent = unet_dir.parent()?;
-    let in_pipeline = unet_dir.file_name().is_some_and(|n| n == "unet")
-        && (parent.join("model_index.json").is_file() || parent.join("scheduler").is_dir());
-    if in_pipeline {
-        return find_config_file(&parent.join("scheduler")).ok();
-    }
-    None
-}
-
-/// `DDPMScheduler()` with diffusers' defaults.
-fn default_ddpm() -> anyhow::Result<Scheduler> {
-    let config = serde_json::json!({ "_class_name": SchedulerKind::Ddpm.class_name() });
-    Ok(Scheduler::from_json(&config)?)
+    // The model is not shared yet, so this never clones it.
+    let unet = Arc::try_unwrap(pipeline.unet).unwrap_or_else(|shared| (*shared).clone());
+    Ok(Loaded {
+        name: path.display().to_string(),
+        shipped: false,
+        unet,
+        scheduler: pipeline.scheduler,
+        scheduler_source,
+        report: report.unet,
+    })
 }
 
 /// A scheduler config value as text (`"squaredcos_cap_v2"`, `1000`), or `?` when absent.
