@@ -1,7 +1,9 @@
 //! 2D convolution with fused bias (and optionally a fused residual add and output scale) on the CPU,
-//! float32. CPUs with AVX-512 run the packed implicit-GEMM kernel of `conv2d_avx512`; others run tiled
-//! im2col into a per-task buffer, then one `gemm` per tile, `out = bias + W · cols`, with the weight used
-//! in its stored `[C_out, C_in·k·k]` order. Other devices and dtypes use candle's ops.
+//! float32. CPUs with AVX-512 run the Winograd F(2×2, 3×3) kernel of `winograd` for 3×3 stride-1
+//! convolutions between 32 or more channels (most of the UNet's work), and the packed implicit-GEMM
+//! kernel of `conv2d_avx512` for the rest; the weights are prepared for one of them at load. Other CPUs
+//! run tiled im2col into a per-task buffer, then one `gemm` per tile, `out = bias + W · cols`, with the
+//! weight used in its stored `[C_out, C_in·k·k]` order. Other devices and dtypes use candle's ops.
 
 use std::sync::Arc;
 
@@ -553,5 +555,28 @@ mod tests {
         assert!(matches!(winograd, Conv2dWeight::Winograd(_)), "a 3×3 256-channel layer takes the Winograd kernel");
         let winograd = error(winograd);
         assert!(winograd < 4.0 * direct && winograd < 1e-5, "winograd {winograd:e}, direct {direct:e}");
+    }
+
+    /// Convolutions run from many rayon tasks at once (several models, or one model from several
+    /// tasks): a worker waiting inside one call's parallel phase picks up another call, which must
+    /// not touch the buffers the first is using.
+    #[test]
+    fn concurrent_calls_from_rayon_tasks_agree() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (1, 64, 16, 16), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (64, 64, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 64, &dev).unwrap();
+        let params = Conv2dParams { kernel: 3, stride: 1, padding: 1 };
+        let weight = Conv2dWeight::for_params(wt, params).unwrap();
+        let expected = conv2d_bias(&x, &weight, &bias, params, ConvEpilogue::default()).unwrap();
+        let expected = expected.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // More workers than cores make a worker picking up a second call while inside the first likely.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        pool.install(|| {
+            (0..8192).into_par_iter().for_each(|_| {
+                let y = conv2d_bias(&x, &weight, &bias, params, ConvEpilogue::default()).unwrap();
+                assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
+            })
+        });
     }
 }

@@ -246,8 +246,7 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
     let zeros = vec![0f32; c_out];
     let out = SendPtr(out);
     let run_chunk = |chunk: &[TileVector], parallel: bool| {
-        SCRATCH.with(|scratch| {
-            let (transformed_input, products) = &mut *scratch.borrow_mut();
+        with_scratch(|transformed_input, products| {
             let pairs = chunk.len() / 2;
             let strides = Strides::new(pairs, c_in, c_out);
             // Every element of both buffers that is read is written first (phases 1 and 2).
@@ -291,6 +290,19 @@ thread_local! {
     /// Each thread's `V` and `M` buffers, reused across calls (at most `CHUNK_FLOATS` each, plus
     /// stride padding).
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` on this thread's `V` and `M` buffers, or on fresh ones when they are already in use
+/// further up this thread's stack: a rayon worker waiting inside a parallel phase may pick up another
+/// convolution (models run from several rayon tasks at once).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buffers) => {
+            let (transformed_input, products) = &mut *buffers;
+            f(transformed_input, products)
+        }
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+    })
 }
 
 /// Distances, in floats, inside a chunk's `V` (`[ξ][pair][C_in][NR]`) and `M` (`[ξ][C_out][columns]`).
