@@ -415,9 +415,11 @@ impl Phases<'_> {
                 for pair in pair_range.clone() {
                     let b = transformed_input[point * strides.input_point + (pair * c_in + k0) * NR..].as_ptr();
                     let offset = point * strides.product_point + pair * NR;
+                    // A second vector past the last tile is skipped (and never read back).
+                    let second = if self.chunk[2 * pair + 1].masks == [0; 4] { 0 } else { u16::MAX };
                     let targets = [
                         VectorTarget { offset, mask: u16::MAX, bias_offset: 0 },
-                        VectorTarget { offset: offset + 16, mask: u16::MAX, bias_offset: 0 },
+                        VectorTarget { offset: offset + 16, mask: second, bias_offset: 0 },
                     ];
                     for panel in panel_range.clone() {
                         let a = weights.panel(panel, point, k0);
