@@ -68,28 +68,36 @@ impl WinogradWeights {
     pub(super) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
         let mut data = vec![0f32; c_out.div_ceil(MR) * POINTS * c_in * MR];
         super::advise_huge_pages(&mut data);
-        data.par_chunks_mut(POINTS * c_in * MR).enumerate().for_each(|(panel, dst)| {
-            // A block of input channels at a time: gather its filters element by element (`[e][ci·MR + r]`),
-            // transform them all at once, then copy each point's row into place, where the packed
-            // layout `[ξ][ci][r]` makes it one contiguous run. Rows past `c_out` stay zero.
-            let mut filters = Box::new([[0f64; FILTER_BLOCK * MR]; 9]);
-            let mut transformed = Box::new([[0f32; FILTER_BLOCK * MR]; POINTS]);
-            for ci0 in (0..c_in).step_by(FILTER_BLOCK) {
-                let channels = FILTER_BLOCK.min(c_in - ci0);
-                for ci in 0..channels {
-                    for r in 0..MR.min(c_out - panel * MR) {
-                        let filter = &weight[((panel * MR + r) * c_in + ci0 + ci) * 9..][..9];
-                        for (e, &value) in filter.iter().enumerate() {
-                            filters[e][ci * MR + r] = f64::from(value);
+        // One pair of block buffers per worker, not per panel.
+        let buffers = || (Box::new([[0f64; FILTER_BLOCK * MR]; 9]), Box::new([[0f32; FILTER_BLOCK * MR]; POINTS]));
+        data.par_chunks_mut(POINTS * c_in * MR).enumerate().for_each_init(
+            buffers,
+            |(filters, transformed), (panel, dst)| {
+                // A block of input channels at a time: gather its filters element by element
+                // (`[e][ci·MR + r]`), transform them all at once, then copy each point's row into place,
+                // where the packed layout `[ξ][ci][r]` makes it one contiguous run.
+                let rows = MR.min(c_out - panel * MR);
+                if rows < MR {
+                    // The last panel's rows past `c_out` transform to zero (the buffer is reused).
+                    filters.iter_mut().for_each(|element| element.fill(0.0));
+                }
+                for ci0 in (0..c_in).step_by(FILTER_BLOCK) {
+                    let channels = FILTER_BLOCK.min(c_in - ci0);
+                    for ci in 0..channels {
+                        for r in 0..rows {
+                            let filter = &weight[((panel * MR + r) * c_in + ci0 + ci) * 9..][..9];
+                            for (e, &value) in filter.iter().enumerate() {
+                                filters[e][ci * MR + r] = f64::from(value);
+                            }
                         }
                     }
+                    transform_filters(filters, transformed, channels * MR);
+                    for (point, row) in transformed.iter().enumerate() {
+                        dst[(point * c_in + ci0) * MR..][..channels * MR].copy_from_slice(&row[..channels * MR]);
+                    }
                 }
-                transform_filters(&filters, &mut transformed, channels * MR);
-                for (point, row) in transformed.iter().enumerate() {
-                    dst[(point * c_in + ci0) * MR..][..channels * MR].copy_from_slice(&row[..channels * MR]);
-                }
-            }
-        });
+            },
+        );
         Self { data, c_out, c_in }
     }
 
