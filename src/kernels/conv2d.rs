@@ -253,6 +253,7 @@ impl CustomOp2 for PackedConv {
             },
         };
         let (output_scale, prepadded) = (self.output_scale, self.prepadded);
+        let call = conv2d_avx512::Call { x, bias, per_image_bias, residual, output_scale, batch, h, w, prepadded };
         let len = batch * c_out * out_h * out_w;
         let mut out = Vec::<f32>::with_capacity(len);
         // SAFETY: prepared weights exist only where AVX-512 is available (and Winograd weights only
@@ -261,36 +262,11 @@ impl CustomOp2 for PackedConv {
         unsafe {
             match &self.weights {
                 Conv2dWeight::Packed(weights) => {
-                    let params = self.params;
-                    let problem = conv2d_avx512::Problem {
-                        x,
-                        weights,
-                        bias,
-                        per_image_bias,
-                        residual,
-                        output_scale,
-                        batch,
-                        h,
-                        w,
-                        prepadded,
-                        params,
-                    };
+                    let problem = conv2d_avx512::Problem { call, weights, params: self.params };
                     conv2d_avx512::run(&problem, out.as_mut_ptr());
                 }
                 Conv2dWeight::Winograd(weights) => {
-                    let problem = winograd::Problem {
-                        x,
-                        weights,
-                        bias,
-                        per_image_bias,
-                        residual,
-                        output_scale,
-                        batch,
-                        h,
-                        w,
-                        prepadded,
-                    };
-                    winograd::run(&problem, out.as_mut_ptr());
+                    winograd::run(&winograd::Problem { call, weights }, out.as_mut_ptr())
                 }
                 Conv2dWeight::Loaded(_) => candle_core::bail!("conv2d-packed: the weights were not prepared"),
             }

@@ -39,10 +39,10 @@ pub(super) const PAIRS_PER_TASK: usize = 8;
 /// Largest pre-gathered column matrix (floats) shared between tasks: 1 MiB, half an L2.
 const SHARED_COLUMNS_MAX: usize = 1 << 18;
 
-/// Everything one convolution call reads. Slices are contiguous NCHW / [C_out, C_in·k·k].
-pub(super) struct Problem<'a> {
+/// A convolution call's input and output, whichever kernel computes it. Slices are contiguous NCHW.
+pub(super) struct Call<'a> {
+    /// [B, C_in, H, W], or [B, C_in, H + 2p, W + 2p] with its zero border when `prepadded`.
     pub x: &'a [f32],
-    pub weights: &'a PackedWeights,
     /// [C_out], or [B, C_out] when `per_image_bias`.
     pub bias: &'a [f32],
     pub per_image_bias: bool,
@@ -55,6 +55,12 @@ pub(super) struct Problem<'a> {
     pub w: usize,
     /// `x` already carries its zero border of `params.padding`.
     pub prepadded: bool,
+}
+
+/// Everything one direct convolution reads: the call, and packed `[C_out, C_in·k·k]` weights.
+pub(super) struct Problem<'a> {
+    pub call: Call<'a>,
+    pub weights: &'a PackedWeights,
     pub params: Conv2dParams,
 }
 
@@ -117,8 +123,8 @@ impl Geometry {
     fn new(p: &Problem) -> Self {
         let Conv2dParams { kernel, padding, .. } = p.params;
         // The caller checked the sizes before allocating the output (`PackedConv`).
-        let (out_h, out_w) = p.params.output_size(p.h, p.w).unwrap_or_default();
-        let (padded_h, padded_w) = (p.h + 2 * padding, p.w + 2 * padding);
+        let (out_h, out_w) = p.params.output_size(p.call.h, p.call.w).unwrap_or_default();
+        let (padded_h, padded_w) = (p.call.h + 2 * padding, p.call.w + 2 * padding);
         Self { out_w, pixels: out_h * out_w, k: p.weights.c_in * kernel * kernel, padded_h, padded_w }
     }
 
@@ -136,8 +142,9 @@ impl Geometry {
 pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
     let geo = Geometry::new(p);
     let padding = p.params.padding;
-    let padded = (padding > 0 && !p.prepadded).then(|| pad(p.x, p.batch * p.weights.c_in, p.h, p.w, padding));
-    let input = padded.as_deref().unwrap_or(p.x);
+    let padded = (padding > 0 && !p.call.prepadded)
+        .then(|| pad(p.call.x, p.call.batch * p.weights.c_in, p.call.h, p.call.w, padding));
+    let input = padded.as_deref().unwrap_or(p.call.x);
     let (kernel, c_in) = (p.params.kernel, p.weights.c_in);
     // Offset of reduction step (ci, ky, kx) from the input element under output pixel (oy, ox).
     let mut step_offsets = Vec::with_capacity(geo.k);
@@ -150,7 +157,7 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
     }
     // Vectors never straddle images (a partial last vector per image is masked).
     let vectors_per_image = geo.pixels.div_ceil(16);
-    let vectors = p.batch * vectors_per_image;
+    let vectors = p.call.batch * vectors_per_image;
     let pairs: Vec<[VectorPlan; 2]> = (0..vectors.div_ceil(2))
         .map(|pair| {
             let plan = |v: usize| VectorPlan::new(p, &geo, input, v / vectors_per_image, (v % vectors_per_image) * 16);
@@ -291,7 +298,7 @@ impl VectorPlan {
         };
         let mask = if valid == 16 { u16::MAX } else { (1u16 << valid) - 1 };
         let c_out = p.weights.c_out;
-        let bias_offset = if p.per_image_bias { image * c_out } else { 0 };
+        let bias_offset = if p.call.per_image_bias { image * c_out } else { 0 };
         let target = VectorTarget { offset: image * c_out * geo.pixels + pixel, mask, bias_offset };
         Self { input: input[base..].as_ptr(), lanes, target }
     }
@@ -360,9 +367,9 @@ impl Job<'_> {
                         row0,
                         stride: self.geo.pixels,
                         targets: &targets,
-                        bias: if first { Some(p.bias) } else { None },
-                        residual: if last { p.residual } else { None },
-                        output_scale: if last { p.output_scale } else { 1.0 },
+                        bias: if first { Some(p.call.bias) } else { None },
+                        residual: if last { p.call.residual } else { None },
+                        output_scale: if last { p.call.output_scale } else { 1.0 },
                     };
                     microkernel(kc, a, b, &tile, out);
                 }

@@ -36,7 +36,7 @@ use super::simd::multiversion;
 
 #[cfg(target_arch = "x86_64")]
 use super::conv2d_avx512::{microkernel, Tile, VectorTarget, KC, PAIRS_PER_TASK};
-use super::conv2d_avx512::{MR, NR};
+use super::conv2d_avx512::{Call, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::SendPtr;
 
@@ -134,19 +134,8 @@ multiversion! {
 
 /// Everything one Winograd convolution reads (a 3×3, stride-1, padding-1 convolution).
 pub(super) struct Problem<'a> {
-    /// [B, C_in, H, W], or [B, C_in, H + 2, W + 2] with its zero border when `prepadded`.
-    pub x: &'a [f32],
+    pub call: Call<'a>,
     pub weights: &'a WinogradWeights,
-    /// [C_out], or [B, C_out] when `per_image_bias`.
-    pub bias: &'a [f32],
-    pub per_image_bias: bool,
-    /// Added before the division by `output_scale` ([B, C_out, H, W]).
-    pub residual: Option<&'a [f32]>,
-    pub output_scale: f32,
-    pub batch: usize,
-    pub h: usize,
-    pub w: usize,
-    pub prepadded: bool,
 }
 
 /// 16 tiles, one per lane, numbered across the whole batch: a vector runs on into the next image when
@@ -239,18 +228,18 @@ impl Tiling {
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
     let (c_in, c_out) = (p.weights.c_in, p.weights.c_out);
-    let tiling = Tiling::new(p.h, p.w);
+    let tiling = Tiling::new(p.call.h, p.call.w);
     let owned_input;
-    let data = if p.prepadded && p.h.is_multiple_of(2) && p.w.is_multiple_of(2) {
-        p.x
+    let data = if p.call.prepadded && p.call.h.is_multiple_of(2) && p.call.w.is_multiple_of(2) {
+        p.call.x
     } else {
         owned_input = pad_input(p, &tiling);
         &owned_input[..]
     };
     let input = Padded { data, h: tiling.padded_h, w: tiling.padded_w, channels: c_in };
     // Whole pairs of vectors, for the micro-kernel's 32-column panels.
-    let vector_count = (p.batch * tiling.tiles_per_image).div_ceil(32) * 2;
-    let vectors: Vec<TileVector> = (0..vector_count).map(|v| tiling.vector(v, p.batch, c_in, c_out)).collect();
+    let vector_count = (p.call.batch * tiling.tiles_per_image).div_ceil(32) * 2;
+    let vectors: Vec<TileVector> = (0..vector_count).map(|v| tiling.vector(v, p.call.batch, c_in, c_out)).collect();
     let zeros = vec![0f32; c_out];
     let out = SendPtr(out);
     let run_chunk = |chunk: &[TileVector], parallel: bool| {
@@ -333,10 +322,10 @@ impl Strides {
 /// The input with a zero border of 1, and one more zero row / column where a size is odd, so that
 /// every tile's 4×4 patch lies inside it.
 fn pad_input(p: &Problem, tiling: &Tiling) -> Vec<f32> {
-    let (h, w, padded_w) = (p.h, p.w, tiling.padded_w);
-    let (src_h, src_w, border) = if p.prepadded { (h + 2, w + 2, 1) } else { (h, w, 0) };
-    let mut padded = vec![0f32; p.batch * p.weights.c_in * tiling.padded_h * padded_w];
-    padded.par_chunks_mut(tiling.padded_h * padded_w).zip(p.x.par_chunks(src_h * src_w)).for_each(|(dst, src)| {
+    let (h, w, padded_w) = (p.call.h, p.call.w, tiling.padded_w);
+    let (src_h, src_w, border) = if p.call.prepadded { (h + 2, w + 2, 1) } else { (h, w, 0) };
+    let mut padded = vec![0f32; p.call.batch * p.weights.c_in * tiling.padded_h * padded_w];
+    padded.par_chunks_mut(tiling.padded_h * padded_w).zip(p.call.x.par_chunks(src_h * src_w)).for_each(|(dst, src)| {
         for y in 0..h {
             let row = &src[(y + border) * src_w + border..][..w];
             dst[(y + 1) * padded_w + 1..][..w].copy_from_slice(row);
@@ -541,19 +530,19 @@ unsafe fn transform_output(
     strides: &Strides,
     out: SendPtr,
 ) {
-    let (c_out, w) = (p.weights.c_out, p.w);
-    let plane = p.h * w;
+    let (c_out, w) = (p.weights.c_out, p.call.w);
+    let plane = p.call.h * w;
     let lanes = _mm512_loadu_si512(vector.output.as_ptr().cast());
     let bias_lanes = _mm512_loadu_si512(vector.bias.as_ptr().cast());
     let interleave =
         [_mm512_loadu_si512(INTERLEAVE_LOW.as_ptr().cast()), _mm512_loadu_si512(INTERLEAVE_HIGH.as_ptr().cast())];
     let half_offsets = [vector.output[0] as usize, vector.output[8] as usize];
-    let scale = _mm512_set1_ps(p.output_scale);
-    let image_bias = if p.per_image_bias { vector.image * c_out } else { 0 };
+    let scale = _mm512_set1_ps(p.call.output_scale);
+    let image_bias = if p.call.per_image_bias { vector.image * c_out } else { 0 };
     // Residual added, then divided by the output scale, as the direct kernel does.
     let finish = |value: __m512, residual: __m512| {
         let value = _mm512_add_ps(residual, value);
-        if p.output_scale != 1.0 {
+        if p.call.output_scale != 1.0 {
             _mm512_div_ps(value, scale)
         } else {
             value
@@ -567,14 +556,14 @@ unsafe fn transform_output(
             std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(point(j), point(4 + j)), point(8 + j))),
             std::array::from_fn(|j| _mm512_sub_ps(_mm512_sub_ps(point(4 + j), point(8 + j)), point(12 + j))),
         ];
-        let bias_ptr = p.bias.as_ptr().add(image_bias + co);
-        let bias = if vector.one_image || !p.per_image_bias {
+        let bias_ptr = p.call.bias.as_ptr().add(image_bias + co);
+        let bias = if vector.one_image || !p.call.per_image_bias {
             _mm512_set1_ps(*bias_ptr)
         } else {
             _mm512_i32gather_ps::<4>(bias_lanes, bias_ptr)
         };
         let base = out.get().add((vector.image * c_out + co) * plane);
-        let residual = p.residual.map(|r| r.as_ptr().add((vector.image * c_out + co) * plane));
+        let residual = p.call.residual.map(|r| r.as_ptr().add((vector.image * c_out + co) * plane));
         for (dy, r) in rows.iter().enumerate() {
             let pixels = [
                 _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]), bias),
