@@ -238,6 +238,16 @@ impl CustomOp2 for PackedConv {
                 "conv2d-packed: input {h}×{w} too small for kernel {kernel} with padding {padding}, stride {stride}"
             );
         };
+        // The kernels address lanes by 32-bit offsets from one image's start, reaching into the next
+        // image (Winograd: 16 tiles of 2×2 pixels can span 16 tiny images): keep them below 2³¹.
+        let image_floats = (c_in * (h + 2 * padding + 1) * (w + 2 * padding + 1)).max(c_out * out_h * out_w);
+        let images_spanned = if out_h * out_w >= 64 { 2 } else { 16 };
+        if image_floats.saturating_mul(images_spanned) > i32::MAX as usize {
+            candle_core::bail!(
+                "conv2d-packed: one image of {c_in}×{h}×{w} (→ {c_out}×{out_h}×{out_w}) is too large for the CPU \
+                 kernels' 32-bit offsets; split the image"
+            );
+        }
         let residual_guard = self.residual.as_ref().map(Tensor::storage_and_layout);
         let residual = match &residual_guard {
             None => None,

@@ -286,8 +286,8 @@ impl VectorPlan {
         } else if valid == 16 && stride == 1 && whole_rows {
             Lanes::Rows { width: geo.out_w, row_stride: geo.padded_w }
         } else {
-            // Masked lanes re-read lane 0. Offsets stay within one image: below 2³¹ for any image that
-            // fits the 16 GiB attention limit of the model.
+            // Masked lanes re-read lane 0. Offsets stay within one image, which `PackedConv` checked
+            // is below 2³¹ floats.
             Lanes::Gather(std::array::from_fn(|lane| {
                 if lane < valid {
                     (input_offset(pixel + lane) - base) as i32

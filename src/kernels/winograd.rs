@@ -205,7 +205,8 @@ impl Tiling {
             let (lane_image, tile) = ((first + lane) / self.tiles_per_image, (first + lane) % self.tiles_per_image);
             let (ty, tx) = (tile / self.tiles_w, tile % self.tiles_w);
             let images = lane_image - image;
-            // Within a few images (one when images have 16 tiles or more), so well inside i32.
+            // At most one image on when images have 16 tiles or more (and 16 tiny ones otherwise): inside
+            // i32, as `PackedConv` checked.
             vector.input[lane] = (images * input_image + 2 * ty * self.padded_w + 2 * tx) as i32;
             vector.output[lane] = (images * output_image + 2 * ty * self.w + 2 * tx) as i32;
             vector.bias[lane] = (images * c_out) as i32;
@@ -246,7 +247,8 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
         with_scratch(|transformed_input, products| {
             let pairs = chunk.len() / 2;
             let strides = Strides::new(pairs, c_in, c_out);
-            // Every element of both buffers that is read is written first (phases 1 and 2).
+            // Phases 1 and 2 write every element of both buffers that is later read, except M's columns
+            // of a vector past the last tile: those may hold stale values, and nothing from them is stored.
             if transformed_input.len() < POINTS * strides.input_point {
                 transformed_input.resize(POINTS * strides.input_point, 0.0);
             }
