@@ -51,7 +51,7 @@ impl Conv2d {
         profile::time("conv2d", || conv2d_bias(x, &self.weight, &self.bias, self.params, epilogue))
     }
 
-    /// `conv(act(norm(x)))` then `epilogue`. With packed weights on the CPU the norm writes its output
+    /// `conv(act(norm(x)))` then `epilogue`. With prepared weights on the CPU the norm writes its output
     /// straight into the zero-padded buffer the convolution reads, saving a copy of the activations.
     pub fn forward_normed(
         &self,

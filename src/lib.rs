@@ -25,6 +25,7 @@ pub mod fir;
 pub mod kernels;
 pub mod layers;
 pub mod loading;
+mod memory;
 pub mod pipeline;
 pub mod profile;
 #[cfg(feature = "python")]

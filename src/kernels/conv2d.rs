@@ -39,7 +39,7 @@ impl Conv2dParams {
 }
 
 /// What happens to the convolution's output before it is stored:
-/// `(conv(x) + bias + image_bias[b, c] + residual) / output_scale`. With packed weights all of it is
+/// `(conv(x) + bias + image_bias[b, c] + residual) / output_scale`. With prepared weights all of it is
 /// fused into the kernel's store; otherwise each is a candle op after the convolution.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvEpilogue<'a> {
@@ -138,7 +138,8 @@ pub fn conv2d_bias(
 }
 
 /// [`conv2d_bias`] on an input that already carries its zero padding ([B, C_in, H + 2p, W + 2p], as
-/// `group_norm_padded_cpu` writes it), so the kernel skips its own padding copy. Packed weights only.
+/// `group_norm_padded_cpu` writes it), so the kernel skips its own padding copy. Prepared weights only
+/// ([`Conv2dWeight::is_prepared`]).
 pub fn conv2d_bias_prepadded(
     xp: &Tensor,
     weight: &Conv2dWeight,
@@ -162,7 +163,7 @@ fn conv2d_impl(
             candle_core::bail!("conv2d: Winograd weights compute 3×3 stride-1 padding-1 convolutions, got {params:?}")
         }
         Conv2dWeight::Packed(_) | Conv2dWeight::Winograd(_) => {
-            // Packed weights are float32 on the CPU, so the model's inputs are too. The per-image bias
+            // Prepared weights are float32 on the CPU, so the model's inputs are too. The per-image bias
             // folds into the bias: [B, C_out] instead of [C_out].
             let bias = match epilogue.image_bias {
                 Some(image_bias) => image_bias.broadcast_add(&bias.unsqueeze(0)?)?,
@@ -173,7 +174,9 @@ fn conv2d_impl(
             let op = PackedConv { weights: weight.clone(), params, residual, output_scale, prepadded };
             return x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &op);
         }
-        Conv2dWeight::Loaded(_) if prepadded => candle_core::bail!("conv2d: a pre-padded input needs packed weights"),
+        Conv2dWeight::Loaded(_) if prepadded => {
+            candle_core::bail!("conv2d: a pre-padded input needs prepared (AVX-512) weights")
+        }
         Conv2dWeight::Loaded(weight) => weight,
     };
     let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;

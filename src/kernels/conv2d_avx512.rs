@@ -80,7 +80,7 @@ impl PackedWeights {
     pub(super) fn new(weight: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Self {
         let k = c_in * kernel * kernel;
         let mut data = vec![0f32; c_out.div_ceil(MR) * k * MR];
-        super::advise_huge_pages(&mut data);
+        crate::memory::advise_huge_pages(&mut data);
         // Panels in parallel; within one, write sequentially while reading the MR rows side by side.
         data.par_chunks_mut(k * MR).enumerate().for_each(|(panel, dst)| {
             let rows: Vec<&[f32]> =

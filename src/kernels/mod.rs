@@ -38,26 +38,6 @@ pub(crate) fn f32_inputs<'a, const N: usize>(
     Ok(slices)
 }
 
-/// Asks for transparent huge pages behind a large, freshly allocated (not yet touched) buffer: prepared
-/// weights are written once at load, and faulting them in 2 MiB at a time instead of 4 KiB saves most
-/// of the page faults. A hint only; where it is not supported nothing changes.
-pub(crate) fn advise_huge_pages(buffer: &mut [f32]) {
-    const HUGE_PAGE: usize = 2 << 20;
-    #[cfg(target_os = "linux")]
-    {
-        let start = buffer.as_mut_ptr() as usize;
-        let (first, end) =
-            (start.next_multiple_of(HUGE_PAGE), (start + std::mem::size_of_val(buffer)) / HUGE_PAGE * HUGE_PAGE);
-        if end > first {
-            // SAFETY: [first, end) lies inside `buffer`, which we hold mutably; MADV_HUGEPAGE changes how
-            // the kernel backs those pages, never their contents.
-            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (buffer, HUGE_PAGE);
-}
-
 /// A raw output pointer that rayon tasks may share: each task writes only its own, disjoint part
 /// (every use says which).
 #[derive(Clone, Copy)]

@@ -67,7 +67,7 @@ impl WinogradWeights {
     /// `weight`: [c_out, c_in, 3, 3], contiguous.
     pub(super) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
         let mut data = vec![0f32; c_out.div_ceil(MR) * POINTS * c_in * MR];
-        super::advise_huge_pages(&mut data);
+        crate::memory::advise_huge_pages(&mut data);
         // One pair of block buffers per worker, not per panel.
         let buffers = || (Box::new([[0f64; FILTER_BLOCK * MR]; 9]), Box::new([[0f32; FILTER_BLOCK * MR]; POINTS]));
         data.par_chunks_mut(POINTS * c_in * MR).enumerate().for_each_init(

@@ -6,11 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use candle_core::safetensors::{BufferedSafetensors, MmapedSafetensors};
+use candle_core::safetensors::{BufferedSafetensors, Load, MmapedSafetensors};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
 use crate::error::{Error, Result};
+use crate::memory::release_mapped_pages;
 
 /// One weights file.
 enum WeightFile {
@@ -183,10 +184,9 @@ impl WeightStore {
         let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
         let tensor = match &self.files[entry.file] {
             WeightFile::Safetensors(st) => {
-                let tensor = st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
-                if let Ok(view) = st.get(&entry.stored_name) {
-                    release_mapped_pages(view.data());
-                }
+                let view = st.get(&entry.stored_name).map_err(|e| bad(e.to_string()))?;
+                let tensor = view.load(&Device::Cpu).map_err(|e| bad(e.to_string()))?;
+                release_mapped_pages(view.data());
                 tensor
             }
             WeightFile::Buffered(st) => st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?,
@@ -200,31 +200,6 @@ impl WeightStore {
         }
         Ok(tensor.to_dtype(dtype)?.to_device(dev)?)
     }
-}
-
-/// Drops the memory-mapped pages wholly inside `bytes` from this process's resident set, once the
-/// tensor they hold has been copied out. Without it every page of the file stays resident until the
-/// store is dropped, so a load would peak at the file plus the model built from it.
-fn release_mapped_pages(bytes: &[u8]) {
-    #[cfg(unix)]
-    {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
-        if page == 0 {
-            return;
-        }
-        let start = bytes.as_ptr() as usize;
-        let (first, end) = (start.next_multiple_of(page), (start + bytes.len()) / page * page);
-        if end > first {
-            // SAFETY: [first, end) lies inside the read-only file mapping `bytes` borrows from, which
-            // nothing ever writes. MADV_DONTNEED only unmaps those pages from this process; the next
-            // read of them faults the same file contents back in, so every reference into the
-            // mapping keeps seeing the same bytes.
-            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = bytes;
 }
 
 fn add_entry(
