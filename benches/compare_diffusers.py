@@ -1,22 +1,31 @@
-"""Side-by-side benchmark: candle-unet2d against diffusers (PyTorch) in one run, on identical weights.
+"""Side-by-side benchmark: candle-unet2d against diffusers (PyTorch) and the strongest CPU peers, in one run.
 
-Needs, in one environment: this package (``maturin develop --release``), ``torch`` and ``diffusers``
-(``pip install torch diffusers``; they are needed only here, not by the tests), and for the CLI case a
-release build of the binary (``cargo build --release --features cli``).
+Needs, in one environment: this package (``maturin develop --release``), ``torch`` and ``diffusers``, and,
+for the ONNX peers, ``onnx``, ``onnxruntime`` and ``openvino``
+(``pip install torch diffusers onnx onnxruntime openvino``; they are needed only here, not by the tests),
+and for the CLI case a release build of the binary (``cargo build --release --features cli``). A missing
+peer is reported in one line and skipped.
 
     python benches/compare_diffusers.py [--quick] [--json results.json] [--threads N] [--only forward ...]
+                                        [--peers ort openvino]
 
 Each forward case builds a random diffusers UNet2DModel from ``benches/configs/<arch>.json``, saves it to a
-temporary folder and loads that folder into both implementations. Timed runs alternate between the two
-and report medians; memory and cold-start figures come from separate processes, so neither pays for the
-other's imports. Ratios are ours / diffusers: below 1 means we are faster (or smaller). The machine's
-practical float32 peak (PyTorch's sgemm) is measured in the same run, and each forward's GFLOP/s is
-reported as a share of it.
+temporary folder and loads that folder into ours and diffusers. The same diffusers model is also
+exported to ONNX (TorchScript exporter, opset 17, dynamic batch) and run by ONNX Runtime
+(CPUExecutionProvider, ORT_ENABLE_ALL) and by OpenVINO (CPU, f32, LATENCY hint), each with ``--threads``
+threads. Every implementation is warmed, then timed runs alternate among them and medians are reported;
+each one's max abs difference from diffusers is recorded. Memory and cold-start figures come from separate
+processes, so neither pays for the other's imports. Ratios are ours / diffusers: below 1 means we are
+faster (or smaller); forward cases also report ours / best peer (the fastest of torch, ONNX Runtime and
+OpenVINO). The machine's practical float32 peak (PyTorch's sgemm) is measured in the same run, and each
+forward's GFLOP/s is reported as a share of it. The header names the CPU, its SIMD flags and the ISA level
+our kernels ran (``candle_unet2d._core.cpu_isa()`` where the build exposes it, else ``$CANDLE_UNET2D_ISA``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -37,6 +46,12 @@ GFLOP_PER_SAMPLE = {"ddpm-cifar10-32": 12.44, "ddpm-celebahq-256": 497.03}
 
 
 GROUPS = ["forward", "sampling", "process", "cli"]
+# Peers that run the diffusers model exported to ONNX; diffusers on torch always runs (it is the reference).
+PEERS = ["ort", "openvino"]
+# Implementations of a forward case, in report order, with their labels; `<key>_ms` etc. in the JSON.
+IMPLS = {"ours": "ours", "diffusers": "torch", "ort": "ORT", "openvino": "OpenVINO"}
+PEER_MODULES = {"ort": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
+ISA_FLAGS = ["avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq"]
 
 
 def make_model_dir(arch: str, out: Path) -> Path:
@@ -62,18 +77,142 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def alternate(ours, theirs, repeats: int) -> tuple[float, float]:
-    """Warm both, then alternate single runs; medians in ms."""
-    ours()
-    theirs()
-    a, b = [], []
+def alternate(*fns, repeats: int) -> list[float]:
+    """Warm each of `fns`, then alternate single runs among them; medians in ms, in the order given."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        a += timed(ours, 1)
-        b += timed(theirs, 1)
-    return statistics.median(a), statistics.median(b)
+        for fn, t in zip(fns, times):
+            t += timed(fn, 1)
+    return [statistics.median(t) for t in times]
 
 
-def forward_case(name: str, folder: Path, batch: int, repeats: int) -> dict:
+# --- ONNX peers: the diffusers model exported once, run by ONNX Runtime and OpenVINO -----------------
+
+
+def available_peers(wanted: list[str]) -> list[str]:
+    """The peers of `wanted` whose packages are installed; one line for each that is skipped."""
+    found = []
+    for peer in wanted:
+        missing = [m for m in PEER_MODULES[peer] if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"(skipping {IMPLS[peer]}: {' and '.join(missing)} not installed; pip install {' '.join(missing)})")
+        else:
+            found.append(peer)
+    return found
+
+
+def export_onnx(folder: Path, path: Path) -> Path:
+    """The diffusers model in `folder` as ONNX: inputs `sample` [batch, c, h, w] and `timestep` [batch]
+    (float32), output `out`; the batch is dynamic. Traced at batch 2, so nothing specialises on batch 1."""
+    import inspect
+    import warnings
+
+    import torch
+    from diffusers import UNet2DModel as TorchUNet
+
+    class Unet(torch.nn.Module):
+        def __init__(self, unet):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample, timestep):
+            return self.unet(sample, timestep).sample
+
+    unet = TorchUNet.from_pretrained(folder).eval()
+    c, size = unet.config.in_channels, unet.config.sample_size
+    args = (torch.zeros(2, c, size, size), torch.full((2,), 500.0))
+    # `dynamo=False` (the TorchScript exporter) is the default before torch 2.9 and a keyword from 2.5 on.
+    extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns about diffusers' shape asserts and batch ≥ 64 branches (constant here), and torch
+        # ≥ 2.9 about the TorchScript exporter itself; the outputs are checked against torch in each case.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            Unet(unet),
+            args,
+            str(path),
+            opset_version=17,
+            input_names=["sample", "timestep"],
+            output_names=["out"],
+            dynamic_axes={"sample": {0: "batch"}, "timestep": {0: "batch"}},
+            **extra,
+        )
+    return path
+
+
+def ort_runner(path: Path, threads: int):
+    """`run(x, t) -> np.ndarray` on ONNX Runtime's CPU provider, all graph optimisations, `threads` threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return lambda x, t: session.run(["out"], {"sample": x, "timestep": t})[0]
+
+
+def openvino_runner(path: Path, threads: int):
+    """`run(x, t) -> np.ndarray` on OpenVINO's CPU plugin (f32, LATENCY hint, `threads` threads), and the
+    properties as compiled. (Reshaping to a static batch first made no difference on cifar10-32.)"""
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    props = {k: compiled.get_property(k) for k in [*config, "NUM_STREAMS"]}
+    props = {k: v.get_type_name() if isinstance(v, ov.Type) else str(v) for k, v in props.items()}
+    request = compiled.create_infer_request()
+
+    def run(x, t):
+        request.infer({"sample": x, "timestep": t})
+        return request.get_output_tensor(0).data
+
+    return run, props
+
+
+def one_line(e: Exception, limit: int = 240) -> str:
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def peer_runs(peers: list[str], onnx: Path | None, x, t, threads: int) -> dict[str, tuple]:
+    """For each peer that can be built, `(run, output, props)`: `run()` is one forward of `x` at timesteps `t`
+    and `output` its result (a copy). A peer that fails to build or run is reported in one line and left out."""
+    import numpy as np
+
+    runs = {}
+    for peer in peers if onnx is not None else []:
+        try:
+            if peer == "ort":
+                fn, props = ort_runner(onnx, threads), {}
+            else:
+                fn, props = openvino_runner(onnx, threads)
+            out = np.array(fn(x, t), copy=True)
+        except Exception as e:  # a peer is optional: report it, never fail the benchmark
+            print(f"(skipping {IMPLS[peer]} here: {one_line(e)})")
+            continue
+        runs[peer] = (lambda fn=fn: fn(x, t), out, props)
+    return runs
+
+
+def onnx_for(folder: Path, peers: list[str], cache: dict[Path, Path | None]) -> Path | None:
+    """`folder`'s model exported to ONNX next to it (once), or None if no peer wants it or the export fails."""
+    if not peers:
+        return None
+    if folder not in cache:
+        try:
+            cache[folder] = export_onnx(folder, folder.parent / f"{folder.name}.onnx")
+        except Exception as e:
+            print(f"(skipping the ONNX peers for {folder.name}: the export failed: {one_line(e)})")
+            cache[folder] = None
+    return cache[folder]
+
+
+def forward_case(name: str, folder: Path, batch: int, repeats: int, peers: list[str], onnx: Path | None, threads: int):
     import numpy as np
     import torch
     from diffusers import UNet2DModel as TorchUNet
@@ -84,16 +223,38 @@ def forward_case(name: str, folder: Path, batch: int, repeats: int) -> dict:
     theirs = TorchUNet.from_pretrained(folder).eval()
     size = ours.config.sample_size
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
+    t = np.full((batch,), 500.0, dtype=np.float32)
     xt = torch.from_numpy(x)
-    diff = float(np.abs(ours(x, 500).sample - theirs(xt, 500).sample.detach().numpy()).max())
+    with torch.no_grad():
+        ref = theirs(xt, 500).sample.numpy()
+    diff = float(np.abs(ours(x, 500).sample - ref).max())
 
     def run_theirs():
         with torch.no_grad():
             theirs(xt, 500)
 
-    ms_ours, ms_theirs = alternate(lambda: ours(x, 500), run_theirs, repeats)
+    fns = {"ours": lambda: ours(x, 500), "diffusers": run_theirs}
+    extra = {}
+    for peer, (fn, out, props) in peer_runs(peers, onnx, x, t, threads).items():
+        fns[peer] = fn
+        extra[f"max_abs_diff_{peer}"] = float(np.abs(out - ref).max())
+        if props:
+            extra[f"{peer}_properties"] = props
+    ms = dict(zip(fns, alternate(*fns.values(), repeats=repeats)))
+    best = min((p for p in ms if p != "ours"), key=ms.__getitem__)
+    extra.update({f"{p}_ms": ms[p] for p in fns if p not in ("ours", "diffusers")})
     gflop = GFLOP_PER_SAMPLE[folder.name] * batch
-    return case_row(name, ms_ours, ms_theirs, gflop=gflop, max_abs_diff=diff)
+    return case_row(
+        name,
+        ms["ours"],
+        ms["diffusers"],
+        gflop=gflop,
+        max_abs_diff=diff,
+        **extra,
+        best_peer=best,
+        best_peer_ms=ms[best],
+        ratio_best_peer=ms["ours"] / ms[best],
+    )
 
 
 def sampling_case(batch: int, steps: int, repeats: int) -> dict:
@@ -131,7 +292,7 @@ def sampling_case(batch: int, steps: int, repeats: int) -> dict:
                 x = sched.step(unet(x, t, class_labels=lab).sample, t, x, generator=g).prev_sample
         return np.asarray((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1))
 
-    ms_ours, ms_theirs = alternate(run_ours, run_theirs, repeats)
+    ms_ours, ms_theirs = alternate(run_ours, run_theirs, repeats=repeats)
     return case_row(f"digits16 DDIM {steps} steps, batch {batch}", ms_ours, ms_theirs)
 
 
@@ -235,7 +396,7 @@ def cli_case(threads: int, repeats: int) -> dict | None:
         ms_ours, ms_theirs = alternate(
             lambda: subprocess.run(ours_cmd, check=True, capture_output=True),
             lambda: subprocess.run(theirs_cmd, check=True, capture_output=True),
-            repeats,
+            repeats=repeats,
         )
     return case_row("CLI: digits16 DDIM 50 steps to PNG, end to end", ms_ours, ms_theirs)
 
@@ -251,28 +412,110 @@ def sgemm_peak(threads: int) -> float:
     return 2 * 2048**3 / (best / 1e3) / 1e9
 
 
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and which of ISA_FLAGS it has, from /proc/cpuinfo (Linux; elsewhere a guess)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    info: dict[str, str] = {}
+    for line in lines:  # the first processor's entries
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    return info.get("model name") or platform.processor() or "unknown", [f for f in ISA_FLAGS if f in flags]
+
+
+def ours_isa() -> str:
+    """The ISA level our kernels run: `candle_unet2d._core.cpu_isa()` where the build has it, else
+    $CANDLE_UNET2D_ISA, else "unknown"."""
+    try:
+        import candle_unet2d
+    except ImportError:
+        candle_unet2d = None
+    fn = getattr(getattr(candle_unet2d, "_core", None), "cpu_isa", None)
+    if fn is not None:
+        try:
+            return str(fn() if callable(fn) else fn)
+        except Exception:
+            pass
+    return os.environ.get("CANDLE_UNET2D_ISA") or "unknown"
+
+
+def version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version(dist)
+    except PackageNotFoundError:
+        return None
+
+
 def machine(threads: int) -> dict:
     import diffusers
     import torch
 
+    model, flags = cpu_info()
     return {
         "platform": platform.platform(),
         "processor": platform.processor(),
+        "cpu_model": model,
+        "isa_flags": flags,
+        "ours_isa": ours_isa(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
-        "torch_threads": threads,
+        "candle_unet2d": version("candle-unet2d"),
+        "onnx": version("onnx"),
+        "onnxruntime": version("onnxruntime"),
+        "openvino": version("openvino"),
+        "torch_threads": threads,  # and ONNX Runtime's and OpenVINO's
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 
 
+def report_forward(rows: list[dict], peak: float) -> None:
+    """The forward cases across all implementations: medians, ratios, GFLOP/s, % of peak, max|Δ| vs torch."""
+    rows = [r for r in rows if "gflop" in r]
+    if not rows:
+        return
+    impls = [i for i in IMPLS if any(f"{i}_ms" in r for r in rows)]
+
+    def line(label: str, cells: dict[str, str], tail: str = "") -> None:
+        print(f"{label:46}" + "".join(f"{cells.get(i, '-'):>14}" for i in impls) + tail)
+
+    print()
+    line("forward, all implementations (median ms)", IMPLS, f"{'ours/torch':>12} {'ours/best peer':>22}")
+    for r in rows:
+        ran = [i for i in impls if f"{i}_ms" in r]
+        best = f"{r['ratio_best_peer']:.2f} ({IMPLS[r['best_peer']]})"
+        line(r["name"], {i: f"{r[f'{i}_ms']:.1f}" for i in ran}, f"{r['ratio']:>12.2f} {best:>22}")
+        rates = {i: r[f"{i}_gflops"] for i in ran}
+        line("  GFLOP/s (% of sgemm peak)", {i: f"{g:.0f} ({g / peak:.0%})" for i, g in rates.items()})
+        diffs = {i: r[f"max_abs_diff_{i}"] for i in PEERS if f"max_abs_diff_{i}" in r}
+        line(
+            "  max|Δ| vs torch",
+            {"ours": f"{r['max_abs_diff']:.1e}", "diffusers": "", **{i: f"{d:.1e}" for i, d in diffs.items()}},
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="threads for torch, ONNX Runtime, OpenVINO (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=GROUPS, help="run only these groups of cases")
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        choices=PEERS,
+        default=PEERS,
+        help="ONNX peers for the forward cases (default: those installed; diffusers on torch always runs)",
+    )
     args = parser.parse_args()
     try:
         import diffusers  # noqa: F401
@@ -280,16 +523,30 @@ def main() -> None:
     except ImportError:
         sys.exit("this benchmark needs torch and diffusers: pip install torch diffusers")
     torch.set_num_threads(args.threads)
+    info = machine(args.threads)
+    lacks = " ".join(f for f in ISA_FLAGS if f not in info["isa_flags"])
+    print(
+        f"cpu: {info['cpu_model']}, {info['cpus']} cpus, flags: {' '.join(info['isa_flags']) or '-'}"
+        f"{f' (no {lacks})' if lacks else ''}; our kernels: {info['ours_isa']}; {args.threads} threads"
+    )
+    names = ("candle_unet2d", "torch", "diffusers", "onnxruntime", "openvino")
+    print("versions: " + ", ".join(f"{k} {info[k]}" for k in names if info[k]))
+    peers = available_peers(args.peers) if "forward" in args.only else []
     reps = 2 if args.quick else 10
     peak = sgemm_peak(args.threads)
     rows = []
+    onnx_files: dict[Path, Path | None] = {}  # each model exported once, for all its batch sizes
     with tempfile.TemporaryDirectory() as tmp:
         cifar = make_model_dir("ddpm-cifar10-32", Path(tmp))
         if "forward" in args.only:
-            rows.append(forward_case("cifar10-32 forward, batch 1", cifar, 1, reps * 3))
-            rows.append(forward_case("cifar10-32 forward, batch 8", cifar, 8, reps))
             celeba = make_model_dir("ddpm-celebahq-256", Path(tmp))
-            rows.append(forward_case("celebahq-256 forward, batch 1", celeba, 1, max(2, reps // 2)))
+            for name, folder, batch, repeats in (
+                ("cifar10-32 forward, batch 1", cifar, 1, reps * 3),
+                ("cifar10-32 forward, batch 8", cifar, 8, reps),
+                ("celebahq-256 forward, batch 1", celeba, 1, max(2, reps // 2)),
+            ):
+                onnx = onnx_for(folder, peers, onnx_files)
+                rows.append(forward_case(name, folder, batch, repeats, peers, onnx, args.threads))
         if "sampling" in args.only:
             rows.append(sampling_case(64, 50, max(2, reps // 3)))
         if "process" in args.only:
@@ -297,14 +554,20 @@ def main() -> None:
         cli = cli_case(args.threads, max(2, reps // 3)) if "cli" in args.only else None
         if cli:
             rows.append(cli)
+    if ours_isa() != info["ours_isa"]:  # read again now that our kernels have run
+        info["ours_isa"] = ours_isa()
+        print(f"our kernels ran: {info['ours_isa']}")
     print(f"\nsgemm peak (PyTorch, 2048³, {args.threads} threads, this run): {peak:.0f} GFLOP/s")
     print(f"\n{'case':62} {'ours':>10} {'diffusers':>10} {'ratio':>7}  notes")
     for r in rows:
         unit = r.get("unit", "ms")
         notes = []
         if "gflop" in r:
-            ours, theirs = r["gflop"] / r["ours_ms"] * 1e3, r["gflop"] / r["diffusers_ms"] * 1e3
-            r["ours_gflops"], r["diffusers_gflops"] = ours, theirs
+            for i in IMPLS:
+                if f"{i}_ms" in r:
+                    r[f"{i}_gflops"] = r["gflop"] / r[f"{i}_ms"] * 1e3
+                    r[f"{i}_pct_of_peak"] = r[f"{i}_gflops"] / peak * 100
+            ours, theirs = r["ours_gflops"], r["diffusers_gflops"]
             notes.append(f"{ours:.0f} vs {theirs:.0f} GFLOP/s ({ours / peak:.0%} vs {theirs / peak:.0%} of peak)")
         if "max_abs_diff" in r:
             notes.append(f"max|Δ| {r['max_abs_diff']:.1e}")
@@ -312,7 +575,8 @@ def main() -> None:
             f"{r['name']:62} {r['ours_ms']:>8.1f}{unit:>2} {r['diffusers_ms']:>8.1f}{unit:>2} {r['ratio']:>7.2f}  "
             + ", ".join(notes)
         )
-    result = {"cases": rows, "machine": {**machine(args.threads), "sgemm_peak_gflops": peak}}
+    report_forward(rows, peak)
+    result = {"cases": rows, "machine": {**info, "sgemm_peak_gflops": peak}}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
         print(f"\nwrote {args.json}")

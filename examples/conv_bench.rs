@@ -1,47 +1,61 @@
-//! Times the convolution kernels alone on the UNet's layer shapes: the packed AVX-512 kernel against
-//! the portable im2col + `gemm` path, best of 20 alternating runs, with GFLOP/s.
+//! Times the convolution kernels alone on the UNet's layer shapes: the direct and Winograd kernels at
+//! every instruction-set level this CPU runs, and candle's own convolution for reference; best of 20
+//! alternating runs, with GFLOP/s (of the direct convolution's arithmetic, so the Winograd kernel's
+//! figure is "effective").
 //!
-//! `cargo run --release --example conv_bench` (`RAYON_NUM_THREADS=1` for one core).
+//! `cargo run --release --example conv_bench [LEVEL ...]` (levels: scalar, avx2, avx512; default: every
+//! level the CPU runs but scalar; `RAYON_NUM_THREADS=1` for one core).
 use candle_core::{Device, Tensor};
-use candle_unet2d::kernels::conv2d::{conv2d_bias, Conv2dParams, Conv2dWeight, ConvEpilogue};
+use candle_unet2d::kernels::conv2d::{conv2d_bias, Conv2dParams, Conv2dWeight, ConvEpilogue, ConvKernel};
+use candle_unet2d::kernels::isa::Isa;
 
 fn main() -> candle_core::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let levels: Vec<Isa> = if args.is_empty() {
+        Isa::ALL.into_iter().filter(|isa| isa.is_supported() && *isa != Isa::Scalar).collect()
+    } else {
+        args.iter().map(|a| a.parse::<Isa>().map_err(candle_core::Error::msg)).collect::<candle_core::Result<_>>()?
+    };
     let dev = Device::Cpu;
-    let shapes =
-        [(1, 128, 128, 32, 3), (1, 256, 256, 16, 3), (1, 256, 256, 8, 3), (1, 256, 256, 4, 3), (8, 128, 128, 32, 3)];
-    let shapes = shapes.into_iter().chain([
+    let shapes = [
+        (1, 128, 128, 32, 3),
+        (1, 256, 256, 16, 3),
+        (1, 256, 256, 8, 3),
+        (1, 256, 256, 4, 3),
+        (8, 128, 128, 32, 3),
         (8, 256, 256, 16, 3),
         (8, 256, 256, 8, 3),
         (8, 256, 256, 4, 3),
         (8, 512, 256, 16, 1),
-    ]);
+    ];
     for (b, ci, co, h, k) in shapes {
         let x = Tensor::randn(0f32, 1.0, (b, ci, h, h), &dev)?;
         let w = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev)?;
         let bias = Tensor::randn(0f32, 1.0, co, &dev)?;
         let params = Conv2dParams { kernel: k, stride: 1, padding: k / 2 };
-        let packed = Conv2dWeight::new(w.clone())?;
-        let winograd = Conv2dWeight::for_params(w.clone(), params)?;
-        let portable = Conv2dWeight::Loaded(w);
-        let mut best = [f64::MAX; 3];
+        let mut variants = vec![("candle".to_string(), Conv2dWeight::Loaded(w.clone()))];
+        for &isa in &levels {
+            variants.push((format!("direct {isa}"), Conv2dWeight::with_kernel(w.clone(), ConvKernel::Direct, isa)?));
+            if k == 3 {
+                let winograd = Conv2dWeight::with_kernel(w.clone(), ConvKernel::Winograd, isa)?;
+                variants.push((format!("winograd {isa}"), winograd));
+            }
+        }
+        let mut best = vec![f64::MAX; variants.len()];
         for _ in 0..20 {
-            for (i, weight) in [&packed, &portable, &winograd].into_iter().enumerate() {
+            for (best, (_, weight)) in best.iter_mut().zip(&variants) {
                 let t = std::time::Instant::now();
                 conv2d_bias(&x, weight, &bias, params, ConvEpilogue::default())?;
-                best[i] = best[i].min(t.elapsed().as_secs_f64());
+                *best = best.min(t.elapsed().as_secs_f64());
             }
         }
         let gflop = 2.0 * (b * co * ci * k * k * h * h) as f64 / 1e9;
-        let [ours, theirs, wino] = best;
-        println!(
-            "batch {b}, {ci}->{co}, {h}x{h}, {k}x{k}: packed {:.3} ms ({:.0} GFLOP/s), portable {:.3} ms ({:.0} GFLOP/s), winograd {:.3} ms ({:.0})",
-            ours * 1e3,
-            gflop / ours,
-            theirs * 1e3,
-            gflop / theirs,
-            wino * 1e3,
-            gflop / wino
-        );
+        let cells: Vec<String> = variants
+            .iter()
+            .zip(&best)
+            .map(|((name, _), t)| format!("{name} {:.3} ms ({:.0})", t * 1e3, gflop / t))
+            .collect();
+        println!("batch {b}, {ci}->{co}, {h}x{h}, {k}x{k}: {}", cells.join(", "));
     }
     Ok(())
 }

@@ -26,6 +26,19 @@ mypy
 echo "== rust tests"
 cargo test --release --features cli
 
+# The kernels run the CPU's best instruction set; prove the next one down too (an AVX-512 machine
+# checks its AVX2 path, an AVX2 machine its scalar one) on every diffusers fixture.
+flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+has() { [[ " $flags " == *" $1 "* ]]; }
+if has avx512f && has avx512dq && has avx512vl; then below=avx2
+elif has avx2 && has fma; then below=scalar
+else below=""
+fi
+if [ -n "$below" ]; then
+  echo "== diffusers fixtures with CANDLE_UNET2D_ISA=$below"
+  CANDLE_UNET2D_ISA=$below cargo test --release --features cli --test unet2d_fixtures
+fi
+
 echo "== python extension"
 maturin develop --release --quiet
 echo "== python tests"

@@ -61,7 +61,7 @@ impl Conv2d {
         epilogue: ConvEpilogue,
     ) -> Result<Tensor> {
         let padding = self.params.padding;
-        if self.weight.is_prepared() && padding > 0 {
+        if self.weight.accepts_prepadded_input() && padding > 0 {
             if let Some(xp) = norm.forward_padded(x, act, padding)? {
                 let conv = || conv2d_bias_prepadded(&xp, &self.weight, &self.bias, self.params, epilogue);
                 return profile::time("conv2d", conv);

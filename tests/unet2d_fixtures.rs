@@ -79,3 +79,23 @@ fn float16_weights_and_compute_stay_close() {
     common::assert_close(&out, &expected["output"], 2e-2, "f16");
     let _ = Tensor::zeros(1, DType::F32, &Device::Cpu);
 }
+
+/// `scripts/test.sh` runs this suite a second time with `CANDLE_UNET2D_ISA` one level below the CPU's
+/// best: the variable must have taken effect (a typo or a level the CPU lacks would silently test the
+/// best level again), and the model's convolutions must run at that level.
+#[test]
+fn the_requested_instruction_set_is_the_one_that_runs() {
+    use candle_unet2d::kernels::isa::{Isa, ISA_ENV};
+    let active = Isa::active();
+    println!("CPU kernels at {active} (best on this CPU: {})", Isa::best());
+    let Ok(requested) = std::env::var(ISA_ENV) else {
+        assert_eq!(active, Isa::best());
+        return;
+    };
+    let requested: Isa = requested.parse().unwrap();
+    assert_eq!(active, requested, "{ISA_ENV}={requested} did not take effect");
+    let weight = Tensor::randn(0f32, 1.0, (32, 32, 3, 3), &Device::Cpu).unwrap();
+    let params = candle_unet2d::kernels::conv2d::Conv2dParams { kernel: 3, stride: 1, padding: 1 };
+    let weight = candle_unet2d::kernels::conv2d::Conv2dWeight::for_params(weight, params).unwrap();
+    assert_eq!(weight.kernel().map(|(_, isa)| isa), Some(requested));
+}

@@ -21,6 +21,7 @@ __all__ = [
     "UNet2DPipeline",
     "__version__",
     "_panic_for_tests",
+    "cpu_isa",
     "default_generator",
     "manual_seed",
     "randn",
@@ -29,6 +30,10 @@ __all__ = [
 __version__: str
 WITH_CUDA: bool
 """Whether this build can use CUDA devices."""
+
+def cpu_isa() -> str:
+    """The instruction-set level the CPU kernels use: ``"avx512"``, ``"avx2"`` or ``"scalar"`` (the CPU's
+    best, or lower when the ``CANDLE_UNET2D_ISA`` environment variable says so)."""
 
 _DType: TypeAlias = str | Any
 """``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``/``"half"``, ``"bfloat16"``/``"bf16"``, a torch dtype

@@ -19,7 +19,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::simd::{self, multiversion};
+use super::isa::multiversion;
+use super::simd;
 use super::{f32_inputs, SendPtr};
 use crate::profile;
 
@@ -473,12 +474,15 @@ mod tests {
             let block = AttentionBlock::new(c, d, groups, 1e-6, rescale, vb).unwrap();
             assert!(block.has_cpu_kernel());
             let x = (Tensor::randn(0f32, 2.0, (b, c, h, w), &dev).unwrap() + 0.5).unwrap();
-            let ours = block.forward(&x).unwrap();
             let reference = block.forward_candle(&x).unwrap();
-            assert_eq!(ours.dims(), reference.dims());
-            let diff = (&ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
-            assert!(diff < 2e-5 * scale, "{b} {c} {d} {h}×{w} {groups:?} {rescale}: {diff} (max {scale})");
+            // The softmax and the norm inside are multiversioned: every level the CPU runs.
+            crate::kernels::isa::for_each_level(|isa| {
+                let ours = block.forward(&x).unwrap();
+                assert_eq!(ours.dims(), reference.dims());
+                let diff = (&ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff < 2e-5 * scale, "{b} {c} {d} {h}×{w} {groups:?} {rescale} at {isa}: {diff} (max {scale})");
+            });
         }
     }
 
@@ -489,13 +493,16 @@ mod tests {
             let t = (Tensor::randn(0f32, 8.0, (rows, columns), &dev).unwrap() + 40.0).unwrap();
             let reference = candle_nn::ops::softmax_last_dim(&t.t().unwrap().contiguous().unwrap()).unwrap();
             let reference = reference.t().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let mut ours = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let (mut maxes, mut sums, mut inv_sums) = (vec![0.0; columns], vec![0.0; columns], vec![0.0; columns]);
-            softmax_columns(&mut ours, &mut maxes, &mut sums, &mut inv_sums);
-            for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
-                let a = a * inv_sums[i % columns];
-                assert!((a - b).abs() < 1e-6, "{rows}×{columns}: {a} vs {b}");
-            }
+            let input = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            crate::kernels::isa::for_each_level(|isa| {
+                let mut ours = input.clone();
+                let (mut maxes, mut sums, mut inv_sums) = (vec![0.0; columns], vec![0.0; columns], vec![0.0; columns]);
+                softmax_columns(&mut ours, &mut maxes, &mut sums, &mut inv_sums);
+                for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+                    let a = a * inv_sums[i % columns];
+                    assert!((a - b).abs() < 1e-6, "{rows}×{columns} at {isa}: {a} vs {b}");
+                }
+            });
         }
     }
 }

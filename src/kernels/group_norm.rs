@@ -8,7 +8,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::f32_inputs;
-use super::simd::{self, multiversion};
+use super::isa::multiversion;
+use super::simd;
 
 /// What to apply after the affine transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +173,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Module};
 
+    /// At every level the CPU runs (the statistics and the affine pass are multiversioned).
     #[test]
     fn matches_candle_group_norm_and_silu() {
         let dev = Device::Cpu;
@@ -179,13 +181,17 @@ mod tests {
         let w = Tensor::randn(1f32, 0.2, 8, &dev).unwrap();
         let b = Tensor::randn(0f32, 0.1, 8, &dev).unwrap();
         let reference = candle_nn::GroupNorm::new(w.clone(), b.clone(), 8, 4, 1e-5).unwrap().forward(&x).unwrap();
-        let ours = group_norm_cpu(&x, &w, &b, 4, 1e-5, Epilogue::None).unwrap().unwrap();
-        let diff = (&ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-5, "{diff}");
-        let ours = group_norm_cpu(&x, &w, &b, 4, 1e-5, Epilogue::Silu).unwrap().unwrap();
-        let reference = candle_nn::ops::silu(&reference).unwrap();
-        let diff = (&ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-5, "{diff}");
+        let silu_reference = candle_nn::ops::silu(&reference).unwrap();
+        let max_diff =
+            |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        crate::kernels::isa::for_each_level(|isa| {
+            let ours = group_norm_cpu(&x, &w, &b, 4, 1e-5, Epilogue::None).unwrap().unwrap();
+            let diff = max_diff(&ours, &reference);
+            assert!(diff < 1e-5, "{isa}: {diff}");
+            let ours = group_norm_cpu(&x, &w, &b, 4, 1e-5, Epilogue::Silu).unwrap().unwrap();
+            let diff = max_diff(&ours, &silu_reference);
+            assert!(diff < 1e-5, "{isa} silu: {diff}");
+        });
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! Hand-written CPU kernels for the hot operations, as candle custom ops: candle's generic CPU
 //! versions re-pack weights on every call and copy element by element; these work on the layouts
-//! the UNet actually has. Other devices and dtypes fall back to candle's own ops.
+//! the UNet actually has, at the instruction-set level [`isa`] picks. Other devices and dtypes fall
+//! back to candle's own ops.
 
 pub mod attention;
 pub mod conv2d;
-mod conv2d_avx512;
 pub mod group_norm;
+pub mod isa;
 pub mod linear;
 pub mod simd;
 pub mod upsample;
-mod winograd;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};

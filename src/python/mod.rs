@@ -34,8 +34,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<schedulers::PyDDIMScheduler>()?;
     m.add_class::<schedulers::PyDPMSolverMultistepScheduler>()?;
     m.add_class::<pipeline::PyUNet2DPipeline>()?;
+    m.add_function(wrap_pyfunction!(cpu_isa, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
+}
+
+/// The instruction-set level the CPU kernels use: `"avx512"`, `"avx2"` or `"scalar"` (the CPU's best,
+/// or lower when `CANDLE_UNET2D_ISA` says so).
+#[pyfunction]
+fn cpu_isa() -> &'static str {
+    crate::kernels::isa::Isa::active().name()
 }
 
 /// Panics inside the bindings' call helper, to test that a Rust panic reaches Python as

@@ -1,61 +1,33 @@
-//! Convolution as a GEMM with an AVX-512 micro-kernel: `out[co, px] = bias[co] + Σ_k W[co, k] ·
-//! cols[k, px]` (+ a residual, ÷ a factor), where `k` runs over (input channel, kernel row, kernel column)
-//! and `cols` is the implicit im2col matrix of the (zero-padded) input.
+//! Direct convolution as a GEMM: `out[co, px] = bias[co] + Σ_k W[co, k] · cols[k, px]` (+ a residual,
+//! ÷ a factor), where `k` runs over (input channel, kernel row, kernel column) and `cols` is the
+//! implicit im2col matrix of the (zero-padded) input. Written once over [`Simd`]; every level runs
+//! this driver with its own micro-kernel.
 //!
 //! Compared with im2col followed by a general GEMM, this
 //! - never builds the column matrix: each 32-column panel is read straight from the padded input into
 //!   the micro-kernel's layout, one L1-sized block of reduction steps at a time (16 consecutive output
-//!   pixels of one row are 16 consecutive input floats for a stride-1 convolution, a plain load; other
-//!   vectors use one AVX-512 gather);
+//!   pixels of one row are 16 consecutive input floats for a stride-1 convolution, a plain load; short
+//!   rows are a few short loads; other vectors one gather);
 //! - packs the weights once, when the model is built, instead of on every call for every image;
 //! - initialises the output with the bias and adds a residual and the output scale in the micro-kernel's
 //!   store, so the output is written once and never zero-filled;
 //! - schedules (column block, output-channel range) tasks over the whole batch, splitting the output
 //!   channels too when a layer has few pixels (batch 1, 4×4 and 8×8 layers).
-//!
-//! The micro-kernel keeps a 12 × 32 tile of the output in 24 of the 32 zmm registers: per reduction step
-//! it loads 32 packed columns (2 vectors) and broadcasts 12 packed weights into 24 FMAs.
 
-// Only x86-64 runs the kernel; elsewhere the module compiles to a never-taken path.
-#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::conv2d::Conv2dParams;
-use super::SendPtr;
+use super::microkernel::{Tile, VectorTarget, MR, NR};
+use super::padding::{repad, PlaneLayout};
+use super::{Call, Conv2dParams};
+use crate::kernels::simd::{Simd, LANES};
+use crate::kernels::SendPtr;
 
-/// Output channels per micro-tile.
-pub(super) const MR: usize = 12;
-/// Output pixels per micro-tile (two 16-lane vectors).
-pub(super) const NR: usize = 32;
-/// Reduction steps per block: a 256 × 32 column panel (32 KiB) stays in L1.
-pub(super) const KC: usize = 256;
 /// Column panels (pairs of 16-pixel vectors) per column task: 256 output pixels.
 pub(super) const PAIRS_PER_TASK: usize = 8;
 /// Largest pre-gathered column matrix (floats) shared between tasks: 1 MiB, half an L2.
 const SHARED_COLUMNS_MAX: usize = 1 << 18;
-
-/// A convolution call's input and output, whichever kernel computes it. Slices are contiguous NCHW.
-pub(super) struct Call<'a> {
-    /// [B, C_in, H, W], or [B, C_in, H + 2p, W + 2p] with its zero border when `prepadded`.
-    pub x: &'a [f32],
-    /// [C_out], or [B, C_out] when `per_image_bias`.
-    pub bias: &'a [f32],
-    pub per_image_bias: bool,
-    /// Added to the output before the division by `output_scale` (same shape as the output).
-    pub residual: Option<&'a [f32]>,
-    pub output_scale: f32,
-    pub batch: usize,
-    /// Input height and width, without the padding.
-    pub h: usize,
-    pub w: usize,
-    /// `x` already carries its zero border of `params.padding`.
-    pub prepadded: bool,
-}
 
 /// Everything one direct convolution reads: the call, and packed `[C_out, C_in·k·k]` weights.
 pub(super) struct Problem<'a> {
@@ -95,18 +67,6 @@ impl PackedWeights {
     }
 }
 
-/// Whether the CPU can run this kernel.
-pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// Output geometry and how the input is addressed.
 struct Geometry {
     out_w: usize,
@@ -138,12 +98,16 @@ impl Geometry {
 /// uninitialised memory).
 ///
 /// # Safety
-/// `available()` must be true, and `out` must point to `batch · c_out · out_h · out_w` writable floats.
-pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
+/// The CPU supports `S`'s level, and `out` must point to `batch · c_out · out_h · out_w` writable floats.
+pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
+    debug_assert!(S::ISA.is_supported(), "{} kernels on a CPU without them", S::ISA);
     let geo = Geometry::new(p);
     let padding = p.params.padding;
-    let padded = (padding > 0 && !p.call.prepadded)
-        .then(|| pad(p.call.x, p.call.batch * p.weights.c_in, p.call.h, p.call.w, padding));
+    let padded = (padding > 0 && !p.call.prepadded).then(|| {
+        let (h, w) = (p.call.h, p.call.w);
+        let layout = PlaneLayout::bordered(h, w, padding);
+        repad(p.call.x, p.call.batch * p.weights.c_in, h, w, PlaneLayout::bordered(h, w, 0), layout)
+    });
     let input = padded.as_deref().unwrap_or(p.call.x);
     let (kernel, c_in) = (p.params.kernel, p.weights.c_in);
     // Offset of reduction step (ci, ky, kx) from the input element under output pixel (oy, ox).
@@ -156,11 +120,12 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
         }
     }
     // Vectors never straddle images (a partial last vector per image is masked).
-    let vectors_per_image = geo.pixels.div_ceil(16);
+    let vectors_per_image = geo.pixels.div_ceil(LANES);
     let vectors = p.call.batch * vectors_per_image;
     let pairs: Vec<[VectorPlan; 2]> = (0..vectors.div_ceil(2))
         .map(|pair| {
-            let plan = |v: usize| VectorPlan::new(p, &geo, input, v / vectors_per_image, (v % vectors_per_image) * 16);
+            let plan =
+                |v: usize| VectorPlan::new(p, &geo, input, v / vectors_per_image, (v % vectors_per_image) * LANES);
             let first = plan(2 * pair);
             // An odd vector count: the second slot re-reads the first and stores nothing.
             [first, if 2 * pair + 1 < vectors { plan(2 * pair + 1) } else { VectorPlan::empty_like(&first) }]
@@ -187,8 +152,8 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
                 let columns = Columns::PerBlock(&mut buf);
                 let (geo, step_offsets) = (&geo, &step_offsets[..]);
                 let job = Job { p, geo, step_offsets, pairs, columns, weight_panels: panels };
-                // SAFETY: AVX-512 per the caller; tasks write disjoint tiles of `out`.
-                unsafe { job.run(out.get()) }
+                // SAFETY: `S`'s level per the caller; tasks write disjoint tiles of `out`.
+                unsafe { S::vectorize(|| job.run::<S>(out.get())) }
             });
         };
         (0..column_tasks * splits).into_par_iter().for_each(task);
@@ -198,9 +163,13 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
         let mut shared = Vec::<f32>::with_capacity(pairs.len() * panel_len);
         let dst = SendPtr(shared.as_mut_ptr());
         pairs.par_iter().enumerate().for_each(|(i, pair)| {
-            for (v, plan) in pair.iter().enumerate() {
-                // SAFETY: AVX-512 per the caller; each pair fills its own `k × NR` panel, both halves.
-                unsafe { gather_vector(plan, &step_offsets, dst.get().add(i * panel_len + 16 * v)) };
+            // SAFETY: `S`'s level per the caller; each pair fills its own `k × NR` panel, both halves.
+            unsafe {
+                S::vectorize(|| {
+                    for (v, plan) in pair.iter().enumerate() {
+                        gather_vector::<S>(plan, &step_offsets, dst.get().add(i * panel_len + LANES * v));
+                    }
+                })
             }
         });
         // SAFETY: every pair's panel was fully written above.
@@ -212,7 +181,7 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
             let (geo, step_offsets, columns) = (&geo, &step_offsets[..], Columns::Shared(&shared));
             let job = Job { p, geo, step_offsets, pairs: &pairs, columns, weight_panels: panels };
             // SAFETY: as above.
-            unsafe { job.run(out.get()) }
+            unsafe { S::vectorize(|| job.run::<S>(out.get())) }
         });
     }
 }
@@ -228,18 +197,6 @@ enum Columns<'a> {
 thread_local! {
     /// Each thread's packed column panels, reused across calls.
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `planes` images of `h × w`, zero-padded by `padding` on every side.
-fn pad(x: &[f32], planes: usize, h: usize, w: usize, padding: usize) -> Vec<f32> {
-    let (ph, pw) = (h + 2 * padding, w + 2 * padding);
-    let mut padded = vec![0f32; planes * ph * pw];
-    padded.par_chunks_mut(ph * pw).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
-        for (y, row) in src.chunks_exact(w).enumerate() {
-            dst[(y + padding) * pw + padding..][..w].copy_from_slice(row);
-        }
-    });
-    padded
 }
 
 /// One 16-pixel vector of output columns: where its inputs are, and where its outputs go.
@@ -309,16 +266,6 @@ impl VectorPlan {
     }
 }
 
-/// Where one 16-lane vector of a tile goes: the output offset of its first lane for output channel 0
-/// (add `channel · pixels` for the others), and which lanes are real columns.
-#[derive(Clone, Copy)]
-pub(super) struct VectorTarget {
-    pub offset: usize,
-    pub mask: u16,
-    /// Where this image's biases start (`image · C_out` for a per-image bias, else 0).
-    pub bias_offset: usize,
-}
-
 /// One task's share: some column vectors, some weight panels.
 struct Job<'a> {
     p: &'a Problem<'a>,
@@ -332,23 +279,25 @@ struct Job<'a> {
 impl Job<'_> {
     /// For each block of reduction steps: gather the column panels, then run every weight panel over
     /// them while they are in cache.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run(mut self, out: *mut f32) {
+    ///
+    /// # Safety
+    /// Inside `S::vectorize`; the job's tiles lie inside `out`, and no other job writes them.
+    #[inline(always)]
+    unsafe fn run<S: Simd>(mut self, out: *mut f32) {
         let (p, k, pairs) = (self.p, self.geo.k, self.pairs);
         if let Columns::PerBlock(buf) = &mut self.columns {
-            if buf.len() < pairs.len() * KC * NR {
-                buf.resize(pairs.len() * KC * NR, 0.0);
+            if buf.len() < pairs.len() * S::KC * NR {
+                buf.resize(pairs.len() * S::KC * NR, 0.0);
             }
         }
         let mut k0 = 0;
         while k0 < k {
-            let kc = KC.min(k - k0);
+            let kc = S::KC.min(k - k0);
             if let Columns::PerBlock(buf) = &mut self.columns {
                 let steps = &self.step_offsets[k0..k0 + kc];
                 for (i, pair) in pairs.iter().enumerate() {
                     for (v, plan) in pair.iter().enumerate() {
-                        gather_vector(plan, steps, buf[i * kc * NR + 16 * v..].as_mut_ptr());
+                        gather_vector::<S>(plan, steps, buf[i * kc * NR + LANES * v..].as_mut_ptr());
                     }
                 }
             }
@@ -371,7 +320,7 @@ impl Job<'_> {
                         residual: if last { p.call.residual } else { None },
                         output_scale: if last { p.call.output_scale } else { 1.0 },
                     };
-                    microkernel(kc, a, b, &tile, out);
+                    S::microkernel(kc, a, b, &tile, out);
                 }
             }
             k0 += kc;
@@ -379,130 +328,31 @@ impl Job<'_> {
     }
 }
 
-// Elsewhere `available()` is false, so no weights are packed and these are never reached.
-#[cfg(not(target_arch = "x86_64"))]
-impl Job<'_> {
-    unsafe fn run(self, _out: *mut f32) {
-        unreachable!("packed convolution weights exist only on x86-64 CPUs with AVX-512")
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn gather_vector(_plan: &VectorPlan, _steps: &[usize], _dst: *mut f32) {
-    unreachable!("packed convolution weights exist only on x86-64 CPUs with AVX-512")
-}
-
 /// Writes lane values of `plan` for the given reduction steps into rows of a packed panel (`NR` floats
 /// apart): plain loads where its lanes are consecutive floats, a few short loads for whole short rows,
 /// else gathers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gather_vector(plan: &VectorPlan, steps: &[usize], dst: *mut f32) {
+#[inline(always)]
+unsafe fn gather_vector<S: Simd>(plan: &VectorPlan, steps: &[usize], dst: *mut f32) {
     match plan.lanes {
         Lanes::Contiguous => {
             for (i, &offset) in steps.iter().enumerate() {
-                _mm512_storeu_ps(dst.add(i * NR), _mm512_loadu_ps(plan.input.add(offset)));
+                S::store(dst.add(i * NR), S::load(plan.input.add(offset)));
             }
         }
         Lanes::Rows { width: 8, row_stride } => {
             for (i, &offset) in steps.iter().enumerate() {
-                let src = plan.input.add(offset);
-                let low = _mm256_castps_pd(_mm256_loadu_ps(src));
-                let high = _mm256_castps_pd(_mm256_loadu_ps(src.add(row_stride)));
-                let v = _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(low), high);
-                _mm512_storeu_ps(dst.add(i * NR), _mm512_castpd_ps(v));
+                S::store(dst.add(i * NR), S::load_rows_of_8(plan.input.add(offset), row_stride));
             }
         }
         Lanes::Rows { width: _, row_stride } => {
-            // Four rows of four.
             for (i, &offset) in steps.iter().enumerate() {
-                let src = plan.input.add(offset);
-                let v = _mm512_castps128_ps512(_mm_loadu_ps(src));
-                let v = _mm512_insertf32x4::<1>(v, _mm_loadu_ps(src.add(row_stride)));
-                let v = _mm512_insertf32x4::<2>(v, _mm_loadu_ps(src.add(2 * row_stride)));
-                let v = _mm512_insertf32x4::<3>(v, _mm_loadu_ps(src.add(3 * row_stride)));
-                _mm512_storeu_ps(dst.add(i * NR), v);
+                S::store(dst.add(i * NR), S::load_rows_of_4(plan.input.add(offset), row_stride));
             }
         }
         Lanes::Gather(lanes) => {
-            let lanes = _mm512_loadu_si512(lanes.as_ptr().cast());
             for (i, &offset) in steps.iter().enumerate() {
-                _mm512_storeu_ps(dst.add(i * NR), _mm512_i32gather_ps::<4>(lanes, plan.input.add(offset)));
+                S::store(dst.add(i * NR), S::gather(plan.input.add(offset), &lanes));
             }
-        }
-    }
-}
-
-/// The store side of one micro-kernel call.
-pub(super) struct Tile<'a> {
-    /// Real output channels in this tile (≤ MR).
-    pub rows: usize,
-    pub row0: usize,
-    /// Distance between consecutive output channels (pixels per image).
-    pub stride: usize,
-    pub targets: &'a [VectorTarget; 2],
-    /// First reduction block: start from the bias (indexed by a target's `bias_offset` + channel)
-    /// instead of the stored partial sum.
-    pub bias: Option<&'a [f32]>,
-    /// Last reduction block: add this, then divide by `output_scale`.
-    pub residual: Option<&'a [f32]>,
-    pub output_scale: f32,
-}
-
-/// `tile += A_panel · B_panel` over `kc` reduction steps of a packed `[kc][NR]` column panel (see
-/// [`Tile`] for the store). When the panel's second vector stores nothing (a lone 16-column vector:
-/// 4×4 and 8×8 images at batch 1), only the first is computed, which halves the work.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: &Tile, out: *mut f32) {
-    if tile.targets[1].mask == 0 {
-        microkernel_vectors::<1>(kc, a, b, tile, out);
-    } else {
-        microkernel_vectors::<2>(kc, a, b, tile, out);
-    }
-}
-
-/// [`microkernel`] over the first `VECTORS` (1 or 2) 16-column vectors of the panel.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn microkernel_vectors<const VECTORS: usize>(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    tile: &Tile,
-    out: *mut f32,
-) {
-    let mut acc = [[_mm512_setzero_ps(); VECTORS]; MR];
-    for step in 0..kc {
-        let columns: [__m512; VECTORS] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(step * NR + 16 * v)));
-        let a = a.add(step * MR);
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let w = _mm512_set1_ps(*a.add(r));
-            for (acc, &column) in acc.iter_mut().zip(&columns) {
-                *acc = _mm512_fmadd_ps(w, column, *acc);
-            }
-        }
-    }
-    let scale = _mm512_set1_ps(tile.output_scale);
-    for (r, acc) in acc.iter().enumerate().take(tile.rows) {
-        let channel = tile.row0 + r;
-        for (v, target) in tile.targets.iter().enumerate().take(VECTORS) {
-            if target.mask == 0 {
-                continue;
-            }
-            let offset = target.offset + channel * tile.stride;
-            let dst = out.add(offset);
-            let mut value = match tile.bias {
-                Some(bias) => _mm512_add_ps(acc[v], _mm512_set1_ps(bias[target.bias_offset + channel])),
-                None => _mm512_add_ps(acc[v], _mm512_maskz_loadu_ps(target.mask, dst)),
-            };
-            if let Some(residual) = tile.residual {
-                value = _mm512_add_ps(_mm512_maskz_loadu_ps(target.mask, residual.as_ptr().add(offset)), value);
-            }
-            if tile.output_scale != 1.0 {
-                value = _mm512_div_ps(value, scale);
-            }
-            _mm512_mask_storeu_ps(dst, target.mask, value);
         }
     }
 }

@@ -20,25 +20,18 @@
 //! kernel would be faster, but a layer keeps one set of weights (memory), and larger batches make the
 //! Winograd kernel faster at every size.
 
-// Only x86-64 runs the kernel; elsewhere the module compiles to a never-taken path.
-#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
+use super::direct::PAIRS_PER_TASK;
+use super::microkernel::{finish, Tile, VectorTarget, MR, NR};
+use super::padding::{repad, PlaneLayout};
+use super::Call;
+use crate::kernels::isa::multiversion;
+use crate::kernels::simd::{Simd, LANES};
+use crate::kernels::SendPtr;
 use crate::profile;
-
-use super::simd::multiversion;
-
-#[cfg(target_arch = "x86_64")]
-use super::conv2d_avx512::{microkernel, Tile, VectorTarget, KC, PAIRS_PER_TASK};
-use super::conv2d_avx512::{Call, MR, NR};
-#[cfg(target_arch = "x86_64")]
-use super::SendPtr;
 
 /// Transformed points per tile: a 4×4 patch.
 const POINTS: usize = 16;
@@ -224,10 +217,9 @@ impl Tiling {
 /// Runs the convolution into `out` (`batch · c_out · h · w` floats, all written).
 ///
 /// # Safety
-/// `conv2d_avx512::available()` must be true, and `out` must point to `batch · c_out · h · w` writable
-/// floats.
-#[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
+/// The CPU supports `S`'s level, and `out` must point to `batch · c_out · h · w` writable floats.
+pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
+    debug_assert!(S::ISA.is_supported(), "{} kernels on a CPU without them", S::ISA);
     let (c_in, c_out) = (p.weights.c_in, p.weights.c_out);
     let tiling = Tiling::new(p.call.h, p.call.w);
     let owned_input;
@@ -260,12 +252,12 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
             // Phases are profiled only when they run on the calling thread: a profile scope on a rayon
             // worker would add that worker's time to the table as if it were the caller's.
             let time = |op, phase: &dyn Fn()| if parallel { profile::time(op, phase) } else { phase() };
-            // SAFETY: AVX-512 per the caller; both buffers were sized for this chunk above.
-            time("conv2d.winograd_input", &|| unsafe { phases.transform_inputs(v) });
+            // SAFETY: `S`'s level per the caller; both buffers were sized for this chunk above.
+            time("conv2d.winograd_input", &|| unsafe { phases.transform_inputs::<S>(v) });
             // SAFETY: as above; V was fully written by the input transform.
-            time("conv2d.winograd_gemm", &|| unsafe { phases.multiply(transformed_input, &zeros, m) });
+            time("conv2d.winograd_gemm", &|| unsafe { phases.multiply::<S>(transformed_input, &zeros, m) });
             // SAFETY: as above; M was fully written by `multiply`; `out` is the whole output.
-            time("conv2d.winograd_output", &|| unsafe { phases.transform_outputs(products, out) });
+            time("conv2d.winograd_output", &|| unsafe { phases.transform_outputs::<S>(products, out) });
         })
     };
     let threads = rayon::current_num_threads();
@@ -278,11 +270,6 @@ pub(super) unsafe fn run(p: &Problem, out: *mut f32) {
         let pairs_per_chunk = (CHUNK_FLOATS / (POINTS * c_in.max(c_out) * NR)).max(1);
         vectors.chunks(2 * pairs_per_chunk).for_each(|chunk| run_chunk(chunk, true));
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(super) unsafe fn run(_p: &Problem, _out: *mut f32) {
-    unreachable!("Winograd convolution weights exist only on x86-64 CPUs with AVX-512")
 }
 
 thread_local! {
@@ -324,16 +311,10 @@ impl Strides {
 /// The input with a zero border of 1, and one more zero row / column where a size is odd, so that
 /// every tile's 4×4 patch lies inside it.
 fn pad_input(p: &Problem, tiling: &Tiling) -> Vec<f32> {
-    let (h, w, padded_w) = (p.call.h, p.call.w, tiling.padded_w);
-    let (src_h, src_w, border) = if p.call.prepadded { (h + 2, w + 2, 1) } else { (h, w, 0) };
-    let mut padded = vec![0f32; p.call.batch * p.weights.c_in * tiling.padded_h * padded_w];
-    padded.par_chunks_mut(tiling.padded_h * padded_w).zip(p.call.x.par_chunks(src_h * src_w)).for_each(|(dst, src)| {
-        for y in 0..h {
-            let row = &src[(y + border) * src_w + border..][..w];
-            dst[(y + 1) * padded_w + 1..][..w].copy_from_slice(row);
-        }
-    });
-    padded
+    let (h, w) = (p.call.h, p.call.w);
+    let src = PlaneLayout::bordered(h, w, usize::from(p.call.prepadded));
+    let dst = PlaneLayout { rows: tiling.padded_h, columns: tiling.padded_w, border: 1 };
+    repad(p.call.x, p.call.batch * p.weights.c_in, h, w, src, dst)
 }
 
 /// The zero-padded input (`[B][channels][h][w]`) the tiles' patches are read from.
@@ -367,9 +348,8 @@ impl Phases<'_> {
     /// Phase 1: `V` for the chunk's vectors, every input channel.
     ///
     /// # Safety
-    /// AVX-512; `v` has room for the chunk's `V` under `self.strides`.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn transform_inputs(&self, v: SendPtr) {
+    /// `S`'s level; `v` has room for the chunk's `V` under `self.strides`.
+    unsafe fn transform_inputs<S: Simd>(&self, v: SendPtr) {
         let input = self.input;
         let c_in = input.channels;
         let plane = input.h * input.w;
@@ -378,14 +358,17 @@ impl Phases<'_> {
             let (index, block) = (task / channel_blocks, task % channel_blocks);
             let vector = &self.chunk[index];
             let (pair, half) = (index / 2, index % 2);
-            for ci in block * CHANNELS_PER_TASK..((block + 1) * CHANNELS_PER_TASK).min(c_in) {
-                let src = input.data[(vector.image * c_in + ci) * plane..].as_ptr();
-                // SAFETY: AVX-512 per the caller. Lane offsets stay inside the padded input; each task
-                // writes its own (pair, channel, half) rows of V.
-                unsafe {
-                    let dst = v.get().add((pair * c_in + ci) * NR + 16 * half);
-                    transform_input(vector, self.tiling.half_rows, src, input.w, dst, self.strides.input_point);
-                }
+            // SAFETY: `S`'s level per the caller. Lane offsets stay inside the padded input; each task
+            // writes its own (pair, channel, half) rows of V.
+            unsafe {
+                S::vectorize(|| {
+                    for ci in block * CHANNELS_PER_TASK..((block + 1) * CHANNELS_PER_TASK).min(c_in) {
+                        let src = input.data[(vector.image * c_in + ci) * plane..].as_ptr();
+                        let dst = v.get().add((pair * c_in + ci) * NR + LANES * half);
+                        let half_rows = self.tiling.half_rows;
+                        transform_input::<S>(vector, half_rows, src, input.w, dst, self.strides.input_point);
+                    }
+                })
             }
         });
     }
@@ -393,9 +376,8 @@ impl Phases<'_> {
     /// Phase 2: `M[ξ] = U[ξ] · V[ξ]` for the 16 points into `products` (`[ξ][C_out][pairs · NR]`).
     ///
     /// # Safety
-    /// AVX-512; `transformed_input` holds the chunk's `V`; `products` has room for its `M`.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn multiply(&self, transformed_input: &[f32], zeros: &[f32], products: SendPtr) {
+    /// `S`'s level; `transformed_input` holds the chunk's `V`; `products` has room for its `M`.
+    unsafe fn multiply<S: Simd>(&self, transformed_input: &[f32], zeros: &[f32], products: SendPtr) {
         let weights = self.p.weights;
         let (c_in, c_out, strides) = (weights.c_in, weights.c_out, &self.strides);
         let pairs = self.chunk.len() / 2;
@@ -405,39 +387,43 @@ impl Phases<'_> {
         let splits = splits.clamp(1, panels);
         let per_split = panels.div_ceil(splits);
         self.for_each_task(POINTS * groups * splits, |task| {
-            let (point, group, split) = (task / (groups * splits), task / splits % groups, task % splits);
-            let pair_range = group * PAIRS_PER_TASK..((group + 1) * PAIRS_PER_TASK).min(pairs);
-            let panel_range = split * per_split..((split + 1) * per_split).min(panels);
-            let mut k0 = 0;
-            while k0 < c_in {
-                let kc = KC.min(c_in - k0);
-                for pair in pair_range.clone() {
-                    let b = transformed_input[point * strides.input_point + (pair * c_in + k0) * NR..].as_ptr();
-                    let offset = point * strides.product_point + pair * NR;
-                    // A second vector past the last tile is skipped (and never read back).
-                    let second = if self.chunk[2 * pair + 1].masks == [0; 4] { 0 } else { u16::MAX };
-                    let targets = [
-                        VectorTarget { offset, mask: u16::MAX, bias_offset: 0 },
-                        VectorTarget { offset: offset + 16, mask: second, bias_offset: 0 },
-                    ];
-                    for panel in panel_range.clone() {
-                        let a = weights.panel(panel, point, k0);
-                        let tile = Tile {
-                            rows: MR.min(c_out - panel * MR),
-                            row0: panel * MR,
-                            stride: strides.product_row,
-                            targets: &targets,
-                            // The first block starts from zero, later ones from the stored partial sums.
-                            bias: (k0 == 0).then_some(zeros),
-                            residual: None,
-                            output_scale: 1.0,
-                        };
-                        // SAFETY: AVX-512 per the caller; the tile's rows and columns lie inside
-                        // `products`, and no other task writes this (point, pair, panel) tile.
-                        unsafe { microkernel(kc, a, b, &tile, products.get()) };
+            // SAFETY: `S`'s level per the caller; each tile's rows and columns lie inside `products`,
+            // and no other task writes this (point, pair, panel) tile.
+            unsafe {
+                S::vectorize(|| {
+                    let (point, group, split) = (task / (groups * splits), task / splits % groups, task % splits);
+                    let pair_range = group * PAIRS_PER_TASK..((group + 1) * PAIRS_PER_TASK).min(pairs);
+                    let panel_range = split * per_split..((split + 1) * per_split).min(panels);
+                    let mut k0 = 0;
+                    while k0 < c_in {
+                        let kc = S::KC.min(c_in - k0);
+                        for pair in pair_range.clone() {
+                            let b = transformed_input[point * strides.input_point + (pair * c_in + k0) * NR..].as_ptr();
+                            let offset = point * strides.product_point + pair * NR;
+                            // A second vector past the last tile is skipped (and never read back).
+                            let second = if self.chunk[2 * pair + 1].masks == [0; 4] { 0 } else { u16::MAX };
+                            let targets = [
+                                VectorTarget { offset, mask: u16::MAX, bias_offset: 0 },
+                                VectorTarget { offset: offset + LANES, mask: second, bias_offset: 0 },
+                            ];
+                            for panel in panel_range.clone() {
+                                let a = weights.panel(panel, point, k0);
+                                let tile = Tile {
+                                    rows: MR.min(c_out - panel * MR),
+                                    row0: panel * MR,
+                                    stride: strides.product_row,
+                                    targets: &targets,
+                                    // The first block starts from zero, later ones from the stored partial sums.
+                                    bias: (k0 == 0).then_some(zeros),
+                                    residual: None,
+                                    output_scale: 1.0,
+                                };
+                                S::microkernel(kc, a, b, &tile, products.get());
+                            }
+                        }
+                        k0 += kc;
                     }
-                }
-                k0 += kc;
+                })
             }
         });
     }
@@ -445,38 +431,25 @@ impl Phases<'_> {
     /// Phase 3: the output pixels of the chunk's tiles from `M`, every output channel.
     ///
     /// # Safety
-    /// AVX-512; `products` holds the chunk's `M`; `out` is the whole output.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn transform_outputs(&self, products: &[f32], out: SendPtr) {
+    /// `S`'s level; `products` holds the chunk's `M`; `out` is the whole output.
+    unsafe fn transform_outputs<S: Simd>(&self, products: &[f32], out: SendPtr) {
         let c_out = self.p.weights.c_out;
         let channel_blocks = c_out.div_ceil(CHANNELS_PER_TASK);
         self.for_each_task(self.chunk.len() * channel_blocks, |task| {
             let (index, block) = (task / channel_blocks, task % channel_blocks);
             let channels = block * CHANNELS_PER_TASK..((block + 1) * CHANNELS_PER_TASK).min(c_out);
-            let m = &products[16 * index..];
-            // SAFETY: AVX-512 per the caller; each task stores the pixels of its own tiles and channels.
-            unsafe { transform_output(self.p, self.tiling, &self.chunk[index], channels, m, &self.strides, out) };
+            let m = &products[LANES * index..];
+            let (p, tiling, vector, strides) = (self.p, self.tiling, &self.chunk[index], &self.strides);
+            // SAFETY: `S`'s level per the caller; each task stores the pixels of its own tiles and channels.
+            unsafe { S::vectorize(|| transform_output::<S>(p, tiling, vector, channels, m, strides, out)) };
         });
     }
 }
 
-/// Indices for `_mm512_permutex2var_ps(a, idx, b)` (lanes 0–15 of `a`, then 16–31 of `b`): the even /
-/// odd elements of `a` then of `b`'s, which splits two runs of 8 patches into their columns 0 and 1.
-#[cfg(target_arch = "x86_64")]
-const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-#[cfg(target_arch = "x86_64")]
-const ODD: [i32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
-/// Interleave lanes 0–7 / 8–15 of two vectors: pixel columns 0 and 1 of 8 tiles, side by side.
-#[cfg(target_arch = "x86_64")]
-const INTERLEAVE_LOW: [i32; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
-#[cfg(target_arch = "x86_64")]
-const INTERLEAVE_HIGH: [i32; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
-
 /// `V = Bᵀ d B` for one channel of 16 tiles, with `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0],
 /// [0, 1, 0, −1]]`: point `ξ = 4i + j` goes to `dst + ξ · point_stride`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_input(
+#[inline(always)]
+unsafe fn transform_input<S: Simd>(
     vector: &TileVector,
     half_rows: bool,
     src: *const f32,
@@ -484,36 +457,27 @@ unsafe fn transform_input(
     dst: *mut f32,
     point_stride: usize,
 ) {
-    let d: [[__m512; 4]; 4] = if half_rows {
+    let d: [[S::V; 4]; 4] = if half_rows {
         // Each half's 8 patches start 2 floats apart in one row: 16 floats hold their columns 0 and 1,
         // the 16 from 2 further on their columns 2 and 3.
-        let (even, odd) = (_mm512_loadu_si512(EVEN.as_ptr().cast()), _mm512_loadu_si512(ODD.as_ptr().cast()));
         let (low, high) = (src.offset(vector.input[0] as isize), src.offset(vector.input[8] as isize));
         std::array::from_fn(|i| {
             let (low, high) = (low.add(i * row_stride), high.add(i * row_stride));
-            let (a, b) = (_mm512_loadu_ps(low), _mm512_loadu_ps(high));
-            let (a2, b2) = (_mm512_loadu_ps(low.add(2)), _mm512_loadu_ps(high.add(2)));
-            [
-                _mm512_permutex2var_ps(a, even, b),
-                _mm512_permutex2var_ps(a, odd, b),
-                _mm512_permutex2var_ps(a2, even, b2),
-                _mm512_permutex2var_ps(a2, odd, b2),
-            ]
+            let (column0, column1) = S::even_odd(S::load(low), S::load(high));
+            let (column2, column3) = S::even_odd(S::load(low.add(2)), S::load(high.add(2)));
+            [column0, column1, column2, column3]
         })
     } else {
-        let lanes = _mm512_loadu_si512(vector.input.as_ptr().cast());
-        std::array::from_fn(|i| std::array::from_fn(|j| _mm512_i32gather_ps::<4>(lanes, src.add(i * row_stride + j))))
+        std::array::from_fn(|i| std::array::from_fn(|j| S::gather(src.add(i * row_stride + j), &vector.input)))
     };
-    let combine = |x: [__m512; 4]| {
-        [_mm512_sub_ps(x[0], x[2]), _mm512_add_ps(x[1], x[2]), _mm512_sub_ps(x[2], x[1]), _mm512_sub_ps(x[1], x[3])]
-    };
+    let combine = |x: [S::V; 4]| [S::sub(x[0], x[2]), S::add(x[1], x[2]), S::sub(x[2], x[1]), S::sub(x[1], x[3])];
     // Bᵀ d: combine the rows, column by column ...
-    let columns: [[__m512; 4]; 4] = std::array::from_fn(|j| combine([d[0][j], d[1][j], d[2][j], d[3][j]]));
+    let columns: [[S::V; 4]; 4] = std::array::from_fn(|j| combine([d[0][j], d[1][j], d[2][j], d[3][j]]));
     // ... then (Bᵀ d) B: combine the columns, row by row.
     for i in 0..4 {
         let row = combine(columns.map(|column| column[i]));
         for (j, &value) in row.iter().enumerate() {
-            _mm512_storeu_ps(dst.add((4 * i + j) * point_stride), value);
+            S::store(dst.add((4 * i + j) * point_stride), value);
         }
     }
 }
@@ -521,9 +485,8 @@ unsafe fn transform_input(
 /// `Y = Aᵀ M A` with `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]` for 16 tiles and the given output channels,
 /// then the epilogue, stored to the tiles' pixels. `m` starts at the vector's first column of point 0,
 /// channel 0.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_output(
+#[inline(always)]
+unsafe fn transform_output<S: Simd>(
     p: &Problem,
     tiling: &Tiling,
     vector: &TileVector,
@@ -534,71 +497,47 @@ unsafe fn transform_output(
 ) {
     let (c_out, w) = (p.weights.c_out, p.call.w);
     let plane = p.call.h * w;
-    let lanes = _mm512_loadu_si512(vector.output.as_ptr().cast());
-    let bias_lanes = _mm512_loadu_si512(vector.bias.as_ptr().cast());
-    let interleave =
-        [_mm512_loadu_si512(INTERLEAVE_LOW.as_ptr().cast()), _mm512_loadu_si512(INTERLEAVE_HIGH.as_ptr().cast())];
     let half_offsets = [vector.output[0] as usize, vector.output[8] as usize];
-    let scale = _mm512_set1_ps(p.call.output_scale);
     let image_bias = if p.call.per_image_bias { vector.image * c_out } else { 0 };
-    // Residual added, then divided by the output scale, as the direct kernel does.
-    let finish = |value: __m512, residual: __m512| {
-        let value = _mm512_add_ps(residual, value);
-        if p.call.output_scale != 1.0 {
-            _mm512_div_ps(value, scale)
-        } else {
-            value
-        }
-    };
     for co in channels {
         let m = m[co * strides.product_row..].as_ptr();
-        let point = |xi: usize| _mm512_loadu_ps(m.add(xi * strides.product_point));
+        let point = |xi: usize| S::load(m.add(xi * strides.product_point));
         // Aᵀ over the rows (r0, r1 for each column j), then A over the columns.
-        let rows: [[__m512; 4]; 2] = [
-            std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(point(j), point(4 + j)), point(8 + j))),
-            std::array::from_fn(|j| _mm512_sub_ps(_mm512_sub_ps(point(4 + j), point(8 + j)), point(12 + j))),
+        let rows: [[S::V; 4]; 2] = [
+            std::array::from_fn(|j| S::add(S::add(point(j), point(4 + j)), point(8 + j))),
+            std::array::from_fn(|j| S::sub(S::sub(point(4 + j), point(8 + j)), point(12 + j))),
         ];
         let bias_ptr = p.call.bias.as_ptr().add(image_bias + co);
         let bias = if vector.one_image || !p.call.per_image_bias {
-            _mm512_set1_ps(*bias_ptr)
+            S::splat(*bias_ptr)
         } else {
-            _mm512_i32gather_ps::<4>(bias_lanes, bias_ptr)
+            S::gather(bias_ptr, &vector.bias)
         };
         let base = out.get().add((vector.image * c_out + co) * plane);
         let residual = p.call.residual.map(|r| r.as_ptr().add((vector.image * c_out + co) * plane));
         for (dy, r) in rows.iter().enumerate() {
-            let pixels = [
-                _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]), bias),
-                _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3]), bias),
-            ];
+            let pixels =
+                [S::add(S::add(S::add(r[0], r[1]), r[2]), bias), S::add(S::sub(S::sub(r[1], r[2]), r[3]), bias)];
             if tiling.half_rows {
                 // Each half's 8 tiles give 16 consecutive pixels of output row 2·ty + dy.
-                for (half, &offset) in half_offsets.iter().enumerate() {
+                let halves = S::interleave(pixels[0], pixels[1]);
+                for (half, (&offset, value)) in half_offsets.iter().zip([halves.0, halves.1]).enumerate() {
                     if vector.masks[0] >> (8 * half) & 0xff == 0 {
                         // Past the last tile.
                         continue;
                     }
                     let offset = offset + dy * w;
-                    let value = _mm512_permutex2var_ps(pixels[0], interleave[half], pixels[1]);
-                    let value = match residual {
-                        Some(residual) => finish(value, _mm512_loadu_ps(residual.add(offset))),
-                        None => finish(value, _mm512_setzero_ps()),
-                    };
-                    _mm512_storeu_ps(base.add(offset), value);
+                    let residual = residual.map(|residual| S::load(residual.add(offset)));
+                    S::store(base.add(offset), finish::<S>(value, residual, p.call.output_scale));
                 }
                 continue;
             }
             for (dx, &value) in pixels.iter().enumerate() {
                 let mask = vector.masks[2 * dy + dx];
                 let offset = dy * w + dx;
-                let value = match residual {
-                    Some(residual) => {
-                        let src = residual.add(offset);
-                        finish(value, _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, lanes, src))
-                    }
-                    None => finish(value, _mm512_setzero_ps()),
-                };
-                _mm512_mask_i32scatter_ps::<4>(base.add(offset).cast(), mask, lanes, value);
+                let residual = residual.map(|residual| S::gather_masked(residual.add(offset), &vector.output, mask));
+                let value = finish::<S>(value, residual, p.call.output_scale);
+                S::scatter_masked(base.add(offset), &vector.output, mask, value);
             }
         }
     }

@@ -1,0 +1,127 @@
+//! The GEMM micro-kernel both convolution kernels share, and the epilogue of every output store.
+//!
+//! One call computes an `MR × NR` tile, 12 output channels × 32 output columns (two 16-lane vectors),
+//! over `kc` reduction steps of a packed weight panel (`[k][MR]`) and a packed column panel (`[k][NR]`).
+//! The panels' layout is the same on every level; what a level chooses is the register sub-tile
+//! ([`Simd::microkernel`] names it): AVX-512 holds the whole tile in 24 zmm registers, AVX2 covers it
+//! with four 6 × 16 sub-tiles of 12 ymm registers (the shape of BLIS' Haswell kernel), the scalar
+//! level with 4 × 16 ones.
+
+use crate::kernels::simd::{Simd, LANES};
+
+/// Output channels per tile.
+pub(crate) const MR: usize = 12;
+/// Output columns per tile (two vectors).
+pub(crate) const NR: usize = 2 * LANES;
+
+/// Where one 16-lane vector of a tile goes: the output offset of its first lane for output channel 0
+/// (add `channel · stride` for the others), and which lanes are real columns.
+#[derive(Clone, Copy)]
+pub(crate) struct VectorTarget {
+    pub offset: usize,
+    pub mask: u16,
+    /// Where this image's biases start (`image · C_out` for a per-image bias, else 0).
+    pub bias_offset: usize,
+}
+
+/// The store side of one micro-kernel call.
+pub(crate) struct Tile<'a> {
+    /// Real output channels in this tile (≤ MR).
+    pub rows: usize,
+    pub row0: usize,
+    /// Distance between consecutive output channels.
+    pub stride: usize,
+    pub targets: &'a [VectorTarget; 2],
+    /// First reduction block: start from the bias (indexed by a target's `bias_offset` + channel)
+    /// instead of the stored partial sum.
+    pub bias: Option<&'a [f32]>,
+    /// Last reduction block: add this, then divide by `output_scale`.
+    pub residual: Option<&'a [f32]>,
+    pub output_scale: f32,
+}
+
+/// The one epilogue of every kernel's final store: `(value + residual) / output_scale`, the order
+/// diffusers' resnet uses (`(shortcut + h) / scale`).
+#[inline(always)]
+pub(crate) unsafe fn finish<S: Simd>(value: S::V, residual: Option<S::V>, output_scale: f32) -> S::V {
+    let value = match residual {
+        Some(residual) => S::add(residual, value),
+        None => value,
+    };
+    if output_scale != 1.0 {
+        S::div(value, S::splat(output_scale))
+    } else {
+        value
+    }
+}
+
+/// `tile += A · B` as `ROWS × VECTORS` register sub-tiles (`ROWS` divides `MR`, `VECTORS` is 1 or 2).
+/// Rows past `tile.rows` are not computed beyond the sub-tile that holds the last real one, and a second
+/// vector that stores nothing (a lone 16-column vector: 4×4 and 8×8 images at batch 1) is skipped.
+///
+/// # Safety
+/// The CPU supports `S`'s level; `a` holds `kc × MR` and `b` `kc × NR` floats; the tile's targets lie
+/// inside `out` (and the residual, when given).
+#[inline(always)]
+pub(crate) unsafe fn tile_loop<S: Simd, const ROWS: usize, const VECTORS: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    tile: &Tile,
+    out: *mut f32,
+) {
+    let vectors = if tile.targets[1].mask == 0 { 1 } else { 2 };
+    let mut r0 = 0;
+    while r0 < tile.rows {
+        if VECTORS == 2 && vectors == 2 {
+            subtile::<S, ROWS, VECTORS>(kc, a, b, tile, out, r0, 0);
+        } else {
+            for v in 0..vectors {
+                subtile::<S, ROWS, 1>(kc, a, b, tile, out, r0, v);
+            }
+        }
+        r0 += ROWS;
+    }
+}
+
+/// Rows `r0..r0 + ROWS` × vectors `v0..v0 + VECTORS` of the tile.
+#[inline(always)]
+unsafe fn subtile<S: Simd, const ROWS: usize, const VECTORS: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    tile: &Tile,
+    out: *mut f32,
+    r0: usize,
+    v0: usize,
+) {
+    let mut acc = [[S::zero(); VECTORS]; ROWS];
+    let (a, b) = (a.add(r0), b.add(LANES * v0));
+    for step in 0..kc {
+        let columns: [S::V; VECTORS] = std::array::from_fn(|v| S::load(b.add(step * NR + LANES * v)));
+        let a = a.add(step * MR);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let w = S::splat(*a.add(r));
+            for (acc, &column) in acc.iter_mut().zip(&columns) {
+                *acc = S::mul_add(w, column, *acc);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(tile.rows - r0) {
+        let channel = tile.row0 + r0 + r;
+        for (v, &acc) in acc.iter().enumerate() {
+            let target = tile.targets[v0 + v];
+            if target.mask == 0 {
+                continue;
+            }
+            let offset = target.offset + channel * tile.stride;
+            let dst = out.add(offset);
+            let value = match tile.bias {
+                Some(bias) => S::add(acc, S::splat(bias[target.bias_offset + channel])),
+                None => S::add(acc, S::load_masked(dst, target.mask)),
+            };
+            let residual = tile.residual.map(|residual| S::load_masked(residual.as_ptr().add(offset), target.mask));
+            S::store_masked(dst, target.mask, finish::<S>(value, residual, tile.output_scale));
+        }
+    }
+}
