@@ -77,13 +77,21 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def alternate(*fns, repeats: int) -> list[float]:
-    """Warm each of `fns`, then alternate single runs among them; medians in ms, in the order given."""
+# Before each timed run: the previous implementation's idle worker threads spin for a while before
+# they sleep (ONNX Runtime's pool, OpenVINO's TBB, torch's OpenMP), and would take cores from the next.
+# Measured here on 2 cores: our forward took 15% longer straight after an ONNX Runtime one.
+SETTLE_S = 0.25
+
+
+def alternate(*fns, repeats: int, settle: float = SETTLE_S) -> list[float]:
+    """Warm each of `fns`, then alternate single runs among them, each after `settle` seconds of quiet;
+    medians in ms, in the order given."""
     for fn in fns:
         fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, t in zip(fns, times):
+            time.sleep(settle)
             t += timed(fn, 1)
     return [statistics.median(t) for t in times]
 

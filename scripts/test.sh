@@ -41,5 +41,6 @@ fi
 
 echo "== python extension"
 maturin develop --release --quiet
+scripts/check-simd-inlining.sh "$(python -c 'import candle_unet2d._core as m; print(m.__file__)')"
 echo "== python tests"
 pytest -q tests/python

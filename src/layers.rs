@@ -5,7 +5,9 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::Activation;
-use crate::kernels::conv2d::{conv2d_bias, conv2d_bias_prepadded, Conv2dParams, Conv2dWeight, ConvEpilogue};
+use crate::kernels::conv2d::{
+    conv2d_bias, conv2d_bias_prepadded, Conv2dParams, Conv2dWeight, ConvEpilogue, ConvKernel,
+};
 use crate::kernels::group_norm::{group_norm_cpu, group_norm_padded_cpu, Epilogue};
 use crate::kernels::linear::linear_cpu;
 use crate::profile;
@@ -48,7 +50,16 @@ impl Module for Conv2d {
 impl Conv2d {
     /// The convolution followed by `epilogue`, fused into the convolution where the kernel allows.
     pub fn forward_with(&self, x: &Tensor, epilogue: ConvEpilogue) -> Result<Tensor> {
-        profile::time("conv2d", || conv2d_bias(x, &self.weight, &self.bias, self.params, epilogue))
+        profile::time(self.profile_label(), || conv2d_bias(x, &self.weight, &self.bias, self.params, epilogue))
+    }
+
+    /// The per-op profile's name for this convolution: which kernel computes it.
+    fn profile_label(&self) -> &'static str {
+        match self.weight.kernel() {
+            Some((ConvKernel::Winograd, _)) => "conv2d.winograd",
+            Some((ConvKernel::Direct, _)) => "conv2d.direct",
+            None => "conv2d",
+        }
     }
 
     /// `conv(act(norm(x)))` then `epilogue`. With prepared weights on the CPU the norm writes its output
@@ -64,7 +75,7 @@ impl Conv2d {
         if self.weight.accepts_prepadded_input() && padding > 0 {
             if let Some(xp) = norm.forward_padded(x, act, padding)? {
                 let conv = || conv2d_bias_prepadded(&xp, &self.weight, &self.bias, self.params, epilogue);
-                return profile::time("conv2d", conv);
+                return profile::time(self.profile_label(), conv);
             }
         }
         self.forward_with(&norm.forward_then(x, Some(act))?, epilogue)

@@ -65,6 +65,12 @@ impl PackedWeights {
         });
         Self { data, c_out, c_in, kernel }
     }
+
+    /// The packed floats, for tests.
+    #[cfg(test)]
+    pub(super) fn packed(&self) -> &[f32] {
+        &self.data
+    }
 }
 
 /// Output geometry and how the input is addressed.
@@ -153,7 +159,12 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
                 let (geo, step_offsets) = (&geo, &step_offsets[..]);
                 let job = Job { p, geo, step_offsets, pairs, columns, weight_panels: panels };
                 // SAFETY: `S`'s level per the caller; tasks write disjoint tiles of `out`.
-                unsafe { S::vectorize(|| job.run::<S>(out.get())) }
+                unsafe {
+                    S::vectorize(
+                        #[inline(always)]
+                        || job.run::<S>(out.get()),
+                    )
+                }
             });
         };
         (0..column_tasks * splits).into_par_iter().for_each(task);
@@ -165,11 +176,14 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
         pairs.par_iter().enumerate().for_each(|(i, pair)| {
             // SAFETY: `S`'s level per the caller; each pair fills its own `k × NR` panel, both halves.
             unsafe {
-                S::vectorize(|| {
-                    for (v, plan) in pair.iter().enumerate() {
-                        gather_vector::<S>(plan, &step_offsets, dst.get().add(i * panel_len + LANES * v));
-                    }
-                })
+                S::vectorize(
+                    #[inline(always)]
+                    || {
+                        for (v, plan) in pair.iter().enumerate() {
+                            gather_vector::<S>(plan, &step_offsets, dst.get().add(i * panel_len + LANES * v));
+                        }
+                    },
+                )
             }
         });
         // SAFETY: every pair's panel was fully written above.
@@ -181,7 +195,12 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
             let (geo, step_offsets, columns) = (&geo, &step_offsets[..], Columns::Shared(&shared));
             let job = Job { p, geo, step_offsets, pairs: &pairs, columns, weight_panels: panels };
             // SAFETY: as above.
-            unsafe { S::vectorize(|| job.run::<S>(out.get())) }
+            unsafe {
+                S::vectorize(
+                    #[inline(always)]
+                    || job.run::<S>(out.get()),
+                )
+            }
         });
     }
 }

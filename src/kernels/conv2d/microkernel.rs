@@ -6,6 +6,15 @@
 //! ([`Simd::microkernel`] names it): AVX-512 holds the whole tile in 24 zmm registers, AVX2 covers it
 //! with four 6 × 16 sub-tiles of 12 ymm registers (the shape of BLIS' Haswell kernel), the scalar
 //! level with 4 × 16 ones.
+//!
+//! Code that runs inside [`Simd::vectorize`] (this file, and the kernels' task bodies) uses no
+//! closures, `array::from_fn` or `Option::map`: each is a function of its own, which the compiler may
+//! leave out of line, and one left out of line is compiled without the level's instructions (every
+//! intrinsic in it becomes a call). Plain loops and `#[inline(always)]` functions are inlined into the
+//! `#[target_feature]` entry point.
+
+// A `match` where clippy would have `Option::map`: see above.
+#![allow(clippy::manual_map)]
 
 use crate::kernels::simd::{Simd, LANES};
 
@@ -98,7 +107,10 @@ unsafe fn subtile<S: Simd, const ROWS: usize, const VECTORS: usize>(
     let mut acc = [[S::zero(); VECTORS]; ROWS];
     let (a, b) = (a.add(r0), b.add(LANES * v0));
     for step in 0..kc {
-        let columns: [S::V; VECTORS] = std::array::from_fn(|v| S::load(b.add(step * NR + LANES * v)));
+        let mut columns = [S::zero(); VECTORS];
+        for (v, column) in columns.iter_mut().enumerate() {
+            *column = S::load(b.add(step * NR + LANES * v));
+        }
         let a = a.add(step * MR);
         for (r, acc) in acc.iter_mut().enumerate() {
             let w = S::splat(*a.add(r));
@@ -120,7 +132,10 @@ unsafe fn subtile<S: Simd, const ROWS: usize, const VECTORS: usize>(
                 Some(bias) => S::add(acc, S::splat(bias[target.bias_offset + channel])),
                 None => S::add(acc, S::load_masked(dst, target.mask)),
             };
-            let residual = tile.residual.map(|residual| S::load_masked(residual.as_ptr().add(offset), target.mask));
+            let residual = match tile.residual {
+                Some(residual) => Some(S::load_masked(residual.as_ptr().add(offset), target.mask)),
+                None => None,
+            };
             S::store_masked(dst, target.mask, finish::<S>(value, residual, tile.output_scale));
         }
     }

@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, 
 use self::direct::PackedWeights;
 use self::winograd::WinogradWeights;
 use super::isa::Isa;
-use super::simd::with_simd;
+use super::simd::{with_simd, LANES};
 use super::{contiguous_slice, f32_inputs};
 
 /// The convolution's geometry.
@@ -336,6 +336,11 @@ impl CustomOp2 for CpuConv {
             match &self.weights {
                 Conv2dWeight::Direct { weights, isa } => {
                     let problem = direct::Problem { call, weights, params: self.params };
+                    with_simd!(*isa, S => direct::run::<S>(&problem, out.as_mut_ptr()))
+                }
+                // Fewer tiles than one vector: the direct kernel is faster (see `WinogradWeights`).
+                Conv2dWeight::Winograd { weights, isa } if batch * h.div_ceil(2) * w.div_ceil(2) < LANES => {
+                    let problem = direct::Problem { call, weights: weights.direct(), params: self.params };
                     with_simd!(*isa, S => direct::run::<S>(&problem, out.as_mut_ptr()))
                 }
                 Conv2dWeight::Winograd { weights, isa } => {

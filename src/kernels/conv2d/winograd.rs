@@ -20,11 +20,16 @@
 //! kernel would be faster, but a layer keeps one set of weights (memory), and larger batches make the
 //! Winograd kernel faster at every size.
 
+// Inside `Simd::vectorize` the transforms avoid closures (see `microkernel`): a `match` instead of
+// `Option::map`, index loops instead of iterator adapters over the small arrays.
+#![allow(clippy::manual_map, clippy::needless_range_loop)]
+
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::direct::PAIRS_PER_TASK;
+use super::direct::{PackedWeights, PAIRS_PER_TASK};
 use super::microkernel::{finish, Tile, VectorTarget, MR, NR};
 use super::padding::{repad, PlaneLayout};
 use super::Call;
@@ -54,6 +59,11 @@ pub struct WinogradWeights {
     data: Vec<f32>,
     pub(super) c_out: usize,
     pub(super) c_in: usize,
+    /// The same filters packed for the direct kernel, built on the first call with fewer tiles than
+    /// one vector (a 4×4 map at batch 1 or 2, where the Winograd GEMMs would fill a quarter of each
+    /// vector's lanes with 16/9 the weights, and take twice the direct kernel's time): only the layers
+    /// that see such calls pay its memory.
+    direct: OnceLock<PackedWeights>,
 }
 
 impl WinogradWeights {
@@ -91,7 +101,33 @@ impl WinogradWeights {
                 }
             },
         );
-        Self { data, c_out, c_in }
+        Self { data, c_out, c_in, direct: OnceLock::new() }
+    }
+
+    /// The filters packed for the direct kernel (see `direct`), recovered from `U`: `G`'s first and
+    /// last rows are unit vectors, so `U`'s corner points are `g`'s corners and every other element of
+    /// `g` is a sum and difference of at most four points (computed in f64, so each recovered weight is
+    /// within an ulp or two of the loaded one).
+    pub(super) fn direct(&self) -> &PackedWeights {
+        self.direct.get_or_init(|| {
+            let (c_out, c_in) = (self.c_out, self.c_in);
+            let mut filters = vec![0f32; c_out * c_in * 9];
+            filters.par_chunks_mut(c_in * 9).enumerate().for_each(|(co, filters)| {
+                let (panel, r) = (co / MR, co % MR);
+                for (ci, g) in filters.chunks_exact_mut(9).enumerate() {
+                    let u = |point: usize| f64::from(self.data[((panel * POINTS + point) * c_in + ci) * MR + r]);
+                    // Row i of t = G g, from row i of U = t Gᵀ: (U[i][0], U[i][1] − U[i][2], U[i][3]).
+                    let t = |i: usize| [u(4 * i), u(4 * i + 1) - u(4 * i + 2), u(4 * i + 3)];
+                    let (t0, t1, t2, t3) = (t(0), t(1), t(2), t(3));
+                    for c in 0..3 {
+                        g[c] = t0[c] as f32;
+                        g[3 + c] = (t1[c] - t2[c]) as f32;
+                        g[6 + c] = t3[c] as f32;
+                    }
+                }
+            });
+            PackedWeights::new(&filters, c_out, c_in, 3)
+        })
     }
 
     /// Panel `panel`'s packed `U[point]`, from reduction step `k0` on.
@@ -361,14 +397,17 @@ impl Phases<'_> {
             // SAFETY: `S`'s level per the caller. Lane offsets stay inside the padded input; each task
             // writes its own (pair, channel, half) rows of V.
             unsafe {
-                S::vectorize(|| {
-                    for ci in block * CHANNELS_PER_TASK..((block + 1) * CHANNELS_PER_TASK).min(c_in) {
-                        let src = input.data[(vector.image * c_in + ci) * plane..].as_ptr();
-                        let dst = v.get().add((pair * c_in + ci) * NR + LANES * half);
-                        let half_rows = self.tiling.half_rows;
-                        transform_input::<S>(vector, half_rows, src, input.w, dst, self.strides.input_point);
-                    }
-                })
+                S::vectorize(
+                    #[inline(always)]
+                    || {
+                        for ci in block * CHANNELS_PER_TASK..((block + 1) * CHANNELS_PER_TASK).min(c_in) {
+                            let src = input.data[(vector.image * c_in + ci) * plane..].as_ptr();
+                            let dst = v.get().add((pair * c_in + ci) * NR + LANES * half);
+                            let half_rows = self.tiling.half_rows;
+                            transform_input::<S>(vector, half_rows, src, input.w, dst, self.strides.input_point);
+                        }
+                    },
+                )
             }
         });
     }
@@ -390,40 +429,44 @@ impl Phases<'_> {
             // SAFETY: `S`'s level per the caller; each tile's rows and columns lie inside `products`,
             // and no other task writes this (point, pair, panel) tile.
             unsafe {
-                S::vectorize(|| {
-                    let (point, group, split) = (task / (groups * splits), task / splits % groups, task % splits);
-                    let pair_range = group * PAIRS_PER_TASK..((group + 1) * PAIRS_PER_TASK).min(pairs);
-                    let panel_range = split * per_split..((split + 1) * per_split).min(panels);
-                    let mut k0 = 0;
-                    while k0 < c_in {
-                        let kc = S::KC.min(c_in - k0);
-                        for pair in pair_range.clone() {
-                            let b = transformed_input[point * strides.input_point + (pair * c_in + k0) * NR..].as_ptr();
-                            let offset = point * strides.product_point + pair * NR;
-                            // A second vector past the last tile is skipped (and never read back).
-                            let second = if self.chunk[2 * pair + 1].masks == [0; 4] { 0 } else { u16::MAX };
-                            let targets = [
-                                VectorTarget { offset, mask: u16::MAX, bias_offset: 0 },
-                                VectorTarget { offset: offset + LANES, mask: second, bias_offset: 0 },
-                            ];
-                            for panel in panel_range.clone() {
-                                let a = weights.panel(panel, point, k0);
-                                let tile = Tile {
-                                    rows: MR.min(c_out - panel * MR),
-                                    row0: panel * MR,
-                                    stride: strides.product_row,
-                                    targets: &targets,
-                                    // The first block starts from zero, later ones from the stored partial sums.
-                                    bias: (k0 == 0).then_some(zeros),
-                                    residual: None,
-                                    output_scale: 1.0,
-                                };
-                                S::microkernel(kc, a, b, &tile, products.get());
+                S::vectorize(
+                    #[inline(always)]
+                    || {
+                        let (point, group, split) = (task / (groups * splits), task / splits % groups, task % splits);
+                        let pair_range = group * PAIRS_PER_TASK..((group + 1) * PAIRS_PER_TASK).min(pairs);
+                        let panel_range = split * per_split..((split + 1) * per_split).min(panels);
+                        let mut k0 = 0;
+                        while k0 < c_in {
+                            let kc = S::KC.min(c_in - k0);
+                            for pair in pair_range.clone() {
+                                let b =
+                                    transformed_input[point * strides.input_point + (pair * c_in + k0) * NR..].as_ptr();
+                                let offset = point * strides.product_point + pair * NR;
+                                // A second vector past the last tile is skipped (and never read back).
+                                let second = if self.chunk[2 * pair + 1].masks == [0; 4] { 0 } else { u16::MAX };
+                                let targets = [
+                                    VectorTarget { offset, mask: u16::MAX, bias_offset: 0 },
+                                    VectorTarget { offset: offset + LANES, mask: second, bias_offset: 0 },
+                                ];
+                                for panel in panel_range.clone() {
+                                    let a = weights.panel(panel, point, k0);
+                                    let tile = Tile {
+                                        rows: MR.min(c_out - panel * MR),
+                                        row0: panel * MR,
+                                        stride: strides.product_row,
+                                        targets: &targets,
+                                        // The first block starts from zero, later ones from the stored partial sums.
+                                        bias: (k0 == 0).then_some(zeros),
+                                        residual: None,
+                                        output_scale: 1.0,
+                                    };
+                                    S::microkernel(kc, a, b, &tile, products.get());
+                                }
                             }
+                            k0 += kc;
                         }
-                        k0 += kc;
-                    }
-                })
+                    },
+                )
             }
         });
     }
@@ -441,7 +484,12 @@ impl Phases<'_> {
             let m = &products[LANES * index..];
             let (p, tiling, vector, strides) = (self.p, self.tiling, &self.chunk[index], &self.strides);
             // SAFETY: `S`'s level per the caller; each task stores the pixels of its own tiles and channels.
-            unsafe { S::vectorize(|| transform_output::<S>(p, tiling, vector, channels, m, strides, out)) };
+            unsafe {
+                S::vectorize(
+                    #[inline(always)]
+                    || transform_output::<S>(p, tiling, vector, channels, m, strides, out),
+                )
+            };
         });
     }
 }
@@ -457,29 +505,41 @@ unsafe fn transform_input<S: Simd>(
     dst: *mut f32,
     point_stride: usize,
 ) {
-    let d: [[S::V; 4]; 4] = if half_rows {
+    let mut d = [[S::zero(); 4]; 4];
+    if half_rows {
         // Each half's 8 patches start 2 floats apart in one row: 16 floats hold their columns 0 and 1,
         // the 16 from 2 further on their columns 2 and 3.
         let (low, high) = (src.offset(vector.input[0] as isize), src.offset(vector.input[8] as isize));
-        std::array::from_fn(|i| {
+        for (i, row) in d.iter_mut().enumerate() {
             let (low, high) = (low.add(i * row_stride), high.add(i * row_stride));
-            let (column0, column1) = S::even_odd(S::load(low), S::load(high));
-            let (column2, column3) = S::even_odd(S::load(low.add(2)), S::load(high.add(2)));
-            [column0, column1, column2, column3]
-        })
+            (row[0], row[1]) = S::even_odd(S::load(low), S::load(high));
+            (row[2], row[3]) = S::even_odd(S::load(low.add(2)), S::load(high.add(2)));
+        }
     } else {
-        std::array::from_fn(|i| std::array::from_fn(|j| S::gather(src.add(i * row_stride + j), &vector.input)))
-    };
-    let combine = |x: [S::V; 4]| [S::sub(x[0], x[2]), S::add(x[1], x[2]), S::sub(x[2], x[1]), S::sub(x[1], x[3])];
+        for (i, row) in d.iter_mut().enumerate() {
+            for (j, value) in row.iter_mut().enumerate() {
+                *value = S::gather(src.add(i * row_stride + j), &vector.input);
+            }
+        }
+    }
     // Bᵀ d: combine the rows, column by column ...
-    let columns: [[S::V; 4]; 4] = std::array::from_fn(|j| combine([d[0][j], d[1][j], d[2][j], d[3][j]]));
+    let mut columns = [[S::zero(); 4]; 4];
+    for (j, column) in columns.iter_mut().enumerate() {
+        *column = combine_input::<S>([d[0][j], d[1][j], d[2][j], d[3][j]]);
+    }
     // ... then (Bᵀ d) B: combine the columns, row by row.
     for i in 0..4 {
-        let row = combine(columns.map(|column| column[i]));
+        let row = combine_input::<S>([columns[0][i], columns[1][i], columns[2][i], columns[3][i]]);
         for (j, &value) in row.iter().enumerate() {
             S::store(dst.add((4 * i + j) * point_stride), value);
         }
     }
+}
+
+/// `Bᵀ x` for one column (or row) of four.
+#[inline(always)]
+unsafe fn combine_input<S: Simd>(x: [S::V; 4]) -> [S::V; 4] {
+    [S::sub(x[0], x[2]), S::add(x[1], x[2]), S::sub(x[2], x[1]), S::sub(x[1], x[3])]
 }
 
 /// `Y = Aᵀ M A` with `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]` for 16 tiles and the given output channels,
@@ -501,12 +561,16 @@ unsafe fn transform_output<S: Simd>(
     let image_bias = if p.call.per_image_bias { vector.image * c_out } else { 0 };
     for co in channels {
         let m = m[co * strides.product_row..].as_ptr();
-        let point = |xi: usize| S::load(m.add(xi * strides.product_point));
+        let mut point = [S::zero(); 16];
+        for (xi, value) in point.iter_mut().enumerate() {
+            *value = S::load(m.add(xi * strides.product_point));
+        }
         // Aᵀ over the rows (r0, r1 for each column j), then A over the columns.
-        let rows: [[S::V; 4]; 2] = [
-            std::array::from_fn(|j| S::add(S::add(point(j), point(4 + j)), point(8 + j))),
-            std::array::from_fn(|j| S::sub(S::sub(point(4 + j), point(8 + j)), point(12 + j))),
-        ];
+        let mut rows = [[S::zero(); 4]; 2];
+        for j in 0..4 {
+            rows[0][j] = S::add(S::add(point[j], point[4 + j]), point[8 + j]);
+            rows[1][j] = S::sub(S::sub(point[4 + j], point[8 + j]), point[12 + j]);
+        }
         let bias_ptr = p.call.bias.as_ptr().add(image_bias + co);
         let bias = if vector.one_image || !p.call.per_image_bias {
             S::splat(*bias_ptr)
@@ -514,6 +578,7 @@ unsafe fn transform_output<S: Simd>(
             S::gather(bias_ptr, &vector.bias)
         };
         let base = out.get().add((vector.image * c_out + co) * plane);
+        // Pointer arithmetic only (no intrinsic), so a closure is harmless here.
         let residual = p.call.residual.map(|r| r.as_ptr().add((vector.image * c_out + co) * plane));
         for (dy, r) in rows.iter().enumerate() {
             let pixels =
@@ -527,7 +592,10 @@ unsafe fn transform_output<S: Simd>(
                         continue;
                     }
                     let offset = offset + dy * w;
-                    let residual = residual.map(|residual| S::load(residual.add(offset)));
+                    let residual = match residual {
+                        Some(residual) => Some(S::load(residual.add(offset))),
+                        None => None,
+                    };
                     S::store(base.add(offset), finish::<S>(value, residual, p.call.output_scale));
                 }
                 continue;
@@ -535,10 +603,33 @@ unsafe fn transform_output<S: Simd>(
             for (dx, &value) in pixels.iter().enumerate() {
                 let mask = vector.masks[2 * dy + dx];
                 let offset = dy * w + dx;
-                let residual = residual.map(|residual| S::gather_masked(residual.add(offset), &vector.output, mask));
+                let residual = match residual {
+                    Some(residual) => Some(S::gather_masked(residual.add(offset), &vector.output, mask)),
+                    None => None,
+                };
                 let value = finish::<S>(value, residual, p.call.output_scale);
                 S::scatter_masked(base.add(offset), &vector.output, mask, value);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct weights recovered from `U` are the loaded filters to within float32 rounding.
+    #[test]
+    fn recovered_direct_weights_are_the_loaded_ones() {
+        let (c_out, c_in) = (13, 70);
+        let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+        let expected = PackedWeights::new(&weight, c_out, c_in, 3);
+        let winograd = WinogradWeights::new(&weight, c_out, c_in);
+        let recovered = winograd.direct();
+        assert_eq!(recovered.packed().len(), expected.packed().len());
+        for (i, (&a, &b)) in recovered.packed().iter().zip(expected.packed()).enumerate() {
+            // Four rounded points of up to ~0.7 each: a few 1e-8 of error apiece.
+            assert!((a - b).abs() <= 4.0 * f32::EPSILON, "element {i}: {a} vs {b}");
         }
     }
 }

@@ -16,23 +16,20 @@ type V = [__m256; 2];
 /// `mask`'s bits as two lane masks (all ones where the bit is set).
 #[inline(always)]
 unsafe fn lane_masks(mask: u16) -> [__m256i; 2] {
+    [lane_mask(mask & 0xff), lane_mask(mask >> 8)]
+}
+
+/// The low 8 bits of `byte` as a lane mask.
+#[inline(always)]
+unsafe fn lane_mask(byte: u16) -> __m256i {
     let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    let half = |byte: u16| {
-        let set = _mm256_and_si256(_mm256_set1_epi32(i32::from(byte)), bits);
-        _mm256_cmpeq_epi32(set, bits)
-    };
-    [half(mask & 0xff), half(mask >> 8)]
+    _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(i32::from(byte)), bits), bits)
 }
 
 #[inline(always)]
 unsafe fn indices(offsets: &[i32; LANES]) -> [__m256i; 2] {
     let p = offsets.as_ptr().cast::<__m256i>();
     [_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1))]
-}
-
-#[inline(always)]
-unsafe fn map2(a: V, b: V, f: impl Fn(__m256, __m256) -> __m256) -> V {
-    [f(a[0], b[0]), f(a[1], b[1])]
 }
 
 /// The even (`ODD` = false) or odd lanes of `x` then of `y` (8 each).
@@ -109,15 +106,15 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn add(a: V, b: V) -> V {
-        map2(a, b, |x, y| _mm256_add_ps(x, y))
+        [_mm256_add_ps(a[0], b[0]), _mm256_add_ps(a[1], b[1])]
     }
     #[inline(always)]
     unsafe fn sub(a: V, b: V) -> V {
-        map2(a, b, |x, y| _mm256_sub_ps(x, y))
+        [_mm256_sub_ps(a[0], b[0]), _mm256_sub_ps(a[1], b[1])]
     }
     #[inline(always)]
     unsafe fn div(a: V, b: V) -> V {
-        map2(a, b, |x, y| _mm256_div_ps(x, y))
+        [_mm256_div_ps(a[0], b[0]), _mm256_div_ps(a[1], b[1])]
     }
     #[inline(always)]
     unsafe fn mul_add(a: V, b: V, c: V) -> V {
@@ -154,10 +151,11 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn load_rows_of_4(p: *const f32, stride: usize) -> V {
-        let pair = |p: *const f32| {
-            _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(p.add(stride)))
-        };
-        [pair(p), pair(p.add(2 * stride))]
+        let q = p.add(2 * stride);
+        [
+            _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(p.add(stride))),
+            _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(_mm_loadu_ps(q)), _mm_loadu_ps(q.add(stride))),
+        ]
     }
     #[inline(always)]
     unsafe fn even_odd(a: V, b: V) -> (V, V) {
