@@ -146,6 +146,9 @@ fn info_describes_the_shipped_model() {
     for expected in ["16x16", "DDPMScheduler", "squaredcos_cap_v2", "epsilon", "GFLOPs", "float32", "10 classes"] {
         assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
     }
+    let isa = candle_unet2d::kernels::isa::Isa::best();
+    let kernels = stdout.lines().find(|l| l.starts_with("cpu kernels")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(kernels.contains(&format!("best: {isa}")), "{kernels}");
     // The same model from its folder.
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits16");
     let from_folder = ok(&unet2d(&dir, &["info", "--model", folder.to_str().unwrap()]));

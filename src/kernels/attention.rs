@@ -1,8 +1,9 @@
 //! Spatial self-attention on the CPU (float32), channel-first and without transposes:
 //!
-//! 1. `qkv = W_qkv · x + b_qkv`, one `gemm` per (image, pixel tile) with the to_q/to_k/to_v weights
-//!    fused into one `[3·inner, C]` matrix, giving `[B, 3·inner, HW]`: head `h`'s q, k and v are
-//!    `[head_dim, HW]` row blocks of it.
+//! 1. `qkv = W_qkv · x + b_qkv`, the to_q/to_k/to_v weights fused into one `[3·inner, C]` matrix and
+//!    run as a 1×1 convolution by the direct convolution kernel (packed at load, at the CPU's
+//!    instruction-set level), giving `[B, 3·inner, HW]`: head `h`'s q, k and v are `[head_dim, HW]`
+//!    row blocks of it.
 //! 2. Per (image, head, block of query pixels): scores `scale · qᵀ k` by one gemm reading q and k
 //!    through strides, stored query-index-fastest (`[HW, rows]`, column-major for both products, so
 //!    gemm never has to transpose them while packing); a float32 softmax over keys, shifted by the
@@ -10,8 +11,8 @@
 //!    written straight into the `[B, inner, HW]` attention output and normalised there (1/Σ per
 //!    query). Query blocks keep the score buffer at `rows × HW` floats (sized to stay in L2), so memory
 //!    grows linearly with the image area, not with its square.
-//! 3. `y = (W_out · out + b_out + residual) / rescale`, one gemm per (image, pixel tile) accumulating
-//!    onto the residual, written in `[B, C, H, W]` order.
+//! 3. `y = (W_out · out + b_out + residual) / rescale`, the same kernel with the residual and the
+//!    rescale fused into its store, written in `[B, C, H, W]` order.
 //!
 //! Work is spread over rayon's threads as independent tasks when there are enough of them; otherwise
 //! gemm splits each product across the threads itself.
@@ -19,7 +20,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::isa::multiversion;
+use super::conv2d::{pointwise, Conv2dWeight, ConvKernel};
+use super::isa::{multiversion, Isa};
 use super::simd;
 use super::{f32_inputs, SendPtr};
 use crate::profile;
@@ -33,10 +35,6 @@ const MIN_QUERY_ROWS: usize = 64;
 const SCORE_BUDGET: usize = 1 << 19;
 /// Fewest query rows per task whatever the image size, for gemm efficiency.
 const MIN_BUDGET_ROWS: usize = 16;
-/// Most pixels per projection tile.
-const MAX_TILE_PIXELS: usize = 4096;
-/// Fewest pixels per projection tile when images are split to give every thread work.
-const MIN_TILE_PIXELS: usize = 64;
 
 /// The attention's weights in the layouts the kernel uses, as float32 vectors.
 #[derive(Debug, Clone)]
@@ -44,12 +42,12 @@ pub struct AttentionWeights {
     channels: usize,
     heads: usize,
     head_dim: usize,
-    /// `[3·inner, C]`: to_q, to_k and to_v stacked.
-    w_qkv: Vec<f32>,
+    /// `[3·inner, C]` as a 1×1 convolution: to_q, to_k and to_v stacked.
+    w_qkv: Conv2dWeight,
     /// `[3·inner]`.
     b_qkv: Vec<f32>,
-    /// `[C, inner]`.
-    w_out: Vec<f32>,
+    /// `[C, inner]` as a 1×1 convolution.
+    w_out: Conv2dWeight,
     /// `[C]`.
     b_out: Vec<f32>,
 }
@@ -75,12 +73,22 @@ impl AttentionWeights {
             }
             t.flatten_all()?.to_vec1::<f32>()
         };
-        let (mut w_qkv, mut b_qkv) = (Vec::with_capacity(3 * inner * channels), Vec::with_capacity(3 * inner));
+        let mut b_qkv = Vec::with_capacity(3 * inner);
         for (w, b) in qkv {
-            w_qkv.extend(flat(w, &[inner, channels])?);
+            if w.dims() != [inner, channels] {
+                candle_core::bail!("attention: weight of shape {:?}, expected {:?}", w.dims(), [inner, channels]);
+            }
             b_qkv.extend(flat(b, &[inner])?);
         }
-        let (w_out, b_out) = (flat(out.0, &[channels, inner])?, flat(out.1, &[channels])?);
+        if out.0.dims() != [channels, inner] {
+            candle_core::bail!("attention: weight of shape {:?}, expected {:?}", out.0.dims(), [channels, inner]);
+        }
+        let pointwise = |w: Tensor| {
+            let (rows, columns) = w.dims2()?;
+            Conv2dWeight::with_kernel(w.reshape((rows, columns, 1, 1))?, ConvKernel::Direct, Isa::active())
+        };
+        let w_qkv = pointwise(Tensor::cat(&[qkv[0].0, qkv[1].0, qkv[2].0], 0)?)?;
+        let (w_out, b_out) = (pointwise(out.0.clone())?, flat(out.1, &[channels])?);
         Ok(Some(Self { channels, heads, head_dim, w_qkv, b_qkv, w_out, b_out }))
     }
 
@@ -127,7 +135,7 @@ impl CustomOp2 for AttentionOp<'_> {
                 self.weights.channels
             );
         }
-        let y = attention_f32(x, residual, batch, h * w, self.weights, self.rescale);
+        let y = attention_f32(x, residual, batch, h * w, self.weights, self.rescale)?;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 }
@@ -140,110 +148,17 @@ fn attention_f32(
     hw: usize,
     wts: &AttentionWeights,
     rescale: f32,
-) -> Vec<f32> {
-    let (c, inner) = (wts.channels, wts.inner());
+) -> Result<Vec<f32>> {
     if batch == 0 || hw == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let qkv = profile::time("attention.projections", || {
-        project(batch, hw, 3 * inner, c, &wts.w_qkv, x, 1.0, |_, row, _, dst| {
-            let b = wts.b_qkv[row];
-            dst.write_all(|_| b);
-        })
-    });
+    let qkv = profile::time("attention.projections", || pointwise(&wts.w_qkv, x, batch, hw, &wts.b_qkv, None, 1.0))?;
     let attn = profile::time("attention.core", || attend(&qkv, batch, hw, wts));
     drop(qkv);
-    // The residual and the rescale are folded into the output projection (timed with it).
+    // The residual and the rescale are fused into the output projection's store (timed with it).
     profile::time("attention.projections", || {
-        project(batch, hw, c, inner, &wts.w_out, &attn, 1.0 / rescale, |img, row, col0, dst| {
-            let b = wts.b_out[row];
-            let start = (img * c + row) * hw + col0;
-            let res = &residual[start..start + dst.len];
-            dst.write_all(|i| (res[i] + b) / rescale);
-        })
+        pointwise(&wts.w_out, &attn, batch, hw, &wts.b_out, Some(residual), rescale)
     })
-}
-
-/// `len` floats of one row of a [`project`] output, possibly still uninitialised, owned by one task.
-struct RowSegment {
-    ptr: *mut f32,
-    len: usize,
-}
-
-impl RowSegment {
-    /// Writes `value(i)` to element `i`, for every `i`.
-    #[inline(always)]
-    fn write_all(self, value: impl Fn(usize) -> f32) {
-        for i in 0..self.len {
-            // SAFETY: `project` makes segments only inside its output buffer, one task each.
-            unsafe { self.ptr.add(i).write(value(i)) };
-        }
-    }
-}
-
-/// For each image `b`: `dst_b = fill + beta · W · src_b`, with `W` [m, k] and `src_b` [k, HW], giving
-/// [B, m, HW]. `fill(image, row, first column, segment)` writes every element of the segment.
-#[allow(clippy::too_many_arguments)]
-fn project(
-    batch: usize,
-    hw: usize,
-    m: usize,
-    k: usize,
-    w: &[f32],
-    src: &[f32],
-    beta: f32,
-    fill: impl Fn(usize, usize, usize, RowSegment) + Sync,
-) -> Vec<f32> {
-    debug_assert_eq!(w.len(), m * k);
-    debug_assert_eq!(src.len(), batch * k * hw);
-    let threads = rayon::current_num_threads();
-    // Split images into tiles until every thread has two tasks (better balance), not below a useful size.
-    let tiles_wanted = (2 * threads).div_ceil(batch);
-    let tile = hw.div_ceil(tiles_wanted).clamp(MIN_TILE_PIXELS, MAX_TILE_PIXELS).min(hw);
-    let tiles = hw.div_ceil(tile);
-    let tasks = batch * tiles;
-    let mut out = Uninit::new(batch * m * hw);
-    let out_ptr = out.ptr();
-    let par = gemm_parallelism(tasks, threads);
-    let run = |task: usize| {
-        let (img, t) = (task / tiles, task % tiles);
-        let col0 = t * tile;
-        let n = tile.min(hw - col0);
-        // SAFETY: this task owns columns [col0, col0 + n) of every row of image `img`.
-        let dst = unsafe { out_ptr.get().add(img * m * hw + col0) };
-        for row in 0..m {
-            // SAFETY: row `row` of the tile, inside the output.
-            fill(img, row, col0, RowSegment { ptr: unsafe { dst.add(row * hw) }, len: n });
-        }
-        // SAFETY: dst is [m × n] with row stride hw (initialised just above); W is [m × k] contiguous;
-        // the source is [k × n] with row stride hw, all in bounds.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst,
-                1,
-                hw as isize,
-                true,
-                w.as_ptr(),
-                1,
-                k as isize,
-                src.as_ptr().add(img * k * hw + col0),
-                1,
-                hw as isize,
-                1.0,
-                beta,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    };
-    run_tasks(tasks, threads, run);
-    // SAFETY: the tasks covered every (image, row, column).
-    unsafe { out.assume_init() }
 }
 
 /// Scaled dot-product attention per head: `qkv` [B, 3·inner, HW] → [B, inner, HW].
@@ -396,14 +311,6 @@ fn gemm_parallelism(tasks: usize, threads: usize) -> gemm::Parallelism {
         gemm::Parallelism::None
     } else {
         gemm::Parallelism::Rayon(threads)
-    }
-}
-
-fn run_tasks(tasks: usize, threads: usize, run: impl Fn(usize) + Sync + Send) {
-    if tasks > 1 && threads > 1 {
-        (0..tasks).into_par_iter().for_each(run);
-    } else {
-        (0..tasks).for_each(run);
     }
 }
 

@@ -4,6 +4,7 @@ threads. Numbers are checked against the fixtures (see conftest.py) or against t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -447,3 +448,22 @@ def test_torch_dtypes(sample: np.ndarray, reference: np.ndarray) -> None:
     assert out.dtype == torch.float32
     with pytest.raises(InvalidArgumentError, match="floating-point"):
         model(torch.zeros(1, 3, 16, 16, dtype=torch.int64), 1)
+
+
+def _cpu_isa_in_child(value: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CANDLE_UNET2D_ISA": value}
+    code = "import candle_unet2d; print(candle_unet2d.cpu_isa())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+
+
+def test_cpu_isa_names_the_level_and_the_variable_lowers_it() -> None:
+    best = candle_unet2d.cpu_isa()
+    assert best in {"scalar", "avx2", "avx512"}
+    lowered = _cpu_isa_in_child("scalar")
+    assert lowered.stdout.strip() == "scalar"
+    assert lowered.stderr == ""
+    # A typo keeps the best level and says so once, instead of silently testing something else.
+    typo = _cpu_isa_in_child("avx3")
+    assert typo.stdout.strip() == best
+    assert "CANDLE_UNET2D_ISA ignored" in typo.stderr
+    assert "avx3" in typo.stderr

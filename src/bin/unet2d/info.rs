@@ -51,6 +51,15 @@ fn describe(loaded: &Loaded) -> anyhow::Result<String> {
         None => "unknown (no sample_size)".into(),
     };
     out.line("compute", compute);
+    let isa = candle_unet2d::kernels::isa::Isa::active();
+    out.line(
+        "cpu kernels",
+        format!(
+            "{isa} (this CPU's best: {}; {} lowers it)",
+            candle_unet2d::kernels::isa::Isa::best(),
+            candle_unet2d::kernels::isa::ISA_ENV
+        ),
+    );
 
     let report = &loaded.report;
     let stored = report.stored_dtype.map(dtype_name).unwrap_or("unknown");

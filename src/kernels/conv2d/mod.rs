@@ -257,6 +257,73 @@ fn conv2d_impl(
     Ok(y)
 }
 
+/// The kernels address lanes by 32-bit offsets from one image's start, reaching into the next image
+/// (Winograd: 16 tiles of 2×2 pixels can span 16 tiny images): refuses images that would not keep
+/// them below 2³¹.
+fn check_lane_offsets(
+    c_in: usize,
+    h: usize,
+    w: usize,
+    padding: usize,
+    c_out: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Result<()> {
+    let image_floats = (c_in * (h + 2 * padding + 1) * (w + 2 * padding + 1)).max(c_out * out_h * out_w);
+    let images_spanned = if out_h * out_w >= 64 { 2 } else { 16 };
+    if image_floats.saturating_mul(images_spanned) > i32::MAX as usize {
+        candle_core::bail!(
+            "conv2d-cpu: one image of {c_in}×{h}×{w} (→ {c_out}×{out_h}×{out_w}) is too large for the CPU \
+             kernels' 32-bit offsets; split the image"
+        );
+    }
+    Ok(())
+}
+
+/// A 1×1 convolution on slices, for kernels that hold their activations as slices (attention's
+/// projections): `out[b, co, p] = (Σ_ci W[co, ci] · x[b, ci, p] + bias[co] + residual[b, co, p]) /
+/// output_scale` for `x`: [B, C_in, pixels], giving [B, C_out, pixels]. `weight` must be prepared for
+/// the direct kernel with a 1×1 filter.
+pub(crate) fn pointwise(
+    weight: &Conv2dWeight,
+    x: &[f32],
+    batch: usize,
+    pixels: usize,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    output_scale: f32,
+) -> Result<Vec<f32>> {
+    let Conv2dWeight::Direct { weights, isa } = weight else {
+        candle_core::bail!("conv2d pointwise: weights prepared for the direct kernel expected");
+    };
+    let (c_out, c_in) = (weights.c_out, weights.c_in);
+    let len = batch * c_out * pixels;
+    if weights.kernel != 1 || x.len() != batch * c_in * pixels || bias.len() != c_out {
+        candle_core::bail!(
+            "conv2d pointwise: weight [{c_out}, {c_in}, {k}, {k}] / bias {} do not fit input of {} floats",
+            bias.len(),
+            x.len(),
+            k = weights.kernel
+        );
+    }
+    if residual.is_some_and(|r| r.len() != len) {
+        candle_core::bail!("conv2d pointwise: the residual must hold {len} floats");
+    }
+    check_lane_offsets(c_in, 1, pixels, 0, c_out, 1, pixels)?;
+    let params = Conv2dParams { kernel: 1, stride: 1, padding: 0 };
+    let call =
+        Call { x, bias, per_image_bias: false, residual, output_scale, batch, h: 1, w: pixels, prepadded: false };
+    let problem = direct::Problem { call, weights, params };
+    let mut out = Vec::<f32>::with_capacity(len);
+    // SAFETY: the weights were prepared for a level the CPU supports; the sizes were checked above, and
+    // the kernel writes every one of the `len` floats before `set_len`.
+    unsafe {
+        with_simd!(*isa, S => direct::run::<S>(&problem, out.as_mut_ptr()));
+        out.set_len(len);
+    }
+    Ok(out)
+}
+
 /// The CPU kernels over prepared weights.
 struct CpuConv {
     /// `Direct` or `Winograd`.
@@ -300,16 +367,7 @@ impl CustomOp2 for CpuConv {
                 "conv2d-cpu: input {h}×{w} too small for kernel {kernel} with padding {padding}, stride {stride}"
             );
         };
-        // The kernels address lanes by 32-bit offsets from one image's start, reaching into the next
-        // image (Winograd: 16 tiles of 2×2 pixels can span 16 tiny images): keep them below 2³¹.
-        let image_floats = (c_in * (h + 2 * padding + 1) * (w + 2 * padding + 1)).max(c_out * out_h * out_w);
-        let images_spanned = if out_h * out_w >= 64 { 2 } else { 16 };
-        if image_floats.saturating_mul(images_spanned) > i32::MAX as usize {
-            candle_core::bail!(
-                "conv2d-cpu: one image of {c_in}×{h}×{w} (→ {c_out}×{out_h}×{out_w}) is too large for the CPU \
-                 kernels' 32-bit offsets; split the image"
-            );
-        }
+        check_lane_offsets(c_in, h, w, padding, c_out, out_h, out_w)?;
         let residual_guard = self.residual.as_ref().map(Tensor::storage_and_layout);
         let residual = match &residual_guard {
             None => None,
