@@ -90,6 +90,7 @@ impl CustomOp3 for GroupNormOp {
         let mut out = Vec::<f32>::with_capacity(out_len);
         let eps = self.eps;
         let silu = self.epilogue == Epilogue::Silu;
+        let layout = GroupLayout { spatial, rows, width, pad, silu };
         let chunks = out.spare_capacity_mut()[..out_len].par_chunks_mut(out_group_len).zip(x.par_chunks(group_len));
         chunks.enumerate().for_each(|(i, (dst, src))| {
             let g = i % self.groups;
@@ -100,24 +101,8 @@ impl CustomOp3 for GroupNormOp {
             let mean = sum / n;
             let var = (sum_sq / n - mean * mean).max(0.0);
             let rstd = 1.0 / (var + eps).sqrt();
-            for c in 0..per_group {
-                let ch = g * per_group + c;
-                let scale = (w[ch] as f64 * rstd) as f32;
-                let shift = (b[ch] as f64 - mean * w[ch] as f64 * rstd) as f32;
-                let plane = &mut dst[c * out_plane..(c + 1) * out_plane];
-                let src = &src[c * spatial..(c + 1) * spatial];
-                let (top, rest) = plane.split_at_mut(pad * out_width);
-                let (body, bottom) = rest.split_at_mut(rows * out_width);
-                zero(top);
-                zero(bottom);
-                for (out_row, row) in body.chunks_exact_mut(out_width).zip(src.chunks_exact(width)) {
-                    let (left, rest) = out_row.split_at_mut(pad);
-                    let (middle, right) = rest.split_at_mut(width);
-                    zero(left);
-                    zero(right);
-                    affine(middle, row, scale, shift, silu);
-                }
-            }
+            let channels = g * per_group..(g + 1) * per_group;
+            normalize_group(dst, src, &w[channels.clone()], &b[channels], layout, (mean, rstd));
         });
         // SAFETY: the chunks above cover all `out_len` elements, each written once (zero or `affine`).
         unsafe { out.set_len(out_len) };
@@ -126,10 +111,58 @@ impl CustomOp3 for GroupNormOp {
     }
 }
 
+/// How one group's planes lie in the input and the output.
+#[derive(Clone, Copy)]
+struct GroupLayout {
+    /// Input floats per channel.
+    spatial: usize,
+    /// Rows and row width of a channel (one row of `spatial` without padding).
+    rows: usize,
+    width: usize,
+    /// The zero border written around each output plane.
+    pad: usize,
+    silu: bool,
+}
+
+multiversion! {
+    /// One group's output planes (every element of `dst`, borders included): each channel's
+    /// `x · w·rstd + (b − mean·w·rstd)`, then SiLU when asked. One dispatch per group, not per row:
+    /// rows are as short as 4 floats.
+    fn normalize_group(
+        dst: &mut [MaybeUninit<f32>],
+        src: &[f32],
+        w: &[f32],
+        b: &[f32],
+        layout: GroupLayout,
+        stats: (f64, f64),
+    ) {
+        let GroupLayout { spatial, rows, width, pad, silu } = layout;
+        let (mean, rstd) = stats;
+        let out_width = width + 2 * pad;
+        let out_plane = (rows + 2 * pad) * out_width;
+        for (c, (plane, src)) in dst.chunks_exact_mut(out_plane).zip(src.chunks_exact(spatial)).enumerate() {
+            let scale = (w[c] as f64 * rstd) as f32;
+            let shift = (b[c] as f64 - mean * w[c] as f64 * rstd) as f32;
+            let (top, rest) = plane.split_at_mut(pad * out_width);
+            let (body, bottom) = rest.split_at_mut(rows * out_width);
+            zero(top);
+            zero(bottom);
+            for (out_row, row) in body.chunks_exact_mut(out_width).zip(src.chunks_exact(width)) {
+                let (left, rest) = out_row.split_at_mut(pad);
+                let (middle, right) = rest.split_at_mut(width);
+                zero(left);
+                zero(right);
+                affine(middle, row, scale, shift, silu);
+            }
+        }
+    }
+}
+
+#[inline(always)]
 fn zero(dst: &mut [MaybeUninit<f32>]) {
-    dst.iter_mut().for_each(|d| {
+    for d in dst {
         d.write(0.0);
-    });
+    }
 }
 
 multiversion! {
@@ -153,17 +186,17 @@ multiversion! {
     }
 }
 
-multiversion! {
-    /// `dst = src · scale + shift`, then SiLU when `silu`; writes every element of `dst`.
-    fn affine(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32, silu: bool) {
-        if silu {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| {
-                d.write(simd::silu(v * scale + shift));
-            });
-        } else {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| {
-                d.write(v * scale + shift);
-            });
+/// `dst = src · scale + shift`, then SiLU when `silu`; writes every element of `dst`. Inlined into
+/// [`normalize_group`]'s variant for each level.
+#[inline(always)]
+fn affine(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32, silu: bool) {
+    if silu {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            d.write(simd::silu(v * scale + shift));
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            d.write(v * scale + shift);
         }
     }
 }
