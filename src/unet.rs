@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use crate::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
 use crate::config::{ClassEmbeddingKind, DownBlockKind, ModelSpec, TimeEmbeddingKind, UNet2DConfig, UpBlockKind};
@@ -113,59 +114,54 @@ impl UNet2DModel {
             upsample_type: spec.upsample_type,
         };
 
-        // down
-        let mut down_blocks = Vec::with_capacity(levels);
-        let mut output_channel = ch[0];
-        for (i, &kind) in spec.down_blocks.iter().enumerate() {
-            let input_channel = output_channel;
-            output_channel = ch[i];
-            let is_final = i == levels - 1;
-            let vb_i = vb.pp("down_blocks").pp(i);
-            down_blocks.push(DownBlock::new(
-                kind,
-                input_channel,
-                output_channel,
-                config.layers_per_block,
-                !is_final,
-                &settings,
-                vb_i,
-            )?);
-        }
-
-        // mid
-        let mid_block = if spec.has_mid_block {
-            Some(MidBlock::new(
+        // The blocks are built in parallel: each one's loading (candle's copy out of the memory map)
+        // is single-threaded, and overlaps with the others' weight preparation this way.
+        let down = || -> candle_core::Result<Vec<DownBlock>> {
+            let mut input_channels = vec![ch[0]];
+            input_channels.extend(&ch[..levels - 1]);
+            let build = |(i, &kind): (usize, &DownBlockKind)| {
+                let is_final = i == levels - 1;
+                let vb_i = vb.pp("down_blocks").pp(i);
+                DownBlock::new(kind, input_channels[i], ch[i], config.layers_per_block, !is_final, &settings, vb_i)
+            };
+            spec.down_blocks.par_iter().enumerate().map(build).collect::<Vec<_>>().into_iter().collect()
+        };
+        let mid = || -> candle_core::Result<Option<MidBlock>> {
+            if !spec.has_mid_block {
+                return Ok(None);
+            }
+            Ok(Some(MidBlock::new(
                 ch[levels - 1],
                 config.add_attention,
                 config.attn_norm_num_groups,
                 config.mid_block_scale_factor,
                 &settings,
                 vb.pp("mid_block"),
-            )?)
-        } else {
-            None
+            )?))
         };
-
-        // up
-        let reversed: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut up_blocks = Vec::with_capacity(levels);
-        let mut output_channel = reversed[0];
-        for (i, &kind) in spec.up_blocks.iter().enumerate() {
-            let prev_output_channel = output_channel;
-            output_channel = reversed[i];
-            let input_channel = reversed[(i + 1).min(levels - 1)];
-            let is_final = i == levels - 1;
-            up_blocks.push(UpBlock::new(
-                kind,
-                input_channel,
-                prev_output_channel,
-                output_channel,
-                config.layers_per_block + 1,
-                !is_final,
-                &settings,
-                vb.pp("up_blocks").pp(i),
-            )?);
-        }
+        let up = || -> candle_core::Result<Vec<UpBlock>> {
+            let reversed: Vec<usize> = ch.iter().rev().copied().collect();
+            let build = |(i, &kind): (usize, &UpBlockKind)| {
+                let prev_output_channel = if i == 0 { reversed[0] } else { reversed[i - 1] };
+                let input_channel = reversed[(i + 1).min(levels - 1)];
+                let is_final = i == levels - 1;
+                UpBlock::new(
+                    kind,
+                    input_channel,
+                    prev_output_channel,
+                    reversed[i],
+                    config.layers_per_block + 1,
+                    !is_final,
+                    &settings,
+                    vb.pp("up_blocks").pp(i),
+                )
+            };
+            spec.up_blocks.par_iter().enumerate().map(build).collect::<Vec<_>>().into_iter().collect()
+        };
+        // Each list collects every block's result in order, so an error is the first block's in
+        // model order, as a sequential build would report it.
+        let (down_blocks, (mid_block, up_blocks)) = rayon::join(down, || rayon::join(mid, up));
+        let (down_blocks, mid_block, up_blocks) = (down_blocks?, mid_block?, up_blocks?);
 
         // out
         let groups_out = config.norm_num_groups.unwrap_or((ch[0] / 4).min(32));

@@ -85,9 +85,23 @@ impl UNet2DModel {
     fn from_store(config: UNet2DConfig, store: &WeightStore, options: &LoadOptions) -> Result<Self> {
         check_device_dtype(&options.device, options.dtype)?;
         let vb = VarBuilder::from_backend(Box::new(StoreBackend(store)), options.dtype, options.device.clone());
-        let model = match UNet2DModel::new(config, vb) {
+        // The blocks load in parallel; when that fails, which recorded error came first depends on the
+        // threads' timing. Build again on one thread, in model order, so that the error reported is
+        // always the first a sequential load meets.
+        let model = match UNet2DModel::new(config.clone(), vb.clone()) {
             Ok(model) => model,
-            Err(e) => return Err(store.take_error().unwrap_or(e)),
+            Err(_) => {
+                let _ = store.take_error();
+                let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+                let retry = match one_thread {
+                    Ok(pool) => pool.install(|| UNet2DModel::new(config, vb)),
+                    Err(_) => UNet2DModel::new(config, vb),
+                };
+                match retry {
+                    Ok(model) => model,
+                    Err(e) => return Err(store.take_error().unwrap_or(e)),
+                }
+            }
         };
         let unused = store.unused();
         if !unused.is_empty() {
