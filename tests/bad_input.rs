@@ -599,6 +599,17 @@ fn bad_weights_are_named_errors() {
         ),
         ("no_tensors_at_all", (Tensors(|t| t.clear()), Expect::Err(MissingTensor, "missing tensor"))),
         (
+            // The blocks load in parallel; the error is still the first in model order.
+            "missing_in_two_blocks",
+            (
+                Tensors(|t| {
+                    t.remove("up_blocks.0.resnets.0.conv1.weight");
+                    t.remove("down_blocks.0.resnets.0.conv1.weight");
+                }),
+                Expect::Err(MissingTensor, "missing tensor `down_blocks.0.resnets.0.conv1.weight`"),
+            ),
+        ),
+        (
             "unexpected_tensor",
             (
                 Tensors(|t| {
