@@ -16,9 +16,10 @@
 //! convolution's (the tests check both against candle's convolution; the UNet fixtures still match
 //! diffusers to about 1e-6).
 //!
-//! Small tile counts (batch 1 at 4×4 or 8×8) fill few of the micro-kernel's 32 columns; there the direct
-//! kernel would be faster, but a layer keeps one set of weights (memory), and larger batches make the
-//! Winograd kernel faster at every size.
+//! Small tile counts fill few of the micro-kernel's 32 columns. Below one vector of 16 tiles (4×4 maps
+//! at batch 1 to 3) the direct kernel is twice as fast, so such calls run it on direct weights recovered
+//! from `U` the first time a layer sees one ([`WinogradWeights::direct`]); from 16 tiles on (8×8 at
+//! batch 1) the two are about even, and larger batches make the Winograd kernel faster at every size.
 
 // Inside `Simd::vectorize` the transforms avoid closures (see `microkernel`): a `match` instead of
 // `Option::map`, index loops instead of iterator adapters over the small arrays.
