@@ -1,12 +1,12 @@
 //! 2D convolution with fused bias (and optionally a fused residual add and output scale) on the CPU,
 //! float32. Two kernels, each written once over the 16-lane vector of [`crate::kernels::simd`] and run
 //! at the level the weights were prepared for ([`Isa`]: AVX-512, AVX2 + FMA, or portable scalar code):
-//! - [`winograd`]: Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions between 32 or more channels (most
+//! - `winograd`: Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions between 32 or more channels (most
 //!   of the UNet's work), 2.25× fewer multiplications;
-//! - [`direct`]: an implicit-GEMM convolution for every other shape.
+//! - `direct`: an implicit-GEMM convolution for every other shape.
 //!
-//! Both share one micro-kernel and store epilogue ([`microkernel`]), one padding routine
-//! ([`padding`]) and the [`Call`] they compute. The weights are prepared for one kernel at load; other
+//! Both share one micro-kernel and store epilogue (`microkernel`), one padding routine
+//! (`padding`) and the `Call` they compute. The weights are prepared for one kernel at load; other
 //! devices and dtypes keep the loaded tensor and use candle's ops.
 
 pub(crate) mod direct;
