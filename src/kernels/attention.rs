@@ -36,7 +36,8 @@ const SCORE_BUDGET: usize = 1 << 19;
 /// Fewest query rows per task whatever the image size, for gemm efficiency.
 const MIN_BUDGET_ROWS: usize = 16;
 
-/// The attention's weights in the layouts the kernel uses, as float32 vectors.
+/// The attention's weights in the layouts the kernel uses: the projections packed for the direct
+/// convolution kernel (as 1×1 convolutions), the biases as float32 vectors.
 #[derive(Debug, Clone)]
 pub struct AttentionWeights {
     channels: usize,
@@ -67,22 +68,22 @@ impl AttentionWeights {
             return Ok(None);
         }
         let inner = heads * head_dim;
-        let flat = |t: &Tensor, dims: &[usize]| -> Result<Vec<f32>> {
+        let expect_dims = |t: &Tensor, dims: &[usize]| -> Result<()> {
             if t.dims() != dims {
                 candle_core::bail!("attention: weight of shape {:?}, expected {dims:?}", t.dims());
             }
+            Ok(())
+        };
+        let flat = |t: &Tensor, dims: &[usize]| -> Result<Vec<f32>> {
+            expect_dims(t, dims)?;
             t.flatten_all()?.to_vec1::<f32>()
         };
         let mut b_qkv = Vec::with_capacity(3 * inner);
         for (w, b) in qkv {
-            if w.dims() != [inner, channels] {
-                candle_core::bail!("attention: weight of shape {:?}, expected {:?}", w.dims(), [inner, channels]);
-            }
+            expect_dims(w, &[inner, channels])?;
             b_qkv.extend(flat(b, &[inner])?);
         }
-        if out.0.dims() != [channels, inner] {
-            candle_core::bail!("attention: weight of shape {:?}, expected {:?}", out.0.dims(), [channels, inner]);
-        }
+        expect_dims(out.0, &[channels, inner])?;
         let pointwise = |w: Tensor| {
             let (rows, columns) = w.dims2()?;
             Conv2dWeight::with_kernel(w.reshape((rows, columns, 1, 1))?, ConvKernel::Direct, Isa::active())

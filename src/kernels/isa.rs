@@ -65,11 +65,6 @@ impl Isa {
         *Isa::ALL.iter().rev().find(|isa| isa.is_supported()).unwrap_or(&Isa::Scalar)
     }
 
-    /// The next narrower level, if any.
-    pub fn below(self) -> Option<Isa> {
-        Isa::ALL.iter().rev().copied().find(|&isa| isa < self)
-    }
-
     /// The level the kernels use now: [`Isa::best`], lowered by `CANDLE_UNET2D_ISA` (read once), or
     /// by [`Isa::run_at`] on this thread.
     pub fn active() -> Isa {
@@ -227,8 +222,6 @@ mod tests {
         }
         assert!("avx3".parse::<Isa>().unwrap_err().contains("scalar, avx2, avx512"));
         assert!(Isa::Scalar < Isa::Avx2 && Isa::Avx2 < Isa::Avx512);
-        assert_eq!(Isa::Avx512.below(), Some(Isa::Avx2));
-        assert_eq!(Isa::Scalar.below(), None);
         assert!(Isa::Scalar.is_supported() && Isa::best().is_supported());
         // The variable lowers, never raises; junk keeps the best.
         assert_eq!(from_env(Some("scalar")), Isa::Scalar);

@@ -88,7 +88,7 @@ struct Geometry {
 impl Geometry {
     fn new(p: &Problem) -> Self {
         let Conv2dParams { kernel, padding, .. } = p.params;
-        // The caller checked the sizes before allocating the output (`PackedConv`).
+        // The caller checked the sizes before allocating the output (`CpuConv`, `pointwise`).
         let (out_h, out_w) = p.params.output_size(p.call.h, p.call.w).unwrap_or_default();
         let (padded_h, padded_w) = (p.call.h + 2 * padding, p.call.w + 2 * padding);
         Self { out_w, pixels: out_h * out_w, k: p.weights.c_in * kernel * kernel, padded_h, padded_w }
@@ -262,7 +262,7 @@ impl VectorPlan {
         } else if valid == 16 && stride == 1 && whole_rows {
             Lanes::Rows { width: geo.out_w, row_stride: geo.padded_w }
         } else {
-            // Masked lanes re-read lane 0. Offsets stay within one image, which `PackedConv` checked
+            // Masked lanes re-read lane 0. Offsets stay within one image, which `check_lane_offsets` checked
             // is below 2³¹ floats.
             Lanes::Gather(std::array::from_fn(|lane| {
                 if lane < valid {

@@ -293,7 +293,7 @@ pub(crate) fn pointwise(
     residual: Option<&[f32]>,
     output_scale: f32,
 ) -> Result<Vec<f32>> {
-    let Conv2dWeight::Direct { weights, isa } = weight else {
+    let Conv2dWeight::Direct { weights, .. } = weight else {
         candle_core::bail!("conv2d pointwise: weights prepared for the direct kernel expected");
     };
     let (c_out, c_in) = (weights.c_out, weights.c_in);
@@ -313,12 +313,39 @@ pub(crate) fn pointwise(
     let params = Conv2dParams { kernel: 1, stride: 1, padding: 0 };
     let call =
         Call { x, bias, per_image_bias: false, residual, output_scale, batch, h: 1, w: pixels, prepadded: false };
-    let problem = direct::Problem { call, weights, params };
+    // SAFETY: direct weights, whose kernel, channels and bias were checked against the call above.
+    unsafe { compute(weight, call, params, len) }
+}
+
+/// Runs `call` with whichever kernel `weight` was prepared for, into a new buffer of `len` floats (the
+/// output's size). The one place that picks a kernel variant: the weights' level, and the direct kernel
+/// for Winograd calls with fewer tiles than one vector (see `WinogradWeights`).
+///
+/// # Safety
+/// `call` and `params` must fit `weight` (channels, kernel size, bias length, a residual of the output's
+/// size, images within the 32-bit lane offsets), and `len` must be the output's size.
+unsafe fn compute(weight: &Conv2dWeight, call: Call, params: Conv2dParams, len: usize) -> Result<Vec<f32>> {
     let mut out = Vec::<f32>::with_capacity(len);
-    // SAFETY: the weights were prepared for a level the CPU supports; the sizes were checked above, and
-    // the kernel writes every one of the `len` floats before `set_len`.
+    let tiles = call.batch * call.h.div_ceil(2) * call.w.div_ceil(2);
+    // SAFETY: weights are prepared only for a level the CPU supports (`Conv2dWeight::prepare`), and
+    // Winograd weights only run 3×3 stride-1 padding-1 convolutions (checked in `conv2d_impl`); `out`
+    // has room for the whole output, every element of which the kernel writes before `set_len`.
     unsafe {
-        with_simd!(*isa, S => direct::run::<S>(&problem, out.as_mut_ptr()));
+        match weight {
+            Conv2dWeight::Direct { weights, isa } => {
+                let problem = direct::Problem { call, weights, params };
+                with_simd!(*isa, S => direct::run::<S>(&problem, out.as_mut_ptr()))
+            }
+            Conv2dWeight::Winograd { weights, isa } if tiles < LANES => {
+                let problem = direct::Problem { call, weights: weights.direct(), params };
+                with_simd!(*isa, S => direct::run::<S>(&problem, out.as_mut_ptr()))
+            }
+            Conv2dWeight::Winograd { weights, isa } => {
+                let problem = winograd::Problem { call, weights };
+                with_simd!(*isa, S => winograd::run::<S>(&problem, out.as_mut_ptr()))
+            }
+            Conv2dWeight::Loaded(_) => candle_core::bail!("conv2d-cpu: the weights were not prepared"),
+        }
         out.set_len(len);
     }
     Ok(out)
@@ -385,30 +412,8 @@ impl CustomOp2 for CpuConv {
         let (output_scale, prepadded) = (self.output_scale, self.prepadded);
         let call = Call { x, bias, per_image_bias, residual, output_scale, batch, h, w, prepadded };
         let len = batch * c_out * out_h * out_w;
-        let mut out = Vec::<f32>::with_capacity(len);
-        // SAFETY: weights are prepared only for a level the CPU supports (`Conv2dWeight::prepare`),
-        // and Winograd weights only run 3×3 stride-1 padding-1 convolutions (checked in
-        // `conv2d_impl`); `out` has room for the whole output, every element of which the kernel
-        // writes before `set_len`.
-        unsafe {
-            match &self.weights {
-                Conv2dWeight::Direct { weights, isa } => {
-                    let problem = direct::Problem { call, weights, params: self.params };
-                    with_simd!(*isa, S => direct::run::<S>(&problem, out.as_mut_ptr()))
-                }
-                // Fewer tiles than one vector: the direct kernel is faster (see `WinogradWeights`).
-                Conv2dWeight::Winograd { weights, isa } if batch * h.div_ceil(2) * w.div_ceil(2) < LANES => {
-                    let problem = direct::Problem { call, weights: weights.direct(), params: self.params };
-                    with_simd!(*isa, S => direct::run::<S>(&problem, out.as_mut_ptr()))
-                }
-                Conv2dWeight::Winograd { weights, isa } => {
-                    let problem = winograd::Problem { call, weights };
-                    with_simd!(*isa, S => winograd::run::<S>(&problem, out.as_mut_ptr()))
-                }
-                Conv2dWeight::Loaded(_) => candle_core::bail!("conv2d-cpu: the weights were not prepared"),
-            }
-            out.set_len(len);
-        }
+        // SAFETY: the sizes, bias, residual and lane offsets were checked against the weights above.
+        let out = unsafe { compute(&self.weights, call, self.params, len)? };
         Ok((CpuStorage::F32(out), Shape::from((batch, c_out, out_h, out_w))))
     }
 }

@@ -236,7 +236,7 @@ impl Tiling {
             let (ty, tx) = (tile / self.tiles_w, tile % self.tiles_w);
             let images = lane_image - image;
             // At most one image on when images have 16 tiles or more (and 16 tiny ones otherwise): inside
-            // i32, as `PackedConv` checked.
+            // i32, as `check_lane_offsets` checked.
             vector.input[lane] = (images * input_image + 2 * ty * self.padded_w + 2 * tx) as i32;
             vector.output[lane] = (images * output_image + 2 * ty * self.w + 2 * tx) as i32;
             vector.bias[lane] = (images * c_out) as i32;
