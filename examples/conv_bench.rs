@@ -1,10 +1,11 @@
-//! Times the convolution kernels alone on the UNet's layer shapes: the direct and Winograd kernels at
+//! Times the convolution kernels alone on the UNet's layer shapes: the direct and Winograd (both tile sizes) kernels at
 //! every instruction-set level this CPU runs, and candle's own convolution for reference; best of 20
-//! alternating runs, with GFLOP/s (of the direct convolution's arithmetic, so the Winograd kernel's
+//! (or `CONV_BENCH_RUNS`) alternating runs, with GFLOP/s (of the direct convolution's arithmetic, so the Winograd kernel's
 //! figure is "effective").
 //!
 //! `cargo run --release --example conv_bench [LEVEL ...]` (levels: scalar, avx2, avx512; default: every
-//! level the CPU runs but scalar; `RAYON_NUM_THREADS=1` for one core).
+//! level the CPU runs but scalar; `RAYON_NUM_THREADS=1` for one core; `CONV_BENCH_RUNS=50` for more
+//! runs on a noisy machine).
 use candle_core::{Device, Tensor};
 use candle_unet2d::kernels::conv2d::{conv2d_bias, Conv2dParams, Conv2dWeight, ConvEpilogue, ConvKernel};
 use candle_unet2d::kernels::isa::Isa;
@@ -17,11 +18,15 @@ fn main() -> candle_core::Result<()> {
         args.iter().map(|a| a.parse::<Isa>().map_err(candle_core::Error::msg)).collect::<candle_core::Result<_>>()?
     };
     let dev = Device::Cpu;
+    let runs: usize = std::env::var("CONV_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
     let shapes = [
         (1, 128, 128, 32, 3),
         (1, 256, 256, 16, 3),
         (1, 256, 256, 8, 3),
         (1, 256, 256, 4, 3),
+        (4, 256, 256, 16, 3),
+        (1, 128, 128, 64, 3),
+        (1, 256, 256, 32, 3),
         (8, 128, 128, 32, 3),
         (8, 256, 256, 16, 3),
         (8, 256, 256, 8, 3),
@@ -37,12 +42,17 @@ fn main() -> candle_core::Result<()> {
         for &isa in &levels {
             variants.push((format!("direct {isa}"), Conv2dWeight::with_kernel(w.clone(), ConvKernel::Direct, isa)?));
             if k == 3 {
-                let winograd = Conv2dWeight::with_kernel(w.clone(), ConvKernel::Winograd, isa)?;
-                variants.push((format!("winograd {isa}"), winograd));
+                for (name, kernel) in [
+                    ("winograd F(2x2)", ConvKernel::WinogradF2),
+                    ("winograd F(4x4)", ConvKernel::WinogradF4),
+                    ("winograd (chosen per call)", ConvKernel::Winograd),
+                ] {
+                    variants.push((format!("{name} {isa}"), Conv2dWeight::with_kernel(w.clone(), kernel, isa)?));
+                }
             }
         }
         let mut best = vec![f64::MAX; variants.len()];
-        for _ in 0..20 {
+        for _ in 0..runs {
             for (best, (_, weight)) in best.iter_mut().zip(&variants) {
                 let t = std::time::Instant::now();
                 conv2d_bias(&x, weight, &bias, params, ConvEpilogue::default())?;

@@ -43,6 +43,11 @@ else
   echo "== no level below $best to test"
 fi
 
+# The per-call choice gives the fixtures' small maps mostly F(2×2) tiles: run them all through
+# F(4×4) too, wherever the map allows it.
+echo "== diffusers fixtures with CANDLE_UNET2D_WINOGRAD=f4"
+CANDLE_UNET2D_WINOGRAD=f4 cargo test --release --features cli --test unet2d_fixtures
+
 echo "== python extension"
 maturin develop --release --quiet
 scripts/check-simd-inlining.sh "$(python -c 'import candle_unet2d._core as m; print(m.__file__)')"

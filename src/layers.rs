@@ -56,7 +56,7 @@ impl Conv2d {
     /// The per-op profile's name for this convolution: which kernel computes it.
     fn profile_label(&self) -> &'static str {
         match self.weight.kernel() {
-            Some((ConvKernel::Winograd, _)) => "conv2d.winograd",
+            Some((ConvKernel::Winograd | ConvKernel::WinogradF2 | ConvKernel::WinogradF4, _)) => "conv2d.winograd",
             Some((ConvKernel::Direct, _)) => "conv2d.direct",
             None => "conv2d",
         }

@@ -99,3 +99,18 @@ fn the_requested_instruction_set_is_the_one_that_runs() {
     let weight = candle_unet2d::kernels::conv2d::Conv2dWeight::for_params(weight, params).unwrap();
     assert_eq!(weight.kernel().map(|(_, isa)| isa), Some(requested));
 }
+
+/// `scripts/test.sh` also runs this suite with `CANDLE_UNET2D_WINOGRAD=f4`, so that every layer whose
+/// map allows it runs F(4×4) against diffusers' outputs (the fixtures' maps are small, and the
+/// per-call choice would give most of them F(2×2)): the variable must have taken effect.
+#[test]
+fn the_requested_winograd_tile_is_the_one_that_runs() {
+    use candle_unet2d::kernels::conv2d::{winograd_tile_override, ConvKernel, WINOGRAD_TILE_ENV};
+    let expected = match std::env::var(WINOGRAD_TILE_ENV).as_deref() {
+        Err(_) | Ok("auto") => None,
+        Ok("f2") => Some(ConvKernel::WinogradF2),
+        Ok("f4") => Some(ConvKernel::WinogradF4),
+        Ok(other) => panic!("{WINOGRAD_TILE_ENV}={other:?}: the suite runs with f2, f4 or auto"),
+    };
+    assert_eq!(winograd_tile_override(), expected, "{WINOGRAD_TILE_ENV} did not take effect");
+}

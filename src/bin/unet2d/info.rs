@@ -60,6 +60,13 @@ fn describe(loaded: &Loaded) -> anyhow::Result<String> {
             candle_unet2d::kernels::isa::ISA_ENV
         ),
     );
+    use candle_unet2d::kernels::conv2d::{winograd_tile_override, ConvKernel, WINOGRAD_TILE_ENV};
+    let tiles = match winograd_tile_override() {
+        Some(ConvKernel::WinogradF2) => "F(2x2) only",
+        Some(_) => "F(4x4) wherever the map allows it",
+        None => "F(4x4) or F(2x2), chosen per call",
+    };
+    out.line("winograd", format!("{tiles} ({WINOGRAD_TILE_ENV} fixes it: f2, f4 or auto)"));
 
     let report = &loaded.report;
     let stored = report.stored_dtype.map(dtype_name).unwrap_or("unknown");

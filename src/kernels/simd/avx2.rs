@@ -47,6 +47,25 @@ unsafe fn zip(x: __m256, y: __m256) -> V {
     [_mm256_permute2f128_ps::<0x20>(low, high), _mm256_permute2f128_ps::<0x31>(low, high)]
 }
 
+/// 4 floats from `low`, then 4 from `high`.
+#[inline(always)]
+unsafe fn load_two_quads(low: *const f32, high: *const f32) -> __m256 {
+    _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(_mm_loadu_ps(low)), _mm_loadu_ps(high))
+}
+
+/// The 4 × 4 transpose inside each 128-bit lane (`_MM_TRANSPOSE4_PS` per lane).
+#[inline(always)]
+unsafe fn transpose_in_lanes(x: [__m256; 4]) -> [__m256; 4] {
+    let (ab_low, cd_low) = (_mm256_unpacklo_ps(x[0], x[1]), _mm256_unpacklo_ps(x[2], x[3]));
+    let (ab_high, cd_high) = (_mm256_unpackhi_ps(x[0], x[1]), _mm256_unpackhi_ps(x[2], x[3]));
+    [
+        _mm256_shuffle_ps::<0b01_00_01_00>(ab_low, cd_low),
+        _mm256_shuffle_ps::<0b11_10_11_10>(ab_low, cd_low),
+        _mm256_shuffle_ps::<0b01_00_01_00>(ab_high, cd_high),
+        _mm256_shuffle_ps::<0b11_10_11_10>(ab_high, cd_high),
+    ]
+}
+
 // SAFETY: the intrinsics need AVX2 and FMA, which `vectorize` enables and the callers checked; pointer
 // validity is the caller's, as the trait says (`vmaskmov` does not touch unmasked lanes).
 unsafe impl Simd for Avx2 {
@@ -164,5 +183,27 @@ unsafe impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn interleave(a: V, b: V) -> (V, V) {
         (zip(a[0], b[0]), zip(a[1], b[1]))
+    }
+    #[inline(always)]
+    unsafe fn load_quads(p: *const f32, offsets: &[usize; 4]) -> V {
+        [load_two_quads(p.add(offsets[0]), p.add(offsets[1])), load_two_quads(p.add(offsets[2]), p.add(offsets[3]))]
+    }
+    #[inline(always)]
+    unsafe fn store_quads(p: *mut f32, offsets: &[usize; 4], blocks: usize, v: V) {
+        let quads = [
+            _mm256_castps256_ps128(v[0]),
+            _mm256_extractf128_ps::<1>(v[0]),
+            _mm256_castps256_ps128(v[1]),
+            _mm256_extractf128_ps::<1>(v[1]),
+        ];
+        for q in 0..blocks.min(4) {
+            _mm_storeu_ps(p.add(offsets[q]), quads[q]);
+        }
+    }
+    #[inline(always)]
+    unsafe fn transpose_quads(x: [V; 4]) -> [V; 4] {
+        let low = transpose_in_lanes([x[0][0], x[1][0], x[2][0], x[3][0]]);
+        let high = transpose_in_lanes([x[0][1], x[1][1], x[2][1], x[3][1]]);
+        [[low[0], high[0]], [low[1], high[1]], [low[2], high[2]], [low[3], high[3]]]
     }
 }

@@ -119,4 +119,35 @@ unsafe impl Simd for Avx512 {
             _mm512_permutex2var_ps(a, indices(&INTERLEAVE_HIGH), b),
         )
     }
+    #[inline(always)]
+    unsafe fn load_quads(p: *const f32, offsets: &[usize; 4]) -> __m512 {
+        let v = _mm512_castps128_ps512(_mm_loadu_ps(p.add(offsets[0])));
+        let v = _mm512_insertf32x4::<1>(v, _mm_loadu_ps(p.add(offsets[1])));
+        let v = _mm512_insertf32x4::<2>(v, _mm_loadu_ps(p.add(offsets[2])));
+        _mm512_insertf32x4::<3>(v, _mm_loadu_ps(p.add(offsets[3])))
+    }
+    #[inline(always)]
+    unsafe fn store_quads(p: *mut f32, offsets: &[usize; 4], blocks: usize, v: __m512) {
+        let quads = [
+            _mm512_castps512_ps128(v),
+            _mm512_extractf32x4_ps::<1>(v),
+            _mm512_extractf32x4_ps::<2>(v),
+            _mm512_extractf32x4_ps::<3>(v),
+        ];
+        for q in 0..blocks.min(4) {
+            _mm_storeu_ps(p.add(offsets[q]), quads[q]);
+        }
+    }
+    #[inline(always)]
+    unsafe fn transpose_quads(x: [__m512; 4]) -> [__m512; 4] {
+        // `_MM_TRANSPOSE4_PS` in each 128-bit lane.
+        let (ab_low, cd_low) = (_mm512_unpacklo_ps(x[0], x[1]), _mm512_unpacklo_ps(x[2], x[3]));
+        let (ab_high, cd_high) = (_mm512_unpackhi_ps(x[0], x[1]), _mm512_unpackhi_ps(x[2], x[3]));
+        [
+            _mm512_shuffle_ps::<0b01_00_01_00>(ab_low, cd_low),
+            _mm512_shuffle_ps::<0b11_10_11_10>(ab_low, cd_low),
+            _mm512_shuffle_ps::<0b01_00_01_00>(ab_high, cd_high),
+            _mm512_shuffle_ps::<0b11_10_11_10>(ab_high, cd_high),
+        ]
+    }
 }

@@ -90,6 +90,12 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     unsafe fn even_odd(a: Self::V, b: Self::V) -> (Self::V, Self::V);
     /// (`a₀ b₀ a₁ b₁ … a₇ b₇`, `a₈ b₈ … a₁₅ b₁₅`).
     unsafe fn interleave(a: Self::V, b: Self::V) -> (Self::V, Self::V);
+    /// Four blocks of 4 floats: block `q` (lanes `4q … 4q + 3`) from `p + offsets[q]`.
+    unsafe fn load_quads(p: *const f32, offsets: &[usize; 4]) -> Self::V;
+    /// Writes block `q` of `v` to `p + offsets[q]`, for the first `blocks` blocks.
+    unsafe fn store_quads(p: *mut f32, offsets: &[usize; 4], blocks: usize, v: Self::V);
+    /// A 4 × 4 transpose inside every block: lane `4q + j` of output `i` is lane `4q + i` of input `j`.
+    unsafe fn transpose_quads(x: [Self::V; 4]) -> [Self::V; 4];
 }
 
 /// Runs `$body` with `$S` naming the [`Simd`] implementation of `$isa` (a level this build lacks runs
@@ -173,6 +179,31 @@ mod tests {
                 let zip = |i: usize, base: usize| if i.is_multiple_of(2) { a[base + i / 2] } else { b[base + i / 2] };
                 assert_eq!(lanes(low), std::array::from_fn(|i| zip(i, 0)));
                 assert_eq!(lanes(high), std::array::from_fn(|i| zip(i, 8)));
+                let quad_offsets = [5, 40, 17, 0];
+                let quads: [f32; 16] = std::array::from_fn(|i| a[quad_offsets[i / 4] + i % 4]);
+                assert_eq!(lanes(S::load_quads(a.as_ptr(), &quad_offsets)), quads);
+                for blocks in 0..=4 {
+                    let mut out = [9f32; 64];
+                    S::store_quads(out.as_mut_ptr(), &quad_offsets, blocks, va);
+                    let mut expected = [9f32; 64];
+                    for i in 0..4 * blocks {
+                        expected[quad_offsets[i / 4] + i % 4] = a[i];
+                    }
+                    assert_eq!(out, expected, "store_quads of {blocks} blocks");
+                }
+                let inputs = [va, vb, S::load(a.as_ptr().add(16)), S::load(b.as_ptr().add(16))];
+                let input_lane = |j: usize, lane: usize| {
+                    if j.is_multiple_of(2) {
+                        a[16 * (j / 2) + lane]
+                    } else {
+                        b[16 * (j / 2) + lane]
+                    }
+                };
+                let transposed = S::transpose_quads(inputs);
+                for (i, &output) in transposed.iter().enumerate() {
+                    let expected: [f32; 16] = std::array::from_fn(|lane| input_lane(lane % 4, lane / 4 * 4 + i));
+                    assert_eq!(lanes(output), expected, "transpose_quads output {i}");
+                }
             })
         }
     }

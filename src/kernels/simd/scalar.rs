@@ -114,4 +114,18 @@ unsafe impl Simd for Scalar {
             |base: usize| std::array::from_fn(|i| if i.is_multiple_of(2) { a[base + i / 2] } else { b[base + i / 2] });
         (zip(0), zip(8))
     }
+    #[inline(always)]
+    unsafe fn load_quads(p: *const f32, offsets: &[usize; 4]) -> V {
+        std::array::from_fn(|i| *p.add(offsets[i / 4] + i % 4))
+    }
+    #[inline(always)]
+    unsafe fn store_quads(p: *mut f32, offsets: &[usize; 4], blocks: usize, v: V) {
+        for (i, &x) in v.iter().enumerate().take(4 * blocks) {
+            *p.add(offsets[i / 4] + i % 4) = x;
+        }
+    }
+    #[inline(always)]
+    unsafe fn transpose_quads(x: [V; 4]) -> [V; 4] {
+        std::array::from_fn(|i| std::array::from_fn(|lane| x[lane % 4][lane / 4 * 4 + i]))
+    }
 }

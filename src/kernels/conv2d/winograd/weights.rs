@@ -1,0 +1,169 @@
+//! How a Winograd layer's weights are held: F(2×2, 3×3)'s `U = G g Gᵀ`, computed once at load. The
+//! other forms a call may need are derived from it: the direct kernel's packed filters (recovered once,
+//! for layers that see calls too small for Winograd) and F(4×4, 3×3)'s `U` (rebuilt per call, see
+//! `f4`), so the model holds one copy of each layer.
+
+// Inside `Simd::vectorize` code: index loops over the small arrays (see `microkernel`).
+#![allow(clippy::needless_range_loop)]
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::super::direct::PackedWeights;
+use super::super::microkernel::MR;
+use crate::kernels::isa::multiversion;
+
+/// Transformed points per tile of F(2×2, 3×3): a 4×4 patch.
+pub(super) const POINTS: usize = 16;
+/// Input channels per block of filters transformed at once when the weights are packed.
+const FILTER_BLOCK: usize = 64;
+
+/// A 3×3 convolution's weights in the Winograd domain, `U[ξ] = (G g Gᵀ)[ξ]` for every (output,
+/// input) channel pair, packed as `[panel of MR output channels][ξ][C_in][MR]` for the micro-kernel.
+/// Rows past `c_out` are zero. Built once, when the model loads.
+#[derive(Debug)]
+pub struct WinogradWeights {
+    data: Vec<f32>,
+    pub(in crate::kernels::conv2d) c_out: usize,
+    pub(in crate::kernels::conv2d) c_in: usize,
+    /// The same filters packed for the direct kernel, built on the first call with fewer tiles than
+    /// one vector (a 4×4 map at batch 1 or 2, where the Winograd GEMMs would fill a quarter of each
+    /// vector's lanes with 16/9 the weights, and take twice the direct kernel's time): only the layers
+    /// that see such calls pay its memory.
+    direct: OnceLock<PackedWeights>,
+    /// F(4×4, 3×3)'s `U` (`f4`), built on the first call that runs F(4×4): 36/16 of this layer's
+    /// memory, paid only by layers that see calls with enough tiles.
+    f4: OnceLock<Vec<f32>>,
+}
+
+impl WinogradWeights {
+    /// `weight`: [c_out, c_in, 3, 3], contiguous.
+    pub(in crate::kernels::conv2d) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
+        let mut data = vec![0f32; c_out.div_ceil(MR) * POINTS * c_in * MR];
+        crate::memory::advise_huge_pages(&mut data);
+        // One pair of block buffers per worker, not per panel.
+        let buffers = || (Box::new([[0f64; FILTER_BLOCK * MR]; 9]), Box::new([[0f32; FILTER_BLOCK * MR]; POINTS]));
+        data.par_chunks_mut(POINTS * c_in * MR).enumerate().for_each_init(
+            buffers,
+            |(filters, transformed), (panel, dst)| {
+                // A block of input channels at a time: gather its filters element by element
+                // (`[e][ci·MR + r]`), transform them all at once, then copy each point's row into place,
+                // where the packed layout `[ξ][ci][r]` makes it one contiguous run.
+                let rows = MR.min(c_out - panel * MR);
+                if rows < MR {
+                    // The last panel's rows past `c_out` transform to zero (the buffer is reused).
+                    filters.iter_mut().for_each(|element| element.fill(0.0));
+                }
+                for ci0 in (0..c_in).step_by(FILTER_BLOCK) {
+                    let channels = FILTER_BLOCK.min(c_in - ci0);
+                    for ci in 0..channels {
+                        for r in 0..rows {
+                            let filter = &weight[((panel * MR + r) * c_in + ci0 + ci) * 9..][..9];
+                            for (e, &value) in filter.iter().enumerate() {
+                                filters[e][ci * MR + r] = f64::from(value);
+                            }
+                        }
+                    }
+                    transform_filters(filters, transformed, channels * MR);
+                    for (point, row) in transformed.iter().enumerate() {
+                        dst[(point * c_in + ci0) * MR..][..channels * MR].copy_from_slice(&row[..channels * MR]);
+                    }
+                }
+            },
+        );
+        Self { data, c_out, c_in, direct: OnceLock::new(), f4: OnceLock::new() }
+    }
+
+    /// The filters packed for the direct kernel (see `direct`), recovered from `U`: `G`'s first and
+    /// last rows are unit vectors, so `U`'s corner points are `g`'s corners and every other element of
+    /// `g` is a sum and difference of at most four points (computed in f64, so each recovered weight is
+    /// within an ulp or two of the loaded one).
+    pub(in crate::kernels::conv2d) fn direct(&self) -> &PackedWeights {
+        get_or_build(&self.direct, || {
+            let (c_out, c_in) = (self.c_out, self.c_in);
+            let mut filters = vec![0f32; c_out * c_in * 9];
+            filters.par_chunks_mut(c_in * 9).enumerate().for_each(|(co, filters)| {
+                let (panel, r) = (co / MR, co % MR);
+                for (ci, g) in filters.chunks_exact_mut(9).enumerate() {
+                    let u = |point: usize| f64::from(self.data[((panel * POINTS + point) * c_in + ci) * MR + r]);
+                    // Row i of t = G g, from row i of U = t Gᵀ: (U[i][0], U[i][1] − U[i][2], U[i][3]).
+                    let t = |i: usize| [u(4 * i), u(4 * i + 1) - u(4 * i + 2), u(4 * i + 3)];
+                    let (t0, t1, t2, t3) = (t(0), t(1), t(2), t(3));
+                    for c in 0..3 {
+                        g[c] = t0[c] as f32;
+                        g[3 + c] = (t1[c] - t2[c]) as f32;
+                        g[6 + c] = t3[c] as f32;
+                    }
+                }
+            });
+            PackedWeights::new(&filters, c_out, c_in, 3)
+        })
+    }
+
+    /// The packed `U`, `[panel][ξ][C_in][MR]`.
+    pub(super) fn packed(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// F(4×4)'s packed `U`, built by `build` on first use.
+    pub(super) fn f4(&self, build: impl FnOnce(&Self) -> Vec<f32>) -> &[f32] {
+        get_or_build(&self.f4, || build(self)).as_slice()
+    }
+}
+
+/// `cell`'s value, built by `build` when it has none. Not `OnceLock::get_or_init`: the builders run
+/// rayon tasks, and a rayon worker blocked on the lock while another thread's builder waits for
+/// workers could deadlock the pool; two threads that meet here both build, and one result is kept.
+fn get_or_build<T>(cell: &OnceLock<T>, build: impl FnOnce() -> T) -> &T {
+    if let Some(value) = cell.get() {
+        return value;
+    }
+    let _ = cell.set(build());
+    cell.get().expect("set above")
+}
+
+multiversion! {
+    /// `U = G g Gᵀ` for the first `count` filters of a block stored element by element (`filters[e][n]`
+    /// is element `e` of filter `n`'s row-major 3×3), into `transformed[ξ][n]`, with `G = [[1, 0, 0],
+    /// [½, ½, ½], [½, −½, ½], [0, 0, 1]]`. In f64, so each transformed weight is the correctly rounded
+    /// value of the exact one; laid out so the loop vectorises over the filters.
+    fn transform_filters(
+        filters: &[[f64; FILTER_BLOCK * MR]; 9],
+        transformed: &mut [[f32; FILTER_BLOCK * MR]; POINTS],
+        count: usize,
+    ) {
+        let g_times = |a: f64, b: f64, c: f64| [a, (a + b + c) * 0.5, (a - b + c) * 0.5, c];
+        for n in 0..count.min(FILTER_BLOCK * MR) {
+            let g = |row: usize, column: usize| filters[row * 3 + column][n];
+            // Column kx of G g, then row i of (G g) Gᵀ.
+            let columns: [[f64; 4]; 3] = std::array::from_fn(|kx| g_times(g(0, kx), g(1, kx), g(2, kx)));
+            for i in 0..4 {
+                let row = g_times(columns[0][i], columns[1][i], columns[2][i]);
+                for (j, &value) in row.iter().enumerate() {
+                    transformed[i * 4 + j][n] = value as f32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct weights recovered from `U` are the loaded filters to within float32 rounding.
+    #[test]
+    fn recovered_direct_weights_are_the_loaded_ones() {
+        let (c_out, c_in) = (13, 70);
+        let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+        let expected = PackedWeights::new(&weight, c_out, c_in, 3);
+        let winograd = WinogradWeights::new(&weight, c_out, c_in);
+        let recovered = winograd.direct();
+        assert_eq!(recovered.packed().len(), expected.packed().len());
+        for (i, (&a, &b)) in recovered.packed().iter().zip(expected.packed()).enumerate() {
+            // Four rounded points of up to ~0.7 each: a few 1e-8 of error apiece.
+            assert!((a - b).abs() <= 4.0 * f32::EPSILON, "element {i}: {a} vs {b}");
+        }
+    }
+}
