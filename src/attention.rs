@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::Linear;
+
+use crate::loading::WeightSource;
 
 use crate::kernels::attention::{attention_cpu, AttentionWeights};
 use crate::layers::{linear, GroupNorm};
@@ -38,7 +40,7 @@ impl AttentionBlock {
         norm_groups: Option<usize>,
         eps: f64,
         rescale_output_factor: f64,
-        vb: VarBuilder,
+        vb: WeightSource,
     ) -> Result<Self> {
         let heads = channels / head_dim;
         if heads == 0 {

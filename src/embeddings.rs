@@ -2,7 +2,9 @@
 //! the learned time table, `TimestepEmbedding` (the MLP) and the class embedding variants.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear};
+
+use crate::loading::WeightSource;
 
 use crate::config::Activation;
 use crate::layers::{linear, linear_forward};
@@ -24,11 +26,11 @@ impl TimeProjection {
     }
 
     /// Weight `time_proj.weight` [dim]; the legacy duplicate `time_proj.W` is never read.
-    pub fn fourier(dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn fourier(dim: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self::Fourier { weight: vb.get(dim, "weight")?.to_dtype(DType::F32)? })
     }
 
-    pub fn learned(rows: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn learned(rows: usize, dim: usize, vb: WeightSource) -> Result<Self> {
         let table = vb.get((rows, dim), "weight")?;
         Ok(Self::Learned { table: Embedding::new(table, dim), rows })
     }
@@ -89,7 +91,7 @@ pub struct TimestepEmbedding {
 }
 
 impl TimestepEmbedding {
-    pub fn new(cin: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cin: usize, dim: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self { linear_1: linear(cin, dim, vb.pp("linear_1"))?, linear_2: linear(dim, dim, vb.pp("linear_2"))? })
     }
 
@@ -111,7 +113,7 @@ pub enum ClassEmbedding {
 }
 
 impl ClassEmbedding {
-    pub fn table(rows: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn table(rows: usize, dim: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self::Table { table: Embedding::new(vb.get((rows, dim), "weight")?, dim), rows })
     }
 

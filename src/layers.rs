@@ -2,7 +2,9 @@
 //! layers loaded under diffusers' weight names, plus the error conversion used while building.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::Linear;
+
+use crate::loading::WeightSource;
 
 use crate::config::Activation;
 use crate::kernels::conv2d::{
@@ -83,7 +85,14 @@ impl Conv2d {
 }
 
 /// Loads a [`Conv2d`] under diffusers' names (`weight`, `bias`).
-pub fn conv2d(cin: usize, cout: usize, kernel: usize, padding: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+pub fn conv2d(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    padding: usize,
+    stride: usize,
+    vb: WeightSource,
+) -> Result<Conv2d> {
     let weight = vb.get((cout, cin, kernel, kernel), "weight")?;
     let bias = vb.get(cout, "bias")?;
     let params = Conv2dParams { kernel, stride, padding };
@@ -91,7 +100,7 @@ pub fn conv2d(cin: usize, cout: usize, kernel: usize, padding: usize, stride: us
 }
 
 /// A linear layer (`weight` [out, in], `bias` [out]).
-pub fn linear(cin: usize, cout: usize, vb: VarBuilder) -> Result<Linear> {
+pub fn linear(cin: usize, cout: usize, vb: WeightSource) -> Result<Linear> {
     let weight = vb.get((cout, cin), "weight")?;
     let bias = vb.get(cout, "bias")?;
     Ok(Linear::new(weight, Some(bias)))
@@ -119,7 +128,7 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    pub fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    pub fn new(groups: usize, channels: usize, eps: f64, vb: WeightSource) -> Result<Self> {
         let weight = vb.get(channels, "weight")?.to_dtype(DType::F32)?;
         let bias = vb.get(channels, "bias")?.to_dtype(DType::F32)?;
         let inner = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;

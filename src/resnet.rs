@@ -2,7 +2,9 @@
 //! or FIR up/down resampling inside), `Downsample2D` and `Upsample2D`.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::Linear;
+
+use crate::loading::WeightSource;
 
 use crate::config::{Activation, TimeScaleShift};
 use crate::fir;
@@ -72,7 +74,7 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    pub fn new(cin: usize, cout: usize, temb: usize, opts: ResnetOptions, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cin: usize, cout: usize, temb: usize, opts: ResnetOptions, vb: WeightSource) -> Result<Self> {
         let temb_out = match opts.time_scale_shift {
             TimeScaleShift::Default => cout,
             TimeScaleShift::ScaleShift => 2 * cout,
@@ -134,7 +136,7 @@ pub struct Downsample2D {
 }
 
 impl Downsample2D {
-    pub fn new(channels: usize, padding: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(channels: usize, padding: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self { conv: conv2d(channels, channels, 3, padding, 2, vb.pp("conv"))?, pad_right_bottom: padding == 0 })
     }
 
@@ -155,7 +157,7 @@ pub struct Upsample2D {
 }
 
 impl Upsample2D {
-    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(channels: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self { conv: conv2d(channels, channels, 3, 1, 1, vb.pp("conv"))? })
     }
 

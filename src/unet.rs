@@ -3,6 +3,8 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
+
+use crate::loading::WeightSource;
 use rayon::prelude::*;
 
 use crate::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
@@ -70,11 +72,16 @@ impl UNet2DModel {
     /// Builds the model from a config and a `VarBuilder` that holds diffusers' weight names. The model
     /// computes in the `VarBuilder`'s dtype and on its device.
     pub fn new(config: UNet2DConfig, vb: VarBuilder) -> Result<Self> {
+        Self::from_source(config, vb.into())
+    }
+
+    /// [`UNet2DModel::new`] from a [`WeightSource`] (which `from_pretrained` builds over its store).
+    pub(crate) fn from_source(config: UNet2DConfig, vb: WeightSource) -> Result<Self> {
         let spec = config.validate()?;
         Ok(Self::build(config, spec, vb)?)
     }
 
-    fn build(config: UNet2DConfig, spec: ModelSpec, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn build(config: UNet2DConfig, spec: ModelSpec, vb: WeightSource) -> candle_core::Result<Self> {
         let ch = &config.block_out_channels;
         let levels = ch.len();
         let temb = spec.time_embed_dim;

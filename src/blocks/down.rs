@@ -1,8 +1,8 @@
 //! Down blocks: `DownBlock2D`, `ResnetDownsampleBlock2D`, `AttnDownBlock2D`, `SkipDownBlock2D`,
 //! `AttnSkipDownBlock2D`.
 
+use crate::loading::WeightSource;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::VarBuilder;
 
 use super::{skip_groups, BlockSettings};
 use crate::attention::AttentionBlock;
@@ -45,7 +45,7 @@ impl DownBlock {
         layers: usize,
         add_downsample: bool,
         s: &BlockSettings,
-        vb: VarBuilder,
+        vb: WeightSource,
     ) -> Result<Self> {
         let is_skip = matches!(kind, DownBlockKind::SkipDown | DownBlockKind::AttnSkipDown);
         let mut resnets = Vec::with_capacity(layers);

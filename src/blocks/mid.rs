@@ -1,7 +1,7 @@
 //! `UNetMidBlock2D`: resnet, then (attention, resnet) once, with `mid_block_scale_factor`.
 
+use crate::loading::WeightSource;
 use candle_core::{Result, Tensor};
-use candle_nn::VarBuilder;
 
 use super::BlockSettings;
 use crate::attention::AttentionBlock;
@@ -23,7 +23,7 @@ impl MidBlock {
         attn_norm_num_groups: Option<usize>,
         output_scale_factor: f64,
         s: &BlockSettings,
-        vb: VarBuilder,
+        vb: WeightSource,
     ) -> Result<Self> {
         let groups = s.groups.unwrap_or((channels / 4).min(32));
         let opts = ResnetOptions { output_scale_factor, ..s.resnet_options(groups) };

@@ -9,8 +9,8 @@ pub use down::DownBlock;
 pub use mid::MidBlock;
 pub use up::UpBlock;
 
+use crate::loading::WeightSource;
 use candle_core::Result;
-use candle_nn::VarBuilder;
 
 use crate::attention::AttentionBlock;
 use crate::config::{Activation, ResampleKind, TimeScaleShift};
@@ -60,18 +60,18 @@ impl BlockSettings {
     }
 
     /// A plain resnet of the Down/Up/Attn/ResnetDownsample blocks.
-    fn resnet(&self, cin: usize, cout: usize, vb: VarBuilder) -> Result<ResnetBlock2D> {
+    fn resnet(&self, cin: usize, cout: usize, vb: WeightSource) -> Result<ResnetBlock2D> {
         ResnetBlock2D::new(cin, cout, self.temb_channels, self.resnet_options(self.groups()?), vb)
     }
 
     /// A resnet that resamples (`down=True`/`up=True` without a FIR kernel).
-    fn resampling_resnet(&self, channels: usize, resample: ResnetResample, vb: VarBuilder) -> Result<ResnetBlock2D> {
+    fn resampling_resnet(&self, channels: usize, resample: ResnetResample, vb: WeightSource) -> Result<ResnetBlock2D> {
         let opts = ResnetOptions { resample, ..self.resnet_options(self.groups()?) };
         ResnetBlock2D::new(channels, channels, self.temb_channels, opts, vb)
     }
 
     /// A Skip-block resnet: groups from the channel counts, output scaled by 1/√2.
-    fn skip_resnet(&self, cin: usize, cout: usize, groups: usize, vb: VarBuilder) -> Result<ResnetBlock2D> {
+    fn skip_resnet(&self, cin: usize, cout: usize, groups: usize, vb: WeightSource) -> Result<ResnetBlock2D> {
         let opts = ResnetOptions {
             groups_out: Some(skip_groups(cout)),
             output_scale_factor: SKIP_OUTPUT_SCALE,
@@ -81,7 +81,7 @@ impl BlockSettings {
     }
 
     /// The FIR-resampling resnet of the Skip blocks (`resnet_down`/`resnet_up`), always with a shortcut conv.
-    fn skip_fir_resnet(&self, channels: usize, resample: ResnetResample, vb: VarBuilder) -> Result<ResnetBlock2D> {
+    fn skip_fir_resnet(&self, channels: usize, resample: ResnetResample, vb: WeightSource) -> Result<ResnetBlock2D> {
         let opts = ResnetOptions {
             groups_out: Some(skip_groups(channels)),
             output_scale_factor: SKIP_OUTPUT_SCALE,
@@ -93,12 +93,12 @@ impl BlockSettings {
     }
 
     /// The attention of the Attn blocks: group norm with `norm_num_groups`, no rescale.
-    fn attention(&self, channels: usize, vb: VarBuilder) -> Result<AttentionBlock> {
+    fn attention(&self, channels: usize, vb: WeightSource) -> Result<AttentionBlock> {
         AttentionBlock::new(channels, self.head_dim.unwrap_or(channels), Some(self.groups()?), self.eps, 1.0, vb)
     }
 
     /// The attention of the AttnSkip blocks: 32 groups, output scaled by 1/√2.
-    fn skip_attention(&self, channels: usize, vb: VarBuilder) -> Result<AttentionBlock> {
+    fn skip_attention(&self, channels: usize, vb: WeightSource) -> Result<AttentionBlock> {
         AttentionBlock::new(channels, self.head_dim.unwrap_or(channels), Some(32), self.eps, SKIP_OUTPUT_SCALE, vb)
     }
 }

@@ -1,7 +1,7 @@
 //! Up blocks: `UpBlock2D`, `ResnetUpsampleBlock2D`, `AttnUpBlock2D`, `SkipUpBlock2D`, `AttnSkipUpBlock2D`.
 
+use crate::loading::WeightSource;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::VarBuilder;
 
 use super::{skip_groups, BlockSettings};
 use crate::attention::AttentionBlock;
@@ -41,7 +41,7 @@ impl UpBlock {
         layers: usize,
         add_upsample: bool,
         s: &BlockSettings,
-        vb: VarBuilder,
+        vb: WeightSource,
     ) -> Result<Self> {
         let mut resnets = Vec::with_capacity(layers);
         let mut attentions = Vec::new();

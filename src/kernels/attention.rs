@@ -379,7 +379,7 @@ mod tests {
             put("group_norm.weight", Tensor::randn(1f32, 0.2, c, &dev).unwrap());
             put("group_norm.bias", Tensor::randn(0f32, 0.2, c, &dev).unwrap());
             let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
-            let block = AttentionBlock::new(c, d, groups, 1e-6, rescale, vb).unwrap();
+            let block = AttentionBlock::new(c, d, groups, 1e-6, rescale, vb.into()).unwrap();
             assert!(block.has_cpu_kernel());
             let x = (Tensor::randn(0f32, 2.0, (b, c, h, w), &dev).unwrap() + 0.5).unwrap();
             let reference = block.forward_candle(&x).unwrap();

@@ -5,7 +5,10 @@
 
 pub mod hub;
 pub mod pickle_guard;
+mod source;
 pub mod weights;
+
+pub use source::WeightSource;
 
 use std::path::{Path, PathBuf};
 
@@ -88,14 +91,15 @@ impl UNet2DModel {
         // The blocks load in parallel; when that fails, which recorded error came first depends on the
         // threads' timing. Build again on one thread, in model order, so that the error reported is
         // always the first a sequential load meets.
-        let model = match UNet2DModel::new(config.clone(), vb.clone()) {
+        let vb = WeightSource::with_store(vb, store);
+        let model = match UNet2DModel::from_source(config.clone(), vb.clone()) {
             Ok(model) => model,
             Err(_) => {
                 let _ = store.take_error();
                 let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build();
                 let retry = match one_thread {
-                    Ok(pool) => pool.install(|| UNet2DModel::new(config, vb)),
-                    Err(_) => UNet2DModel::new(config, vb),
+                    Ok(pool) => pool.install(|| UNet2DModel::from_source(config, vb)),
+                    Err(_) => UNet2DModel::from_source(config, vb),
                 };
                 match retry {
                     Ok(model) => model,

@@ -151,7 +151,7 @@ impl WeightStore {
         }
     }
 
-    fn record(&self, err: Error) -> candle_core::Error {
+    pub(crate) fn record(&self, err: Error) -> candle_core::Error {
         let msg = err.to_string();
         if let Ok(mut slot) = self.first_error.lock() {
             slot.get_or_insert(err);
@@ -159,7 +159,8 @@ impl WeightStore {
         candle_core::Error::Msg(msg)
     }
 
-    fn load(&self, name: &str, expected: Option<&Shape>, dtype: DType, dev: &Device) -> Result<Tensor> {
+    /// The entry of tensor `name`, noted as requested, after checking it against `expected`.
+    fn entry(&self, name: &str, expected: Option<&Shape>) -> Result<&Entry> {
         if let Ok(mut r) = self.requested.lock() {
             r.insert(name.to_string());
         }
@@ -170,17 +171,54 @@ impl WeightStore {
                 path: self.location(),
             });
         };
-        let path = &self.paths[entry.file];
         if let Some(shape) = expected {
             if shape.dims() != entry.shape.as_slice() {
                 return Err(Error::ShapeMismatch {
                     name: name.into(),
                     expected: shape.dims().to_vec(),
                     found: entry.shape.clone(),
-                    path: path.clone(),
+                    path: self.paths[entry.file].clone(),
                 });
             }
         }
+        Ok(entry)
+    }
+
+    /// Runs `f` on tensor `name` read in place as float32, when the file stores it so (a safetensors
+    /// file, memory-mapped or in memory, holding little-endian f32 at a 4-byte aligned offset); `None`
+    /// when it does not, and the tensor must be loaded instead. Saves the copy out of the memory map
+    /// for weights that are repacked anyway (the convolutions'); the mapped pages are released after.
+    pub fn with_f32_data<R>(&self, name: &str, expected: &Shape, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+        let entry = self.entry(name, Some(expected))?;
+        let path = &self.paths[entry.file];
+        let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
+        let (data, mapped) = match &self.files[entry.file] {
+            WeightFile::Safetensors(st) => (st.get(&entry.stored_name).map_err(|e| bad(e.to_string()))?, true),
+            WeightFile::Buffered(st) => (st.get(&entry.stored_name).map_err(|e| bad(e.to_string()))?, false),
+            WeightFile::Pth(_) => return Ok(None),
+        };
+        let bytes = data.data();
+        let floats = expected.elem_count();
+        let in_place = cfg!(target_endian = "little")
+            && DType::try_from(data.dtype()).ok() == Some(DType::F32)
+            && bytes.len() == floats * 4
+            && (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
+        if !in_place {
+            return Ok(None);
+        }
+        // SAFETY: `bytes` holds `floats` little-endian f32 values (checked above) at an aligned address,
+        // and every bit pattern is a valid f32; the slice lives as long as the mapping, which `self` holds.
+        let values = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), floats) };
+        let result = f(values);
+        if mapped {
+            release_mapped_pages(bytes);
+        }
+        Ok(Some(result))
+    }
+
+    fn load(&self, name: &str, expected: Option<&Shape>, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let entry = self.entry(name, expected)?;
+        let path = &self.paths[entry.file];
         let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
         let tensor = match &self.files[entry.file] {
             WeightFile::Safetensors(st) => {
@@ -291,6 +329,36 @@ mod tests {
                 assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
             }
         }
+    }
+
+    /// Float32 tensors of a safetensors file are read in place, with the values the loaded tensor
+    /// has; float16 ones and `.bin` files are not (`None`: the caller loads them); a wrong shape or a
+    /// missing name is the same error `load` gives.
+    #[test]
+    fn float32_safetensors_data_is_read_in_place() {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet2d");
+        let path = fixtures.join("cifar10_like/diffusion_pytorch_model.safetensors");
+        let store = WeightStore::open(std::slice::from_ref(&path)).unwrap();
+        let name = "conv_in.weight";
+        let shape = Shape::from(store.entries[name].shape.clone());
+        let loaded = store.load(name, Some(&shape), DType::F32, &Device::Cpu).unwrap();
+        let expected = loaded.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let in_place = store.with_f32_data(name, &shape, <[f32]>::to_vec).unwrap();
+        assert_eq!(in_place, Some(expected));
+        let wrong = Shape::from(vec![1, 2, 3]);
+        let error = store.with_f32_data(name, &wrong, |_| ()).unwrap_err();
+        assert!(matches!(error, Error::ShapeMismatch { .. }), "{error}");
+        let error = store.with_f32_data("conv_in.nope", &shape, |_| ()).unwrap_err();
+        assert!(matches!(error, Error::MissingTensor { .. }), "{error}");
+
+        let half = fixtures.join("fp16_variant/diffusion_pytorch_model.fp16.safetensors");
+        let store = WeightStore::open(std::slice::from_ref(&half)).unwrap();
+        let shape = Shape::from(store.entries[name].shape.clone());
+        assert_eq!(store.with_f32_data(name, &shape, |_| ()).unwrap(), None, "float16 is converted, not read in place");
+        let bin = fixtures.join("pytorch_bin/diffusion_pytorch_model.bin");
+        let store = WeightStore::open(std::slice::from_ref(&bin)).unwrap();
+        let shape = Shape::from(store.entries[name].shape.clone());
+        assert_eq!(store.with_f32_data(name, &shape, |_| ()).unwrap(), None, "a .bin is loaded");
     }
 
     #[test]

@@ -119,9 +119,28 @@ impl Conv2dWeight {
     /// [`Conv2dWeight::for_params`] at a chosen level (an error when the CPU lacks it).
     pub fn for_params_at(weight: Tensor, params: Conv2dParams, isa: Isa) -> Result<Self> {
         let (c_out, c_in, ..) = weight.dims4()?;
+        Self::prepare(weight, Self::kernel_for(c_out, c_in, params), isa)
+    }
+
+    /// [`Conv2dWeight::for_params`] from float32 CPU data, `[c_out, c_in, k, k]` row-major (a weight
+    /// read in place from a memory-mapped file), at [`Isa::active`].
+    pub fn for_params_from_f32(data: &[f32], c_out: usize, c_in: usize, params: Conv2dParams) -> Result<Self> {
+        let k = params.kernel;
+        if data.len() != c_out * c_in * k * k {
+            candle_core::bail!("conv2d: {} floats for a [{c_out}, {c_in}, {k}, {k}] weight", data.len());
+        }
+        Ok(Self::prepare_f32(data, c_out, c_in, k, Self::kernel_for(c_out, c_in, params), Isa::active()))
+    }
+
+    /// Winograd for 3×3 stride-1 padding-1 convolutions between enough channels, else direct.
+    fn kernel_for(c_out: usize, c_in: usize, params: Conv2dParams) -> ConvKernel {
         let Conv2dParams { kernel, stride, padding } = params;
         let winograd = kernel == 3 && stride == 1 && padding == 1 && c_in.min(c_out) >= WINOGRAD_MIN_CHANNELS;
-        Self::prepare(weight, if winograd { ConvKernel::Winograd } else { ConvKernel::Direct }, isa)
+        if winograd {
+            ConvKernel::Winograd
+        } else {
+            ConvKernel::Direct
+        }
     }
 
     /// `weight` prepared for `kernel` at `isa`, whatever the channel counts (the Winograd kernel only
@@ -147,11 +166,17 @@ impl Conv2dWeight {
             candle_core::bail!("conv2d: float32 CPU weights expected");
         };
         let data = contiguous_slice(data, layout, "conv2d weight")?;
-        if kernel != ConvKernel::Direct && kh == 3 {
+        Ok(Self::prepare_f32(data, c_out, c_in, kh, kernel, isa))
+    }
+
+    /// `data` (`[c_out, c_in, k, k]`) packed for `kernel` (Winograd only for 3×3) at `isa`, which the
+    /// CPU supports.
+    fn prepare_f32(data: &[f32], c_out: usize, c_in: usize, k: usize, kernel: ConvKernel, isa: Isa) -> Self {
+        if kernel != ConvKernel::Direct && k == 3 {
             let weights = Arc::new(WinogradWeights::new(data, c_out, c_in));
-            return Ok(Self::Winograd { weights, isa, kernel });
+            return Self::Winograd { weights, isa, kernel };
         }
-        Ok(Self::Direct { weights: Arc::new(PackedWeights::new(data, c_out, c_in, kh)), isa })
+        Self::Direct { weights: Arc::new(PackedWeights::new(data, c_out, c_in, k)), isa }
     }
 
     /// The CPU kernel and level this weight runs, `None` when candle's ops compute it.
