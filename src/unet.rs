@@ -82,6 +82,9 @@ impl UNet2DModel {
     }
 
     fn build(config: UNet2DConfig, spec: ModelSpec, vb: WeightSource) -> candle_core::Result<Self> {
+        if vb.device().is_cpu() {
+            crate::memory::reuse_large_allocations();
+        }
         let ch = &config.block_out_channels;
         let levels = ch.len();
         let temb = spec.time_embed_dim;
