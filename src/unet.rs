@@ -82,9 +82,6 @@ impl UNet2DModel {
     }
 
     fn build(config: UNet2DConfig, spec: ModelSpec, vb: WeightSource) -> candle_core::Result<Self> {
-        if vb.device().is_cpu() {
-            crate::memory::reuse_large_allocations();
-        }
         let ch = &config.block_out_channels;
         let levels = ch.len();
         let temb = spec.time_embed_dim;
@@ -175,6 +172,11 @@ impl UNet2DModel {
 
         // out
         let groups_out = config.norm_num_groups.unwrap_or((ch[0] / 4).min(32));
+        if vb.device().is_cpu() {
+            // After the weights are allocated: their buffers are built once (mapped blocks, zeroed by
+            // the kernel as they are written), and the forwards' activations are what is reused.
+            crate::memory::reuse_large_allocations();
+        }
         Ok(Self {
             conv_in: conv2d(config.in_channels, ch[0], 3, 1, 1, vb.pp("conv_in"))?,
             conv_norm_out: GroupNorm::new(groups_out, ch[0], config.norm_eps, vb.pp("conv_norm_out"))?,
