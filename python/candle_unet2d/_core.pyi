@@ -279,7 +279,8 @@ class SchedulerMixin:
         Raises:
             ConfigError: (a ``ValueError``) an invalid value, or (for ``SchedulerMixin``) no
                 ``_class_name``.
-            InvalidArgumentError: (a ``ValueError``) ``config`` is not a dict.
+            InvalidArgumentError: (a ``ValueError``) ``config`` is not a dict, or nests lists or dicts
+                more than 32 deep (e.g. a list that contains itself).
         """
 
     @property
