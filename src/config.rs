@@ -21,11 +21,31 @@ const MAX_LAYERS_PER_BLOCK: usize = 64;
 const MAX_EMBEDDING_ROWS: usize = 1 << 24;
 
 /// `sample_size`: an int (square) or `[height, width]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum SampleSize {
     Square(usize),
     HeightWidth([usize; 2]),
+}
+
+/// By hand rather than `untagged`, whose error ("did not match any variant of untagged enum") names
+/// neither the value nor what is accepted.
+impl<'de> Deserialize<'de> for SampleSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let side = |v: &serde_json::Value| v.as_u64().and_then(|n| usize::try_from(n).ok());
+        let parsed = match &value {
+            serde_json::Value::Array(items) if items.len() == 2 => {
+                side(&items[0]).zip(side(&items[1])).map(|(h, w)| SampleSize::HeightWidth([h, w]))
+            }
+            other => side(other).map(SampleSize::Square),
+        };
+        parsed.ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "must be a non-negative integer (a square side) or [height, width] of such integers, got {value}"
+            ))
+        })
+    }
 }
 
 impl SampleSize {
@@ -281,9 +301,11 @@ impl UNet2DConfig {
 
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound { what: format!("config file {}", path.display()) },
-            _ => Error::io(path, e),
+        let text = crate::files::read_json_text(path).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::NotFound { what: format!("config file {}", path.display()) }
+            }
+            other => other,
         })?;
         Self::from_json_str(&text, path)
     }

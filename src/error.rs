@@ -41,9 +41,29 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
-    /// An error raised by candle while computing.
-    #[error(transparent)]
+    /// A valid request that needs more memory than the limit allows (see [`crate::memory_budget`]):
+    /// refused before allocating, since a failed allocation aborts the process.
+    #[error(
+        "too large: {what} would need {} of memory, more than the limit of {} ({limit_source})",
+        crate::memory_budget::format_bytes(*needed),
+        crate::memory_budget::format_bytes(u128::from(*limit))
+    )]
+    TooLarge { what: String, needed: u128, limit: u64, limit_source: String },
+
+    /// An error raised by candle while computing. The message leaves out the Rust backtrace candle
+    /// attaches when `RUST_BACKTRACE` is set (it belongs in a bug report, not in an error line).
+    #[error("{}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+/// A candle error's message without the backtraces candle attaches when `RUST_BACKTRACE` is set.
+pub fn candle_message(err: &candle_core::Error) -> String {
+    match err {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        candle_core::Error::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        candle_core::Error::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        other => other.to_string(),
+    }
 }
 
 /// The crate's result type.

@@ -21,11 +21,14 @@ pub mod config;
 pub mod device;
 pub mod embeddings;
 pub mod error;
+pub mod files;
 pub mod fir;
+pub mod forward_memory;
 pub mod kernels;
 pub mod layers;
 pub mod loading;
 mod memory;
+pub mod memory_budget;
 pub mod pipeline;
 pub mod profile;
 #[cfg(feature = "python")]

@@ -3,11 +3,13 @@
 //! labels passed to the UNet for class-conditional models, and the conversion to images.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::loading::{resolve_model_dir, LoadOptions, LoadReport};
+use crate::memory_budget;
 use crate::rng::Generator;
 use crate::schedulers::config::find_config_file;
 use crate::schedulers::{Scheduler, SchedulerKind, StepOptions};
@@ -50,8 +52,26 @@ pub fn sample(
     scheduler: &mut Scheduler,
     options: &SampleOptions,
     generator: &mut Generator,
+    progress: impl FnMut(Progress),
+) -> Result<Tensor> {
+    let shared = Mutex::new(std::mem::take(generator));
+    let result = sample_shared(unet, scheduler, options, &shared, progress);
+    *generator = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
+    result
+}
+
+/// [`sample`] drawing from a generator other threads may share. It is locked for each draw only (the
+/// initial noise, each step's noise), never while the UNet runs, so concurrent runs on one generator
+/// draw from its stream in turn, as torch's draws on a shared generator do: every run gets its own
+/// numbers, and the generator ends where as many sequential runs leave it.
+pub fn sample_shared(
+    unet: &UNet2DModel,
+    scheduler: &mut Scheduler,
+    options: &SampleOptions,
+    generator: &Mutex<Generator>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Tensor> {
+    let lock = || generator.lock().unwrap_or_else(PoisonError::into_inner);
     let config = unet.config();
     let labels = class_labels_for(unet, options)?;
     let batch = match (&labels, options.batch_size) {
@@ -74,6 +94,7 @@ pub fn sample(
             Error::argument("size", "the model's config has no sample_size; give the height and width")
         })?,
     };
+    check_memory(unet, batch, height, width)?;
     let shape = [batch, config.in_channels, height, width];
     let device = unet.device().clone();
 
@@ -85,7 +106,12 @@ pub fn sample(
             }
             latents.to_device(&device)?.to_dtype(DType::F32)?
         }
-        None => generator.randn_tensor(&shape, &candle_core::Device::Cpu)?.to_device(&device)?,
+        None => {
+            let noise = lock().randn_tensor(&shape, &candle_core::Device::Cpu).map_err(|_| {
+                memory_budget::too_large_now(&format!("the initial noise of shape {shape:?}"), noise_bytes(&shape))
+            })?;
+            noise.to_device(&device)?
+        }
     };
     x = (x * scheduler.init_noise_sigma())?;
     let labels = match labels {
@@ -99,11 +125,39 @@ pub fn sample(
     for (i, &t) in timesteps.iter().enumerate() {
         let model_input = scheduler.scale_model_input(&x, t)?;
         let model_output = unet.forward(&model_input, t, labels.as_ref())?.to_dtype(DType::F32)?;
-        let step = StepOptions { eta: options.eta, generator: Some(&mut *generator), variance_noise: None };
+        // Locked for the step only: it draws the step's noise (if any) in one go.
+        let mut g = lock();
+        let step = StepOptions { eta: options.eta, generator: Some(&mut *g), variance_noise: None };
         x = scheduler.step(&model_output, t, &x, step)?.prev_sample;
+        drop(g);
         progress(Progress { step: i + 1, total });
     }
     Ok(x)
+}
+
+/// Float32 copies of the sample a run holds at once besides the UNet's own: the noise as drawn and as
+/// a tensor, the scaled model input, the model output, the step's noise and result, and the images
+/// (float32 NHWC, bytes, and their host copy).
+const SAMPLE_COPIES: u128 = 10;
+
+/// Bytes of a float32 tensor of `shape`.
+fn noise_bytes(shape: &[usize]) -> u128 {
+    shape.iter().fold(4u128, |n, &d| n.saturating_mul(d as u128))
+}
+
+/// Refuses a run of `batch` images of `height × width` that cannot fit in memory (see
+/// [`crate::memory_budget`]): the UNet's forward and the run's own copies of the sample, checked
+/// before anything of that size is allocated.
+pub fn check_memory(unet: &UNet2DModel, batch: usize, height: usize, width: usize) -> Result<()> {
+    let channels = unet.config().in_channels.max(unet.config().out_channels);
+    let sample = noise_bytes(&[batch, channels, height, width]);
+    let forward = if unet.device().is_cpu() { unet.forward_estimate(batch, height, width).total } else { 0 };
+    // One class id per image, as a list and as a tensor.
+    let labels = 16 * batch as u128;
+    memory_budget::check(
+        || format!("sampling {batch} image(s) of {height}×{width}"),
+        SAMPLE_COPIES.saturating_mul(sample).saturating_add(forward).saturating_add(labels),
+    )
 }
 
 /// The labels to condition on: the given ones, checked against the model.
@@ -194,7 +248,7 @@ fn pipeline_root(unet_dir: &Path) -> Option<PathBuf> {
 /// `config.json`, else the pipeline's `scheduler/` when `unet_dir` is a pipeline's `unet/`.
 pub fn scheduler_config_for(unet_dir: &Path) -> Option<PathBuf> {
     let beside = unet_dir.join("scheduler_config.json");
-    if beside.is_file() {
+    if crate::files::exists(&beside) {
         return Some(beside);
     }
     find_config_file(&pipeline_root(unet_dir)?.join("scheduler")).ok()

@@ -11,8 +11,10 @@ use crate::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
 use crate::config::{ClassEmbeddingKind, DownBlockKind, ModelSpec, TimeEmbeddingKind, UNet2DConfig, UpBlockKind};
 use crate::embeddings::{ClassEmbedding, TimeProjection, TimestepEmbedding};
 use crate::error::{Error, Result};
+use crate::forward_memory;
 use crate::kernels::conv2d::ConvEpilogue;
 use crate::layers::{conv2d, Conv2d, GroupNorm};
+use crate::memory_budget;
 use crate::profile;
 
 /// Largest attention score matrix a forward may build (16 GiB): past it, a request is refused up front
@@ -209,6 +211,11 @@ impl UNet2DModel {
         self.dtype
     }
 
+    /// An upper estimate of what a forward of a `[batch, in_channels, h, w]` sample allocates.
+    pub fn forward_estimate(&self, batch: usize, h: usize, w: usize) -> forward_memory::ForwardEstimate {
+        forward_memory::estimate(&self.config, &self.spec, batch, h, w, self.dtype.size_in_bytes())
+    }
+
     /// The factor height and width must be multiples of: `2^(levels − 1)`.
     pub fn size_multiple(&self) -> usize {
         1 << self.config.num_downsamples()
@@ -324,7 +331,8 @@ impl UNet2DModel {
         if !sample.dtype().is_float() {
             return Err(Error::argument("sample", format!("must be a float tensor, got {:?}", sample.dtype())));
         }
-        let (level, bytes) = self.largest_attention_scores(*b, *h, *w);
+        let estimate = self.forward_estimate(*b, *h, *w);
+        let (level, bytes) = (estimate.attention_level, estimate.attention);
         if bytes > MAX_ATTENTION_SCORE_BYTES {
             return Err(Error::argument(
                 "sample",
@@ -338,36 +346,11 @@ impl UNet2DModel {
                 ),
             ));
         }
+        // The activations live on the model's device; host memory is what can be checked here.
+        if self.device.is_cpu() {
+            memory_budget::check(|| format!("a forward of a {dims:?} sample"), estimate.total)?;
+        }
         Ok(sample.to_device(&self.device)?.to_dtype(self.dtype)?)
-    }
-
-    /// The largest attention score matrix (`batch × heads × (h·w)² × 4` bytes) a forward would build,
-    /// and the resolution level it is at: attention memory grows with the fourth power of the side.
-    fn largest_attention_scores(&self, batch: usize, h: usize, w: usize) -> (usize, u128) {
-        let ch = &self.config.block_out_channels;
-        let levels = ch.len();
-        let heads = |c: usize| self.config.attention_head_dim.map_or(1, |d| (c / d).max(1));
-        let mut at: Vec<(usize, usize)> = Vec::new(); // (level, heads)
-        for (i, kind) in self.spec.down_blocks.iter().enumerate() {
-            if matches!(kind, DownBlockKind::AttnDown | DownBlockKind::AttnSkipDown) {
-                at.push((i, heads(ch[i])));
-            }
-        }
-        for (i, kind) in self.spec.up_blocks.iter().enumerate() {
-            if matches!(kind, UpBlockKind::AttnUp | UpBlockKind::AttnSkipUp) {
-                at.push((levels - 1 - i, heads(ch[levels - 1 - i])));
-            }
-        }
-        if self.mid_block.is_some() && self.config.add_attention {
-            at.push((levels - 1, heads(ch[levels - 1])));
-        }
-        at.into_iter()
-            .map(|(level, heads)| {
-                let pixels = ((h >> level) * (w >> level)) as u128;
-                (level, batch as u128 * heads as u128 * pixels * pixels * 4)
-            })
-            .max_by_key(|&(_, bytes)| bytes)
-            .unwrap_or((0, 0))
     }
 
     /// The timesteps as a float32 `[B]` vector (diffusers broadcasts scalars and `[1]` to the batch).

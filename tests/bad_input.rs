@@ -38,6 +38,7 @@ enum Variant {
     ShapeMismatch,
     Unsupported,
     Io,
+    TooLarge,
 }
 
 fn variant_of(err: &Error) -> Option<Variant> {
@@ -51,6 +52,7 @@ fn variant_of(err: &Error) -> Option<Variant> {
         Error::ShapeMismatch { .. } => Variant::ShapeMismatch,
         Error::Unsupported(_) => Variant::Unsupported,
         Error::Io { .. } => Variant::Io,
+        Error::TooLarge { .. } => Variant::TooLarge,
         Error::Candle(_) => return None,
     })
 }
@@ -1620,6 +1622,392 @@ fn huge_attention_is_an_error_not_an_abort() {
     );
 }
 
+// --- round two (issue 12): sizes, files, wording, shared generators ---------------------------------------
+
+/// [`run_child`] with extra environment variables.
+#[cfg(unix)]
+fn run_child_with(child: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+        .arg(exe)
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env("BAD_INPUT_CHILD", child)
+        .env_remove(candle_unet2d::memory_budget::MEMORY_LIMIT_ENV)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Asserts that child test `child` ran to the end (its table passed) instead of dying.
+#[cfg(unix)]
+fn assert_child_survives(child: &str, env: &[(&str, &str)]) {
+    let (status, stderr) = run_child_with(child, env);
+    assert!(
+        status.success(),
+        "the child died or failed ({status}): {}",
+        stderr.lines().rev().take(12).collect::<Vec<_>>().join(" | ")
+    );
+}
+
+/// The default DDPM scheduler sampling `batch` images in `steps` steps.
+fn sample_run(unet: &UNet2DModel, batch: usize, steps: usize) -> candle_unet2d::Result<Tensor> {
+    let mut scheduler = candle_unet2d::pipeline::default_scheduler()?;
+    let options =
+        candle_unet2d::pipeline::SampleOptions { batch_size: batch, num_inference_steps: steps, ..Default::default() };
+    let mut generator = candle_unet2d::rng::Generator::from_seed(0);
+    candle_unet2d::pipeline::sample(unet, &mut scheduler, &options, &mut generator, |_| {})
+}
+
+type SizeCase = Box<dyn Fn(&UNet2DModel) -> Result<(), String>>;
+
+/// Child of [`requests_too_large_for_memory_are_refused_before_allocating`]: runs under a 4 GiB
+/// address-space limit, so any case that allocated what it asked for would abort the child.
+#[test]
+fn child_too_large() {
+    if !is_child("child_too_large") {
+        return;
+    }
+    use Variant::TooLarge;
+    let cases: Vec<(&str, SizeCase)> = vec![
+        (
+            "forward_batch_100000",
+            Box::new(|m| {
+                let x = zeros(&[100_000, 3, 16, 16], DType::F32);
+                check(m.forward(&x, 1i64, None), Expect::Err(TooLarge, "a forward of a [100000, 3, 16, 16] sample"))
+            }),
+        ),
+        (
+            "forward_attention_within_its_cap_but_not_in_memory",
+            Box::new(|m| {
+                let x = zeros(&[1, 3, 256, 256], DType::F32);
+                check(m.forward(&x, 1i64, None), Expect::Err(TooLarge, "more than the limit"))
+            }),
+        ),
+        (
+            "sample_batch_100000",
+            Box::new(|m| check(sample_run(m, 100_000, 1), Expect::Err(TooLarge, "sampling 100000 image(s) of 16×16"))),
+        ),
+        ("sample_batch_2_40", Box::new(|m| check(sample_run(m, 1 << 40, 1), Expect::Err(TooLarge, "would need")))),
+        (
+            "sample_batch_usize_max",
+            Box::new(|m| check(sample_run(m, usize::MAX, 1), Expect::Err(TooLarge, "address-space limit"))),
+        ),
+        (
+            "labels_2_40",
+            Box::new(|_| {
+                check(
+                    candle_unet2d::memory_budget::filled_vec(0i64, 1 << 40, "the class labels"),
+                    Expect::Err(TooLarge, "the class labels would need 8.0 TiB"),
+                )
+            }),
+        ),
+    ];
+    let m = model(BASE);
+    run_table("too large for memory", &cases, |_, case| case(&m));
+}
+
+/// Issue 12, class 1: valid requests too large for memory (a batch of 100,000, 2^40 images) aborted
+/// the process ("memory allocation of … bytes failed"). Each entry point now estimates what it will
+/// allocate and refuses with `TooLarge`, naming the need and the limit, before allocating.
+#[cfg(unix)]
+#[test]
+fn requests_too_large_for_memory_are_refused_before_allocating() {
+    assert_child_survives("child_too_large", &[]);
+}
+
+/// Child of [`the_memory_limit_can_be_set_by_the_user`].
+#[test]
+fn child_memory_limit_env() {
+    if !is_child("child_memory_limit_env") {
+        return;
+    }
+    let m = model(BASE);
+    check(
+        m.forward(&zeros(&[1, 3, 16, 16], DType::F32), 1i64, None),
+        Expect::Err(Variant::TooLarge, "CANDLE_UNET2D_MEMORY_LIMIT=64K"),
+    )
+    .unwrap();
+}
+
+/// The limit is a documented setting: `CANDLE_UNET2D_MEMORY_LIMIT` replaces the available-memory
+/// estimate, and the error names it.
+#[cfg(unix)]
+#[test]
+fn the_memory_limit_can_be_set_by_the_user() {
+    assert_child_survives("child_memory_limit_env", &[("CANDLE_UNET2D_MEMORY_LIMIT", "64K")]);
+}
+
+/// One 32 MiB string memoised once and fetched 200 times: candle's reader would copy it 200 times.
+fn string_memo_bomb() -> Vec<u8> {
+    let mut p = b"\x80\x02}(".to_vec();
+    p.extend(unicode("conv_in.weight"));
+    p.push(b'X');
+    p.extend((32u32 << 20).to_le_bytes());
+    p.extend(std::iter::repeat_n(b'a', 32 << 20));
+    p.extend(b"q\x01]q\x02(");
+    for _ in 0..200 {
+        p.extend(b"h\x01");
+    }
+    p.extend(b"eu.");
+    p
+}
+
+/// Child of [`memoised_strings_fetched_many_times_are_refused`].
+#[test]
+fn child_string_memo_bomb() {
+    if is_child("child_string_memo_bomb") {
+        let result = load_pickle("r2_string_memo_bomb", &string_memo_bomb());
+        check(result, Expect::Err(Variant::Weights, "bytes of text (memo copies included)")).unwrap();
+    }
+}
+
+/// Issue 12, class 4: the pickle guard counted objects, not bytes, so one large memoised string
+/// fetched many times exhausted memory. The bytes it materialises are now bounded by the pickle's size.
+#[cfg(unix)]
+#[test]
+fn memoised_strings_fetched_many_times_are_refused() {
+    assert_child_survives("child_string_memo_bomb", &[]);
+}
+
+/// Makes a FIFO at `path`.
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+}
+
+/// Issue 12, class 5 (and the wording of class 6): a `config.json` that is a FIFO hung the loader, a
+/// symlink to `/dev/zero` was read until memory ran out, and a weights "file" that is a folder or a FIFO
+/// was reported as not found. Only regular files are opened, JSON up to a size cap.
+#[cfg(unix)]
+#[test]
+fn files_that_are_not_regular_are_named_errors() {
+    use Variant::*;
+    type FileCase = (fn(&Path), Expect);
+    const ST: &str = "diffusion_pytorch_model.safetensors";
+    let cases: Vec<(&str, FileCase)> = vec![
+        (
+            "config_fifo",
+            (
+                |d| {
+                    std::fs::remove_file(d.join("config.json")).unwrap();
+                    mkfifo(&d.join("config.json"));
+                },
+                Expect::Err(Io, "is a FIFO (named pipe); only regular files are read"),
+            ),
+        ),
+        (
+            "config_symlink_to_dev_zero",
+            (
+                |d| {
+                    std::fs::remove_file(d.join("config.json")).unwrap();
+                    std::os::unix::fs::symlink("/dev/zero", d.join("config.json")).unwrap();
+                },
+                Expect::Err(Io, "is a character device"),
+            ),
+        ),
+        (
+            "config_too_large",
+            (
+                |d| {
+                    let f = std::fs::File::create(d.join("config.json")).unwrap();
+                    f.set_len((64 << 20) + 1).unwrap();
+                },
+                Expect::Err(Io, "larger than 67108864 bytes"),
+            ),
+        ),
+        (
+            "weights_are_a_folder",
+            (
+                |d| {
+                    std::fs::remove_file(d.join(ST)).unwrap();
+                    std::fs::create_dir(d.join(ST)).unwrap();
+                },
+                Expect::Err(Io, "diffusion_pytorch_model.safetensors: is a folder"),
+            ),
+        ),
+        (
+            "weights_are_a_fifo",
+            (
+                |d| {
+                    std::fs::remove_file(d.join(ST)).unwrap();
+                    mkfifo(&d.join(ST));
+                },
+                Expect::Err(Io, "diffusion_pytorch_model.safetensors: is a FIFO"),
+            ),
+        ),
+        (
+            "weights_symlink_to_dev_zero",
+            (
+                |d| {
+                    std::fs::remove_file(d.join(ST)).unwrap();
+                    std::os::unix::fs::symlink("/dev/zero", d.join(ST)).unwrap();
+                },
+                Expect::Err(Io, "is a character device"),
+            ),
+        ),
+        (
+            "bin_is_a_fifo",
+            (
+                |d| {
+                    std::fs::remove_file(d.join(ST)).unwrap();
+                    mkfifo(&d.join("diffusion_pytorch_model.bin"));
+                },
+                Expect::Err(Io, "diffusion_pytorch_model.bin: is a FIFO"),
+            ),
+        ),
+        (
+            "shard_index_is_a_fifo",
+            (
+                |d| {
+                    std::fs::remove_file(d.join(ST)).unwrap();
+                    mkfifo(&d.join("diffusion_pytorch_model.safetensors.index.json"));
+                },
+                Expect::Err(Io, "index.json: is a FIFO"),
+            ),
+        ),
+    ];
+    run_table("files that are not regular", &cases, |name, (edit, expect)| {
+        let dir = model_copy(&format!("r2_{name}"), BASE);
+        edit(&dir);
+        let result = load(&dir);
+        if let Err(e) = &result {
+            if e.to_string().contains("not found") {
+                return Err(format!("reported as missing: {e}"));
+            }
+        }
+        check(result, *expect)
+    });
+}
+
+/// A scheduler folder whose `scheduler_config.json` is a FIFO: an error, not a hang.
+#[cfg(unix)]
+#[test]
+fn scheduler_config_fifo_is_an_error_not_a_hang() {
+    let dir = scratch("r2_scheduler_fifo");
+    mkfifo(&dir.join("scheduler_config.json"));
+    let result = candle_unet2d::schedulers::config::read_config_json(&dir);
+    check(result, Expect::Err(Variant::Io, "scheduler_config.json: is a FIFO")).unwrap();
+}
+
+/// Issue 12, class 6: errors of the right kind, in words that name the problem.
+#[test]
+fn errors_name_the_problem_in_words() {
+    use Variant::*;
+    type WordCase = Box<dyn Fn() -> Result<(), String>>;
+    let config_with = |value: Value| {
+        let mut c = fixture_config(BASE);
+        c["sample_size"] = value;
+        UNet2DConfig::from_json_str(&c.to_string(), Path::new("config.json")).map(|_| ())
+    };
+    let needle = "`sample_size`: must be a non-negative integer (a square side) or [height, width]";
+    let cases: Vec<(&str, WordCase)> = vec![
+        ("sample_size_negative", Box::new(move || check(config_with(json!(-16)), Expect::Err(InvalidConfig, needle)))),
+        (
+            "sample_size_three_sides",
+            Box::new(move || check(config_with(json!([16, 16, 16])), Expect::Err(InvalidConfig, needle))),
+        ),
+        (
+            "sample_size_string",
+            Box::new(move || check(config_with(json!("16")), Expect::Err(InvalidConfig, "got \"16\""))),
+        ),
+        (
+            "sample_size_pair_with_negative",
+            Box::new(move || check(config_with(json!([16, -1])), Expect::Err(InvalidConfig, "got [16,-1]"))),
+        ),
+        ("sample_size_pair_loads", Box::new(move || check(config_with(json!([16, 16])), Expect::Ok))),
+        (
+            "candle_error_without_backtrace",
+            Box::new(|| {
+                let inner = candle_core::Error::Msg("boom".into());
+                let e = Error::Candle(candle_core::Error::WithBacktrace {
+                    inner: Box::new(inner),
+                    backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+                });
+                let message = e.to_string();
+                if message == "boom" {
+                    Ok(())
+                } else {
+                    Err(format!("the message carries more than the error: {message:?}"))
+                }
+            }),
+        ),
+    ];
+    run_table("wording", &cases, |_, case| case());
+}
+
+/// Child of [`bin_errors_carry_no_backtrace`]: a `.bin` whose tensors' storages are missing from the zip.
+#[test]
+fn child_bin_error_without_backtrace() {
+    if !is_child("child_bin_error_without_backtrace") {
+        return;
+    }
+    let tensors = fixture_tensors(BASE);
+    // A valid state-dict pickle, zipped without its storages: candle fails reading the first data.
+    let pickle = {
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        let entries: Vec<(&str, &str, &[usize], usize)> =
+            names.iter().map(|n| (n.as_str(), "FloatStorage", tensors[*n].dims(), tensors[*n].elem_count())).collect();
+        torch_pickle(&entries)
+    };
+    let dir = model_copy("r2_bin_backtrace", BASE);
+    std::fs::remove_file(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::write(dir.join("diffusion_pytorch_model.bin"), torch_zip(&pickle, &[])).unwrap();
+    let err = load(&dir).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::Weights { .. }), "{message}");
+    assert!(!message.contains('\n'), "a multi-line message: {message}");
+}
+
+/// Issue 12, class 6: with `RUST_BACKTRACE` set, candle attaches a backtrace to its errors, which
+/// ended up inside the `.bin` error message.
+#[cfg(unix)]
+#[test]
+fn bin_errors_carry_no_backtrace() {
+    assert_child_survives("child_bin_error_without_backtrace", &[("RUST_BACKTRACE", "1")]);
+}
+
+/// Issue 12, class 8: threads sampling from one generator draw from it in turn, as torch's draws do:
+/// each gets its own noise, and the generator ends where as many sequential runs leave it.
+#[test]
+fn a_shared_generator_gives_every_thread_its_own_noise() {
+    use std::sync::Mutex;
+    const THREADS: usize = 4;
+    let unet = model(BASE);
+    let options =
+        candle_unet2d::pipeline::SampleOptions { batch_size: 1, num_inference_steps: 2, ..Default::default() };
+    let run = |g: &Mutex<candle_unet2d::rng::Generator>| {
+        let mut scheduler = candle_unet2d::pipeline::default_scheduler().unwrap();
+        let x = candle_unet2d::pipeline::sample_shared(&unet, &mut scheduler, &options, g, |_| {}).unwrap();
+        x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let shared = Mutex::new(candle_unet2d::rng::Generator::from_seed(7));
+    let results: Vec<Vec<f32>> = std::thread::scope(|s| {
+        (0..THREADS)
+            .map(|_| s.spawn(|| run(&shared)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    for i in 0..THREADS {
+        for j in i + 1..THREADS {
+            assert_ne!(results[i], results[j], "threads {i} and {j} got the same images");
+        }
+    }
+    let sequential = Mutex::new(candle_unet2d::rng::Generator::from_seed(7));
+    for _ in 0..THREADS {
+        run(&sequential);
+    }
+    let next = |g: Mutex<candle_unet2d::rng::Generator>| g.into_inner().unwrap().random_u64();
+    assert_eq!(next(shared), next(sequential), "the shared generator did not advance once per draw");
+}
+
 // --- the command line ----------------------------------------------------------------------------------------
 
 #[cfg(feature = "cli")]
@@ -1736,7 +2124,45 @@ mod cli {
                 ),
             ),
         ];
+        let huge = |batch: &str| -> Vec<String> {
+            ["sample", "--model", &model, "--steps", "1", "--batch", batch].iter().map(|s| s.to_string()).collect()
+        };
+        let cases: Vec<(&str, CliCase)> = cases
+            .into_iter()
+            .chain([
+                // Issue 12, class 1: refused before allocating, not "memory allocation failed".
+                ("batch_2_40", (huge("1099511627776"), 1, "too large: sampling 1099511627776 image(s)")),
+                ("batch_10_8", (huge("100000000"), 1, "more than the limit")),
+                (
+                    "batch_2_40_shipped",
+                    (vec!["sample".into(), "--batch".into(), "1099511627776".into()], 1, "too large"),
+                ),
+                // Issue 12, class 7: a write error is an error, not "wrote …".
+                #[cfg(target_os = "linux")]
+                (
+                    "out_dev_full",
+                    (
+                        [
+                            vec![
+                                "sample".to_string(),
+                                "--model".into(),
+                                model.clone(),
+                                "--out".into(),
+                                "full.png".into(),
+                            ],
+                            fast.iter().map(|s| s.to_string()).collect(),
+                        ]
+                        .concat(),
+                        1,
+                        "cannot write full.png: No space left on device",
+                    ),
+                ),
+            ])
+            .collect();
         std::fs::create_dir_all(dir.join("folder.png")).unwrap();
+        // --out must end in .png: a link with that name to the full device.
+        #[cfg(target_os = "linux")]
+        std::os::unix::fs::symlink("/dev/full", dir.join("full.png")).unwrap();
         super::run_table("command lines", &cases, |_, (args, code, needle)| {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             check(&unet2d(&dir, &args), *code, needle)

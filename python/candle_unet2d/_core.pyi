@@ -152,7 +152,9 @@ class UNet2DModel:
 
         Raises:
             InvalidArgumentError: (a ``ValueError``) wrong shape, dtype, timestep or class labels.
-            InternalError: (a ``RuntimeError``) a failure inside the computation.
+            TooLargeError: (a ``MemoryError``) the sample is too large for memory (estimated before any
+                compute; the limit is the available memory, or ``CANDLE_UNET2D_MEMORY_LIMIT``).
+            InternalError: (a ``RuntimeError``) a bug in candle_unet2d.
         """
 
     @property
@@ -230,6 +232,7 @@ def randn(*size: int | Sequence[int], generator: Generator | None = None) -> npt
 
     Raises:
         InvalidArgumentError: (a ``ValueError``) a bad shape (negative, not ints) or generator.
+        TooLargeError: (a ``MemoryError``) the array would not fit in memory.
     """
 
 # --- schedulers -----------------------------------------------------------------------------------------
@@ -276,7 +279,8 @@ class SchedulerMixin:
         Raises:
             ConfigError: (a ``ValueError``) an invalid value, or (for ``SchedulerMixin``) no
                 ``_class_name``.
-            InvalidArgumentError: (a ``ValueError``) ``config`` is not a dict.
+            InvalidArgumentError: (a ``ValueError``) ``config`` is not a dict, or nests lists or dicts
+                more than 32 deep (e.g. a list that contains itself).
         """
 
     @property
@@ -549,7 +553,8 @@ class UNet2DPipeline:
             class_labels: for class-conditional models: one class id per image (a list, array or tensor),
                 or one int for every image.
             generator: the initial noise and every stochastic step draw from it (its state advances as
-                torch's would); ``None``: ``default_generator``.
+                torch's would; threads sharing one draw from it in turn, each getting its own numbers);
+                ``None``: ``default_generator``.
             latents: the initial noise ``[batch, channels, height, width]`` instead of drawing it.
             eta: DDIM's η; ignored by the other schedulers.
             output_type: ``"pil"``: a list of ``PIL.Image`` (needs Pillow); ``"np"``: float32
@@ -560,6 +565,10 @@ class UNet2DPipeline:
         Raises:
             InvalidArgumentError: (a ``ValueError``) bad labels (missing for a class-conditional model,
                 out of range, not one per image), batch size, steps, latents or output type.
+            TooLargeError: (a ``MemoryError``) the batch or image is too large for memory (checked before
+                anything of its size is allocated; the limit is the available memory, or
+                ``CANDLE_UNET2D_MEMORY_LIMIT``).
             ImportError: ``output_type="pil"`` without Pillow (checked before sampling).
-            KeyboardInterrupt: Ctrl-C during sampling (the scheduler and generator keep their states).
+            KeyboardInterrupt: Ctrl-C during sampling (the scheduler keeps its state; the generator has
+                advanced by what the run drew).
         """

@@ -17,7 +17,11 @@ class                      also a                  raised for
 ``ReadError``              ``OSError``             a file that exists but cannot be read
 ``UnsupportedError``       ``RuntimeError``        a device this build cannot use (e.g. ``"cuda"`` in
                                                    a CPU-only build)
-``InternalError``          ``RuntimeError``        a failure inside the computation, or a bug
+``TooLargeError``          ``MemoryError``         a valid request too large for memory (a huge batch
+                                                   or image), refused before allocating; the limit is
+                                                   the available memory, or
+                                                   ``CANDLE_UNET2D_MEMORY_LIMIT``
+``InternalError``          ``RuntimeError``        a bug in candle_unet2d (please report it)
 =========================  ======================  ==================================================
 """
 
@@ -29,6 +33,7 @@ __all__ = [
     "InvalidArgumentError",
     "ModelNotFoundError",
     "ReadError",
+    "TooLargeError",
     "UNet2DError",
     "UnsupportedError",
     "WeightsError",
@@ -63,6 +68,11 @@ class UnsupportedError(UNet2DError, RuntimeError):
     """The requested device cannot be used by this build."""
 
 
+class TooLargeError(UNet2DError, MemoryError):
+    """A valid request needs more memory than the limit: the available memory, or
+    ``CANDLE_UNET2D_MEMORY_LIMIT`` (bytes, or e.g. ``"64G"``) when set. Refused before allocating."""
+
+
 class InternalError(UNet2DError, RuntimeError):
     """A failure inside the computation, or a bug in candle_unet2d (please report it)."""
 
@@ -76,6 +86,7 @@ for _cls in (
     ModelNotFoundError,
     ReadError,
     UnsupportedError,
+    TooLargeError,
     InternalError,
 ):
     _cls.__module__ = "candle_unet2d"

@@ -14,6 +14,8 @@
 // The submodules live in src/bin/unet2d/ (a crate root's `mod` looks beside it, hence `path`).
 #[path = "unet2d/cli.rs"]
 mod cli;
+#[path = "unet2d/files.rs"]
+mod files;
 #[path = "unet2d/images.rs"]
 mod images;
 #[path = "unet2d/info.rs"]

@@ -49,7 +49,8 @@ fn resolve_in(cache: &Path, repo_id: &str) -> Result<PathBuf> {
         return Err(not_cached());
     }
     // refs/main names the revision a plain download points at.
-    if let Ok(rev) = std::fs::read_to_string(repo_dir.join("refs").join("main")) {
+    // Read as the other small text files are: a regular file only, and capped.
+    if let Ok(rev) = crate::files::read_json_text(&repo_dir.join("refs").join("main")) {
         let dir = snapshots.join(rev.trim());
         if dir.is_dir() {
             return Ok(dir);

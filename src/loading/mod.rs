@@ -174,12 +174,16 @@ pub fn weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
         }
     }
     for ext in ["safetensors", "bin"] {
+        // Something at the name that is not a regular file (a folder, a FIFO, a device) is reported
+        // as what it is, not skipped as if it were missing.
         let single = dir.join(format!("{WEIGHTS_NAME}{infix}.{ext}"));
-        if single.is_file() {
+        if crate::files::exists(&single) {
+            crate::files::check_regular(&single)?;
             return Ok(vec![single]);
         }
         let index = dir.join(format!("{WEIGHTS_NAME}.{ext}.index{infix}.json"));
-        if index.is_file() {
+        if crate::files::exists(&index) {
+            crate::files::check_regular(&index)?;
             return shard_files(dir, &index);
         }
     }
@@ -203,7 +207,7 @@ pub fn weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
 
 /// The shard files a `*.index.json` names, each checked to exist inside `dir`.
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let text = crate::files::read_json_text(index)?;
     let parsed: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::ConfigParse { path: index.to_path_buf(), reason: e.to_string() })?;
     let bad = |reason: &str| Error::Weights { path: index.to_path_buf(), reason: reason.into() };
@@ -222,9 +226,10 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::with_capacity(names.len());
     for name in names {
         let path = dir.join(name);
-        if !path.is_file() {
+        if !crate::files::exists(&path) {
             return Err(Error::NotFound { what: format!("shard {name} named by {}", index.display()) });
         }
+        crate::files::check_regular(&path)?;
         files.push(path);
     }
     if files.is_empty() {

@@ -16,8 +16,10 @@
 //! [`check_torch_checkpoint`] runs first and refuses all of that with a message naming the problem:
 //! 1. every `data.pkl` in the zip is at most [`MAX_PICKLE_BYTES`] and is walked opcode by opcode with an
 //!    abstract stack that bounds the nesting depth ([`MAX_DEPTH`]) and the number of objects candle
-//!    would materialise, memo copies included ([`MAX_OBJECTS`]), checks every length against the bytes
-//!    left, and refuses opcodes candle does not know;
+//!    would materialise, memo copies included ([`MAX_OBJECTS`]), and the bytes of text they hold, memo
+//!    copies included, against the pickle's own size ([`max_materialised_bytes`]: one 32 MiB string
+//!    memoised once and fetched 200 times would otherwise be copied 200 times), checks every length
+//!    against the bytes left, and refuses opcodes candle does not know;
 //! 2. every `GLOBAL` must be one of the few a `torch.save`d state dict uses ([`ALLOWED_GLOBALS`]:
 //!    the tensor rebuild functions, storage types, `collections.OrderedDict`); anything else (`os.system`,
 //!    `builtins.eval`, …) is refused before any object is built;
@@ -48,6 +50,9 @@ pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
 pub const MAX_DEPTH: usize = 64;
 /// Most objects candle may build, memo copies included (a state dict needs about 60 per tensor).
 pub const MAX_OBJECTS: u64 = 1 << 22;
+/// Slack over twice the pickle's size in [`max_materialised_bytes`]: small strings fetched from the
+/// memo many times (the storage location `"cpu"`, one per tensor) stay far below it.
+const MATERIALISED_SLACK_BYTES: u64 = 1 << 20;
 /// Largest tensor (elements) or storage accepted: 2^40, beyond any checkpoint and far from overflow.
 const MAX_ELEMENTS: u64 = 1 << 40;
 
@@ -66,6 +71,13 @@ pub const ALLOWED_GLOBALS: &[(&str, &str)] = &[
     ("torch", "ByteStorage"),
     ("torch", "LongStorage"),
 ];
+
+/// The most bytes of text (strings, names, long integers) candle's reader may build from a pickle of
+/// `pickle_len` bytes: each is read once onto the stack and copied once into the memo (2×), plus a
+/// little slack. Only memo fetches (`BINGET`, a deep copy) can go past that.
+pub fn max_materialised_bytes(pickle_len: usize) -> u64 {
+    (pickle_len as u64).saturating_mul(2).saturating_add(MATERIALISED_SLACK_BYTES)
+}
 
 /// Checks the PyTorch zip checkpoint at `path` (see the module docs). `Err` says what is wrong; the
 /// caller adds the path.
@@ -130,11 +142,17 @@ struct Item {
     objects: u64,
     /// Nesting depth of this one's tree (1 for a leaf).
     depth: usize,
+    /// Bytes of text (strings, names, integers) in this one's tree.
+    bytes: u64,
 }
 
 impl Item {
     fn leaf(kind: Kind) -> Self {
-        Item { kind, objects: 1, depth: 1 }
+        Item { kind, objects: 1, depth: 1, bytes: 0 }
+    }
+
+    fn text(kind: Kind, bytes: usize) -> Self {
+        Item { kind, objects: 1, depth: 1, bytes: bytes as u64 }
     }
 }
 
@@ -184,6 +202,8 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
     let mut stack: Vec<Item> = Vec::new();
     let mut memo: HashMap<u32, Item> = HashMap::new();
     let mut total: u64 = 0;
+    let max_bytes = max_materialised_bytes(bytes.len());
+    let mut total_bytes: u64 = 0;
 
     fn pop(stack: &mut Vec<Item>, at: usize) -> Result<Item, String> {
         stack.pop().ok_or_else(|| format!("malformed pickle: pop from an empty stack at byte {at}"))
@@ -202,6 +222,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
             kind,
             objects: 1 + children.iter().map(|c| c.objects).sum::<u64>(),
             depth: 1 + children.iter().map(|c| c.depth).max().unwrap_or(0),
+            bytes: children.iter().map(|c| c.bytes).fold(0, u64::saturating_add),
         }
     }
 
@@ -221,7 +242,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
                 }
                 let kind =
                     if module == "collections" && name == "OrderedDict" { Kind::OrderedDictClass } else { Kind::Other };
-                created = Some(Item::leaf(kind));
+                created = Some(Item::text(kind, module.len() + name.len()));
             }
             b'K' => {
                 r.take(1, "BININT1")?;
@@ -247,7 +268,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
                     ));
                 }
                 r.take(n, "LONG1")?;
-                created = Some(Item::leaf(Kind::Other));
+                created = Some(Item::text(Kind::Other, n));
             }
             b'X' => {
                 let len = r.u32("BINUNICODE")? as usize;
@@ -255,7 +276,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
                 if std::str::from_utf8(text).is_err() {
                     return Err(format!("malformed pickle: BINUNICODE at byte {at} is not UTF-8"));
                 }
-                created = Some(Item::leaf(Kind::Other));
+                created = Some(Item::text(Kind::Other, len));
             }
             b'Q' => {
                 let id = pop(&mut stack, at)?;
@@ -300,6 +321,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
                     ));
                 }
                 target.objects += items.iter().map(|i| i.objects).sum::<u64>();
+                target.bytes = items.iter().map(|i| i.bytes).fold(target.bytes, u64::saturating_add);
                 target.depth = target.depth.max(1 + items.iter().map(|i| i.depth).max().unwrap_or(0));
                 check_depth(target.depth, at)?;
             }
@@ -330,6 +352,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
                     *stack.last().ok_or_else(|| format!("malformed pickle: BINPUT on an empty stack at byte {at}"))?;
                 // candle stores a deep copy.
                 total += top.objects;
+                total_bytes = total_bytes.saturating_add(top.bytes);
                 memo.insert(id, top);
             }
             b'.' => {
@@ -346,6 +369,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
         }
         if let Some(item) = created {
             total += item.objects;
+            total_bytes = total_bytes.saturating_add(item.bytes);
             check_depth(item.depth, at)?;
             stack.push(item);
         }
@@ -353,6 +377,13 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
             return Err(format!(
                 "the pickle builds more than {MAX_OBJECTS} objects (memo copies included) by byte {at}; \
                  a state dict needs far fewer"
+            ));
+        }
+        if total_bytes > max_bytes {
+            return Err(format!(
+                "the pickle builds more than {max_bytes} bytes of text (memo copies included) by byte {at}, \
+                 more than twice its own size of {} bytes; a state dict builds far less",
+                bytes.len()
             ));
         }
     }
@@ -579,6 +610,27 @@ mod tests {
         bomb.push(b'.');
         let err = check_pickle(&bomb).unwrap_err();
         assert!(err.contains("objects") || err.contains("nests"), "{err}");
+    }
+
+    #[test]
+    fn memo_fetches_of_large_strings_are_bounded_by_the_pickle_size() {
+        // A 2 MiB string memoised once and fetched 200 times, in a list.
+        let mut p = b"\x80\x02]q\x00X".to_vec();
+        p.extend((2u32 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(b'a', 2 << 20));
+        p.extend(b"q\x01(");
+        p.extend(std::iter::repeat_n(*b"h\x01", 200).flatten());
+        p.extend(b"e.");
+        let err = check_pickle(&p).unwrap_err();
+        assert!(err.contains("bytes of text"), "{err}");
+        // Memoised but not fetched it stays within twice the pickle's size, and passes the scan (the
+        // state-dict check then refuses a list).
+        let mut ok = b"\x80\x02]q\x00X".to_vec();
+        ok.extend((2u32 << 20).to_le_bytes());
+        ok.extend(std::iter::repeat_n(b'a', 2 << 20));
+        ok.extend(b"q\x01a.");
+        let err = check_pickle(&ok).unwrap_err();
+        assert!(!err.contains("bytes of text"), "{err}");
     }
 
     #[test]

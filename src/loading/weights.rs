@@ -10,7 +10,7 @@ use candle_core::safetensors::{BufferedSafetensors, Load, MmapedSafetensors};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
-use crate::error::{Error, Result};
+use crate::error::{candle_message, Error, Result};
 use crate::memory::release_mapped_pages;
 
 /// One weights file.
@@ -51,11 +51,15 @@ impl WeightStore {
         let mut entries = HashMap::new();
         for (index, path) in paths.iter().enumerate() {
             let bad = |reason: String| Error::Weights { path: path.clone(), reason };
+            // A FIFO would block the reader, a device would be read without end: regular files only.
+            crate::files::check_regular(path)?;
             let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
             let file = if is_safetensors {
                 // SAFETY: the file is mapped read-only; like every mmap reader we rely on it not being
-                // truncated while the model loads. Tensors are copied out during loading.
-                let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| bad(e.to_string()))?;
+                // truncated while the model loads: a page cut off by another process reads as SIGBUS,
+                // which kills the process (documented in docs/errors-and-safety.md, "Files"). Tensors
+                // are copied out during loading, so the requirement ends when loading returns.
+                let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| bad(candle_message(&e)))?;
                 for (name, view) in st.tensors() {
                     add_entry(&mut entries, path, index, name, view.shape().to_vec())?;
                 }
@@ -66,7 +70,7 @@ impl WeightStore {
                 super::pickle_guard::check_torch_checkpoint(path)
                     .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
                 let pth = candle_core::pickle::PthTensors::new(path, None)
-                    .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
+                    .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {}", candle_message(&e))))?;
                 for (name, info) in pth.tensor_infos() {
                     add_entry(&mut entries, path, index, name.clone(), info.layout.dims().to_vec())?;
                 }
@@ -89,7 +93,7 @@ impl WeightStore {
     /// A store over one in-memory safetensors image; `name` stands for its path in errors.
     pub fn from_safetensors_bytes(name: &Path, bytes: Vec<u8>) -> Result<Self> {
         let st = BufferedSafetensors::new(bytes)
-            .map_err(|e| Error::Weights { path: name.to_path_buf(), reason: e.to_string() })?;
+            .map_err(|e| Error::Weights { path: name.to_path_buf(), reason: candle_message(&e) })?;
         let mut entries = HashMap::new();
         for (stored, view) in st.tensors() {
             add_entry(&mut entries, name, 0, stored, view.shape().to_vec())?;
@@ -222,15 +226,17 @@ impl WeightStore {
         let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
         let tensor = match &self.files[entry.file] {
             WeightFile::Safetensors(st) => {
-                let view = st.get(&entry.stored_name).map_err(|e| bad(e.to_string()))?;
-                let tensor = view.load(&Device::Cpu).map_err(|e| bad(e.to_string()))?;
+                let view = st.get(&entry.stored_name).map_err(|e| bad(candle_message(&e)))?;
+                let tensor = view.load(&Device::Cpu).map_err(|e| bad(candle_message(&e)))?;
                 release_mapped_pages(view.data());
                 tensor
             }
-            WeightFile::Buffered(st) => st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(e.to_string()))?,
+            WeightFile::Buffered(st) => {
+                st.load(&entry.stored_name, &Device::Cpu).map_err(|e| bad(candle_message(&e)))?
+            }
             WeightFile::Pth(p) => p
                 .get(&entry.stored_name)
-                .map_err(|e| bad(e.to_string()))?
+                .map_err(|e| bad(candle_message(&e)))?
                 .ok_or_else(|| bad("listed but not readable".into()))?,
         };
         if !tensor.dtype().is_float() {

@@ -17,6 +17,7 @@ use pyo3::types::{PyDict, PyModule};
 use super::errors::{argument_error, argument_error_from, to_py_err};
 use crate::device::dtype_name;
 use crate::error::{Error, Result};
+use crate::memory_budget;
 
 /// What an array argument may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,15 @@ pub(crate) fn is_torch(obj: &Bound<'_, PyAny>) -> bool {
     obj.get_type().module().map(|m| m.to_string_lossy().starts_with("torch")).unwrap_or(false)
 }
 
+/// Whether `obj` is a torch tensor: a torch object with a device and a way to numpy. A `torch.Size`
+/// (a tuple), a dtype or a device is not, and is read as what it is.
+pub(crate) fn is_torch_tensor(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(is_torch(obj) && obj.hasattr("device")? && obj.hasattr("numpy")?)
+}
+
+/// Most dimensions an array argument may have: rust-numpy reads at most 32 (numpy 2 makes up to 64).
+const MAX_DIMS: usize = 32;
+
 /// Whether `obj` is a `numpy.ndarray`.
 pub(crate) fn is_ndarray(obj: &Bound<'_, PyAny>) -> bool {
     obj.is_instance_of::<numpy::PyUntypedArray>()
@@ -53,7 +63,7 @@ pub(crate) enum Framework {
 impl Framework {
     /// The framework of the input `sample`.
     pub(crate) fn of(sample: &Bound<'_, PyAny>) -> PyResult<Self> {
-        if is_torch(sample) {
+        if is_torch_tensor(sample)? {
             Ok(Framework::Torch { device: sample.getattr("device")?.unbind() })
         } else {
             Ok(Framework::Numpy)
@@ -65,7 +75,7 @@ impl Framework {
 /// `numpy.asarray`.
 fn to_numpy<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    let converted = if is_torch(obj) {
+    let converted = if is_torch_tensor(obj).unwrap_or(false) {
         (|| {
             let mut t = obj.clone();
             let dtype = t.getattr("dtype")?.str()?.to_string();
@@ -102,6 +112,10 @@ fn to_numpy<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyA
 pub(crate) fn to_tensor(obj: &Bound<'_, PyAny>, name: &str, numbers: Numbers) -> PyResult<Tensor> {
     let py = obj.py();
     let array = to_numpy(obj, name)?;
+    let ndim: usize = array.getattr("ndim")?.extract()?;
+    if ndim > MAX_DIMS {
+        return Err(argument_error(py, name, format!("has {ndim} dimensions; at most {MAX_DIMS} can be read")));
+    }
     let dtype = array.getattr("dtype")?;
     let kind: String = dtype.getattr("kind")?.extract()?;
     let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
@@ -118,6 +132,18 @@ pub(crate) fn to_tensor(obj: &Bound<'_, PyAny>, name: &str, numbers: Numbers) ->
         }
         _ => return Err(argument_error(py, name, format!("must be a real numeric array, got dtype {}", dtype.str()?))),
     };
+    if kind == "u" && itemsize >= 8 && target == DType::I64 {
+        // uint64 values past 2^63 - 1 would wrap to negative int64s (2^64 - 1 to -1).
+        let np = numpy_module(py)?;
+        let too_big: bool = np.call_method1("any", (np.call_method1("greater", (&array, i64::MAX))?,))?.is_truthy()?;
+        if too_big {
+            return Err(argument_error(
+                py,
+                name,
+                format!("holds uint64 values above {} (the largest int64); they cannot be read", i64::MAX),
+            ));
+        }
+    }
     // C order, native byte order, aligned, in the target dtype; no copy when it already is.
     let kwargs = PyDict::new(py);
     kwargs.set_item("order", "C")?;
@@ -126,9 +152,9 @@ pub(crate) fn to_tensor(obj: &Bound<'_, PyAny>, name: &str, numbers: Numbers) ->
         .call_method("astype", (dtype_name_numpy(target),), Some(&kwargs))
         .map_err(|e| argument_error_from(py, name, "cannot be converted", e))?;
     let tensor = match target {
-        DType::F32 => tensor_from::<f32>(&array),
-        DType::F64 => tensor_from::<f64>(&array),
-        _ => tensor_from::<i64>(&array),
+        DType::F32 => tensor_from::<f32>(&array, name),
+        DType::F64 => tensor_from::<f64>(&array, name),
+        _ => tensor_from::<i64>(&array, name),
     };
     tensor.map_err(|e| to_py_err(py, e))
 }
@@ -141,14 +167,17 @@ fn dtype_name_numpy(dtype: DType) -> &'static str {
 }
 
 /// Copies a numpy array of element type `T` into a CPU tensor.
-fn tensor_from<T: Element + candle_core::WithDType>(array: &Bound<'_, PyAny>) -> Result<Tensor> {
+/// The copy is checked against the memory limit and allocated fallibly: the array exists, but a copy
+/// of it may not fit.
+fn tensor_from<T: Element + candle_core::WithDType>(array: &Bound<'_, PyAny>, name: &str) -> Result<Tensor> {
     let array =
-        array.cast::<PyArrayDyn<T>>().map_err(|e| Error::argument("array", format!("unexpected array type: {e}")))?;
+        array.cast::<PyArrayDyn<T>>().map_err(|e| Error::argument(name, format!("unexpected array type: {e}")))?;
     let readonly = array.readonly();
     let shape = readonly.shape().to_vec();
+    let what = format!("a copy of `{name}` (shape {shape:?})");
     let data: Vec<T> = match readonly.as_slice() {
-        Ok(slice) => slice.to_vec(),
-        Err(_) => readonly.as_array().iter().copied().collect(),
+        Ok(slice) => memory_budget::copied_vec(slice.iter().copied(), &what)?,
+        Err(_) => memory_budget::copied_vec(readonly.as_array().iter().copied(), &what)?,
     };
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
 }
@@ -252,7 +281,7 @@ enum LikeKind {
 impl Like {
     /// The framework, device and dtype of `obj`.
     pub(crate) fn of(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let kind = if is_torch(obj) {
+        let kind = if is_torch_tensor(obj)? {
             LikeKind::Torch { device: obj.getattr("device")?.unbind(), dtype: obj.getattr("dtype")?.unbind() }
         } else if is_ndarray(obj) {
             LikeKind::Numpy { dtype: obj.getattr("dtype")?.unbind() }

@@ -12,13 +12,14 @@
 //! | `NotFound`, `Io` of a missing file                | `ModelNotFoundError(UNet2DError, FileNotFoundError)`    |
 //! | `Weights`, `MissingTensor`, `ShapeMismatch`       | `WeightsError(UNet2DError, ValueError)`                 |
 //! | `Unsupported`                                     | `UnsupportedError(UNet2DError, RuntimeError)`           |
+//! | `TooLarge`                                        | `TooLargeError(UNet2DError, MemoryError)`               |
 //! | `Io` (other)                                      | `ReadError(UNet2DError, OSError)`                       |
 //! | `Candle`, a Rust panic                            | `InternalError(UNet2DError, RuntimeError)`              |
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -36,6 +37,7 @@ pub(crate) enum ErrorKind {
     ModelNotFound,
     Weights,
     Unsupported,
+    TooLarge,
     Read,
     Internal,
 }
@@ -48,6 +50,7 @@ impl ErrorKind {
             ErrorKind::ModelNotFound => "ModelNotFoundError",
             ErrorKind::Weights => "WeightsError",
             ErrorKind::Unsupported => "UnsupportedError",
+            ErrorKind::TooLarge => "TooLargeError",
             ErrorKind::Read => "ReadError",
             ErrorKind::Internal => "InternalError",
         }
@@ -59,6 +62,7 @@ impl ErrorKind {
         static MODEL_NOT_FOUND: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static WEIGHTS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static UNSUPPORTED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        static TOO_LARGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static READ: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static INTERNAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         match self {
@@ -67,6 +71,7 @@ impl ErrorKind {
             ErrorKind::ModelNotFound => &MODEL_NOT_FOUND,
             ErrorKind::Weights => &WEIGHTS,
             ErrorKind::Unsupported => &UNSUPPORTED,
+            ErrorKind::TooLarge => &TOO_LARGE,
             ErrorKind::Read => &READ,
             ErrorKind::Internal => &INTERNAL,
         }
@@ -91,6 +96,7 @@ fn kind_of(err: &Error) -> ErrorKind {
         Error::NotFound { .. } => ErrorKind::ModelNotFound,
         Error::Weights { .. } | Error::MissingTensor { .. } | Error::ShapeMismatch { .. } => ErrorKind::Weights,
         Error::Unsupported(_) => ErrorKind::Unsupported,
+        Error::TooLarge { .. } => ErrorKind::TooLarge,
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::ModelNotFound,
         Error::Io { .. } => ErrorKind::Read,
         Error::Candle(_) => ErrorKind::Internal,
@@ -100,25 +106,7 @@ fn kind_of(err: &Error) -> ErrorKind {
 /// Converts a crate error into its Python exception; the message is the error's `Display` (for a
 /// candle error, without the Rust backtrace candle attaches when `RUST_BACKTRACE` is set).
 pub(crate) fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
-    let message = match &err {
-        Error::Candle(e) => candle_message(e),
-        other => other.to_string(),
-    };
-    kind_of(&err).err(py, message)
-}
-
-/// A candle error's message without backtraces.
-fn candle_message(err: &candle_core::Error) -> String {
-    match err {
-        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
-        candle_core::Error::Context { inner, context } => {
-            format!("{context}: {}", candle_message(inner))
-        }
-        candle_core::Error::WithPath { inner, path } => {
-            format!("{}: {}", path.display(), candle_message(inner))
-        }
-        other => other.to_string(),
-    }
+    kind_of(&err).err(py, err.to_string())
 }
 
 /// An `InvalidArgumentError` about argument `name`, worded as the crate's own argument errors.
@@ -127,10 +115,48 @@ pub(crate) fn argument_error(py: Python<'_>, name: &str, reason: impl Into<Strin
 }
 
 /// [`argument_error`] caused by a Python exception raised while reading the argument (kept as `__cause__`).
+/// A `BaseException` that is not an `Exception` (`KeyboardInterrupt`, `SystemExit`, `GeneratorExit`) is
+/// returned as it is: a Ctrl-C while an argument is converted must stay a Ctrl-C, not become a
+/// `ValueError` that `except ValueError` would swallow.
 pub(crate) fn argument_error_from(py: Python<'_>, name: &str, reason: impl Into<String>, cause: PyErr) -> PyErr {
+    if !is_exception(py, &cause) {
+        return cause;
+    }
     let err = argument_error(py, name, format!("{}: {cause}", reason.into()));
     err.set_cause(py, Some(cause));
     err
+}
+
+/// Whether `err` is an `Exception` (as opposed to `KeyboardInterrupt`, `SystemExit` and the other
+/// `BaseException`s that only stop a program).
+pub(crate) fn is_exception(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyException>(py)
+}
+
+/// `err` replaced by `replacement()` unless it is a `BaseException` that must propagate untouched
+/// (see [`argument_error_from`]): for conversions that discard the Python error for a clearer message.
+pub(crate) fn or_interrupt(py: Python<'_>, err: PyErr, replacement: impl FnOnce() -> PyErr) -> PyErr {
+    if is_exception(py, &err) {
+        replacement()
+    } else {
+        err
+    }
+}
+
+/// Runs an entry point's whole body — argument conversion included, which runs Rust code (rust-numpy,
+/// allocation) that could panic — under `catch_unwind`: a panic becomes `InternalError`, never
+/// pyo3's `PanicException` (a `BaseException` that `except UNet2DError` would not catch).
+pub(crate) fn guarded<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => Err(internal_panic(py, &payload)),
+    }
+}
+
+/// The `InternalError` for a caught panic.
+fn internal_panic(py: Python<'_>, payload: &Box<dyn Any + Send>) -> PyErr {
+    ErrorKind::Internal
+        .err(py, format!("internal error (a bug in candle-unet2d; please report it): {}", panic_message(payload)))
 }
 
 /// Runs `f` — pure Rust work: loading, computing — with the GIL released, so other Python threads run
@@ -144,10 +170,7 @@ where
     match py.detach(move || catch_unwind(AssertUnwindSafe(f))) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(to_py_err(py, err)),
-        Err(payload) => Err(ErrorKind::Internal.err(
-            py,
-            format!("internal error (a bug in candle-unet2d; please report it): {}", panic_message(&payload)),
-        )),
+        Err(payload) => Err(internal_panic(py, &payload)),
     }
 }
 

@@ -9,8 +9,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
 
 use super::args::{device_arg, dtype_arg, path_arg};
-use super::arrays::{is_ndarray, is_torch, numpy_module, to_tensor, Framework, HostArray, Numbers};
-use super::errors::{argument_error, argument_error_from, run_detached, ErrorKind};
+use super::arrays::{is_ndarray, is_torch, is_torch_tensor, numpy_module, to_tensor, Framework, HostArray, Numbers};
+use super::errors::{argument_error, argument_error_from, guarded, or_interrupt, run_detached, ErrorKind};
 use super::rng::type_name;
 use crate::config::{ClassEmbeddingKind, TimeEmbeddingKind};
 use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
@@ -50,20 +50,22 @@ impl PyUNet2DModel {
         dtype: Option<&Bound<'_, PyAny>>,
         torch_dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let path_buf = path_arg(py, path)?;
-        let subfolder = optional_str(subfolder, "subfolder")?;
-        let variant = optional_str(variant, "variant")?;
-        let device = device_arg(py, device)?;
-        let dtype = dtype_arg(py, dtype, torch_dtype)?;
+        guarded(py, || {
+            let path_buf = path_arg(py, path)?;
+            let subfolder = optional_str(subfolder, "subfolder")?;
+            let variant = optional_str(variant, "variant")?;
+            let device = device_arg(py, device)?;
+            let dtype = dtype_arg(py, dtype, torch_dtype)?;
 
-        let (model, report) = run_detached(py, move || {
-            let options =
-                LoadOptions { subfolder, variant, device: parse_device(&device)?, dtype: parse_dtype(&dtype)? };
-            UNet2DModel::from_pretrained_with_report(&path_buf, &options)
-        })?;
+            let (model, report) = run_detached(py, move || {
+                let options =
+                    LoadOptions { subfolder, variant, device: parse_device(&device)?, dtype: parse_dtype(&dtype)? };
+                UNet2DModel::from_pretrained_with_report(&path_buf, &options)
+            })?;
 
-        let config = config_dict(py, &model, path)?;
-        Ok(Self { model: Arc::new(model), report, config })
+            let config = config_dict(py, &model, path)?;
+            Ok(Self { model: Arc::new(model), report, config })
+        })
     }
 
     /// Runs the UNet; see `forward`.
@@ -92,37 +94,40 @@ impl PyUNet2DModel {
         class_labels: Option<&Bound<'py, PyAny>>,
         return_dict: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let framework = Framework::of(sample)?;
-        let sample = to_tensor(sample, "sample", Numbers::Float)?;
-        let timestep = timestep_arg(timestep)?;
-        let class_labels = match class_labels.filter(|c| !c.is_none()) {
-            Some(c) => Some(to_tensor(c, "class_labels", Numbers::Real)?),
-            None => None,
-        };
-        let return_dict = match return_dict.filter(|r| !r.is_none()) {
-            None => true,
-            Some(r) => r.is_truthy().map_err(|e| argument_error_from(py, "return_dict", "must be a bool", e))?,
-        };
-
-        let model = &self.model;
-        let output = run_detached(py, move || {
-            let timestep = match &timestep {
-                TimestepArg::Int(t) => Timestep::Int(*t),
-                TimestepArg::Tensor(t) => Timestep::Tensor(t),
+        guarded(py, || {
+            let framework = Framework::of(sample)?;
+            let sample = to_tensor(sample, "sample", Numbers::Float)?;
+            let timestep = timestep_arg(timestep)?;
+            let class_labels = match class_labels.filter(|c| !c.is_none()) {
+                Some(c) => Some(to_tensor(c, "class_labels", Numbers::Real)?),
+                None => None,
             };
-            let out = model.forward(&sample, timestep, class_labels.as_ref())?;
-            HostArray::from_tensor(&out)
-        })?;
-        let output =
-            output.into_python(py, &framework).map_err(|e| internal_from(py, "cannot build the output array", e))?;
+            let return_dict = match return_dict.filter(|r| !r.is_none()) {
+                None => true,
+                Some(r) => r.is_truthy().map_err(|e| argument_error_from(py, "return_dict", "must be a bool", e))?,
+            };
 
-        if return_dict {
-            static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-            let class = OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "UNet2DOutput")?;
-            class.call1((output,))
-        } else {
-            Ok(PyTuple::new(py, [output])?.into_any())
-        }
+            let model = &self.model;
+            let output = run_detached(py, move || {
+                let timestep = match &timestep {
+                    TimestepArg::Int(t) => Timestep::Int(*t),
+                    TimestepArg::Tensor(t) => Timestep::Tensor(t),
+                };
+                let out = model.forward(&sample, timestep, class_labels.as_ref())?;
+                HostArray::from_tensor(&out)
+            })?;
+            let output = output
+                .into_python(py, &framework)
+                .map_err(|e| internal_from(py, "cannot build the output array", e))?;
+
+            if return_dict {
+                static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+                let class = OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "UNet2DOutput")?;
+                class.call1((output,))
+            } else {
+                Ok(PyTuple::new(py, [output])?.into_any())
+            }
+        })
     }
 
     /// The config (a read-only dict with attribute access), as diffusers' `model.config`.
@@ -227,7 +232,7 @@ fn config_dict(py: Python<'_>, model: &UNet2DModel, path: &Bound<'_, PyAny>) -> 
 /// i.e. an integer, a float truncated toward zero.
 fn timestep_arg(obj: &Bound<'_, PyAny>) -> PyResult<TimestepArg> {
     let py = obj.py();
-    if is_torch(obj) || is_ndarray(obj) {
+    if is_torch_tensor(obj)? || is_ndarray(obj) {
         return Ok(TimestepArg::Tensor(to_tensor(obj, "timestep", Numbers::Real)?));
     }
     let generic = numpy_module(py)?.getattr("generic")?;
@@ -278,14 +283,16 @@ pub(crate) fn dtype_string(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Strin
     let numpy_name = numpy_module(py)?.call_method1("dtype", (obj,)).and_then(|d| d.getattr("name"));
     match numpy_name {
         Ok(n) => Ok(n.extract()?),
-        Err(_) => Err(argument_error(
-            py,
-            name,
-            format!(
-                "must be a dtype name (\"float32\", \"float16\", \"bfloat16\") or a torch dtype, got {}",
-                type_name(obj)
-            ),
-        )),
+        Err(e) => Err(or_interrupt(py, e, || {
+            argument_error(
+                py,
+                name,
+                format!(
+                    "must be a dtype name (\"float32\", \"float16\", \"bfloat16\") or a torch dtype, got {}",
+                    type_name(obj)
+                ),
+            )
+        })),
     }
 }
 

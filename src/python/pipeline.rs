@@ -3,8 +3,9 @@
 //! [`pipeline::sample`], run with the GIL released; per step, the progress callback takes the GIL
 //! briefly to advance the progress bar and to let Ctrl-C interrupt the run.
 //!
-//! The scheduler and generator objects are not locked for the run: their states are copied, advanced
-//! in Rust, and written back when the run succeeds (as diffusers leaves them advanced).
+//! The scheduler object is not locked for the run: its state is copied, advanced in Rust, and written
+//! back when the run succeeds (as diffusers leaves it advanced). The generator is drawn through, locked
+//! for each draw only, as torch's generator is: threads sharing one get different images.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use pyo3::types::{PyDict, PyModule, PyTuple, PyType};
 
 use super::args::{device_arg, dtype_arg, path_arg};
 use super::arrays::{to_tensor, Framework, HostArray, Numbers};
-use super::errors::{argument_error, run_detached};
+use super::errors::{argument_error, guarded, run_detached, to_py_err};
 use super::model::{optional_str, PyUNet2DModel};
 use super::rng::{generator_arg, lock, type_name};
 use super::schedulers::{bool_arg, float_arg, int_arg, scheduler_object, PySchedulerMixin};
@@ -26,6 +27,7 @@ use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
 use crate::error::Error;
 use crate::loading::weights::WeightStore;
 use crate::loading::{resolve_model_dir, weight_files, LoadOptions, LoadReport};
+use crate::memory_budget;
 use crate::pipeline::{self, Progress, SampleOptions, UNet2DPipeline};
 use crate::schedulers::config::read_config_json;
 use crate::schedulers::SchedulerKind;
@@ -63,14 +65,16 @@ impl PyUNet2DPipeline {
     /// A pipeline of a loaded `UNet2DModel` and a scheduler.
     #[new]
     fn new(py: Python<'_>, unet: &Bound<'_, PyAny>, scheduler: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let unet = unet.cast::<PyUNet2DModel>().map_err(|_| {
-            argument_error(py, "unet", format!("must be a candle_unet2d.UNet2DModel, got {}", type_name(unet)))
-        })?;
-        Ok(Self {
-            unet: unet.clone().unbind(),
-            scheduler: Mutex::new(scheduler_arg(scheduler)?.unbind()),
-            progress_config: Mutex::new(PyDict::new(py).unbind()),
-            path: None,
+        guarded(py, || {
+            let unet = unet.cast::<PyUNet2DModel>().map_err(|_| {
+                argument_error(py, "unet", format!("must be a candle_unet2d.UNet2DModel, got {}", type_name(unet)))
+            })?;
+            Ok(Self {
+                unet: unet.clone().unbind(),
+                scheduler: Mutex::new(scheduler_arg(scheduler)?.unbind()),
+                progress_config: Mutex::new(PyDict::new(py).unbind()),
+                path: None,
+            })
         })
     }
 
@@ -86,37 +90,39 @@ impl PyUNet2DPipeline {
         variant: Option<&Bound<'_, PyAny>>,
         torch_dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let path_buf = path_arg(py, path)?;
-        let device = device_arg(py, device)?;
-        let dtype = dtype_arg(py, dtype, torch_dtype)?;
-        let variant = optional_str(variant, "variant")?;
+        guarded(py, || {
+            let path_buf = path_arg(py, path)?;
+            let device = device_arg(py, device)?;
+            let dtype = dtype_arg(py, dtype, torch_dtype)?;
+            let variant = optional_str(variant, "variant")?;
 
-        let (pipe, report, scheduler_source) = run_detached(py, move || {
-            let options = LoadOptions {
-                subfolder: None,
-                variant: variant.clone(),
-                device: parse_device(&device)?,
-                dtype: parse_dtype(&dtype)?,
-            };
-            let pipe = UNet2DPipeline::from_pretrained(&path_buf, &options)?;
-            let model_dir = resolve_model_dir(&pipe.path, None)?;
-            let files = weight_files(&model_dir, variant.as_deref())?;
-            let safetensors = files.iter().all(|f| f.extension().is_some_and(|e| e == "safetensors"));
-            let stored_dtype =
-                if safetensors { WeightStore::open(&files).ok().and_then(|s| s.stored_dtype()) } else { None };
-            let report = LoadReport { model_dir, weight_files: files, stored_dtype };
-            // The raw scheduler config, for the keys diffusers keeps in `.config`.
-            let source = read_config_json(&pipe.path.join("scheduler")).ok();
-            Ok((pipe, report, source))
-        })?;
+            let (pipe, report, scheduler_source) = run_detached(py, move || {
+                let options = LoadOptions {
+                    subfolder: None,
+                    variant: variant.clone(),
+                    device: parse_device(&device)?,
+                    dtype: parse_dtype(&dtype)?,
+                };
+                let pipe = UNet2DPipeline::from_pretrained(&path_buf, &options)?;
+                let model_dir = resolve_model_dir(&pipe.path, None)?;
+                let files = weight_files(&model_dir, variant.as_deref())?;
+                let safetensors = files.iter().all(|f| f.extension().is_some_and(|e| e == "safetensors"));
+                let stored_dtype =
+                    if safetensors { WeightStore::open(&files).ok().and_then(|s| s.stored_dtype()) } else { None };
+                let report = LoadReport { model_dir, weight_files: files, stored_dtype };
+                // The raw scheduler config, for the keys diffusers keeps in `.config`.
+                let source = read_config_json(&pipe.path.join("scheduler")).ok();
+                Ok((pipe, report, source))
+            })?;
 
-        let unet = PyUNet2DModel::from_shared(py, pipe.unet, report, path)?;
-        let scheduler = scheduler_object(py, pipe.scheduler, scheduler_source.as_ref())?;
-        Ok(Self {
-            unet: Py::new(py, unet)?,
-            scheduler: Mutex::new(scheduler.unbind()),
-            progress_config: Mutex::new(PyDict::new(py).unbind()),
-            path: Some(pipe.path),
+            let unet = PyUNet2DModel::from_shared(py, pipe.unet, report, path)?;
+            let scheduler = scheduler_object(py, pipe.scheduler, scheduler_source.as_ref())?;
+            Ok(Self {
+                unet: Py::new(py, unet)?,
+                scheduler: Mutex::new(scheduler.unbind()),
+                progress_config: Mutex::new(PyDict::new(py).unbind()),
+                path: Some(pipe.path),
+            })
         })
     }
 
@@ -199,118 +205,129 @@ impl PyUNet2DPipeline {
         return_dict: Option<&Bound<'py, PyAny>>,
         progress: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let helpers = pipeline_module(py)?;
-        let output_type = output_type_arg(output_type)?;
-        if output_type == OutputType::Pil {
-            // Before sampling: a missing Pillow should not cost a whole run.
-            helpers.call_method0("_check_pillow")?;
-        }
-        let batch = match batch_size.filter(|b| !b.is_none()) {
-            None => None,
-            Some(b) => {
-                let n = int_arg(b, "batch_size")?;
-                if n < 1 {
-                    return Err(argument_error(py, "batch_size", format!("must be ≥ 1, got {n}")));
-                }
-                Some(n as usize)
+        guarded(py, || {
+            let helpers = pipeline_module(py)?;
+            let output_type = output_type_arg(output_type)?;
+            if output_type == OutputType::Pil {
+                // Before sampling: a missing Pillow should not cost a whole run.
+                helpers.call_method0("_check_pillow")?;
             }
-        };
-        let (batch_size, class_labels) = match class_labels_arg(class_labels)? {
-            Labels::None => (batch.unwrap_or(1), None),
-            Labels::One(c) => {
-                let n = batch.unwrap_or(1);
-                (n, Some(vec![c; n]))
-            }
-            // 0: the batch size is the number of labels.
-            Labels::Many(v) => (batch.unwrap_or(0), Some(v)),
-        };
-        let latents = match latents.filter(|l| !l.is_none()) {
-            Some(l) => Some(to_tensor(l, "latents", Numbers::Float)?),
-            None => None,
-        };
-        let eta = float_arg(eta, "eta", 0.0)?;
-        let return_dict = bool_arg(return_dict, "return_dict", true)?;
-        let show_progress = bool_arg(progress, "progress", true)?;
-
-        let scheduler_obj = lock(&self.scheduler).clone_ref(py);
-        let scheduler_ref = scheduler_obj.bind(py).get();
-        let num_inference_steps = match num_inference_steps.filter(|n| !n.is_none()) {
-            Some(n) => {
-                let n = int_arg(n, "num_inference_steps")?;
-                usize::try_from(n)
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or_else(|| argument_error(py, "num_inference_steps", format!("must be ≥ 1, got {n}")))?
-            }
-            None => match scheduler_ref.kind() {
-                SchedulerKind::Ddpm => 1000,
-                SchedulerKind::Ddim => 50,
-                SchedulerKind::DpmSolverMultistep => 20,
-            },
-        };
-        let generator = generator_arg(py, generator)?;
-        let generator_ref = generator.get();
-
-        let config = lock(&self.progress_config).clone_ref(py);
-        let bar = helpers.getattr("_ProgressBar")?.call1((show_progress, config))?.unbind();
-
-        let unet = self.unet.bind(py).get().shared_model().clone();
-        let options = SampleOptions { batch_size, num_inference_steps, class_labels, eta, size: None, latents };
-        let mut scheduler = scheduler_ref.snapshot();
-        let mut state = generator_ref.snapshot();
-        let mut interrupt: Option<PyErr> = None;
-        let result = run_detached(py, || {
-            let run = catch_unwind(AssertUnwindSafe(|| {
-                pipeline::sample(&unet, &mut scheduler, &options, &mut state, |p: Progress| {
-                    let stop = Python::attach(|py| {
-                        // A failing progress bar must not stop sampling, but Ctrl-C (a signal
-                        // handled while the bar's Python code ran) or SystemExit must.
-                        match bar.call_method1(py, "update", (p.step, p.total)) {
-                            Err(e) if !e.is_instance_of::<PyException>(py) => Some(e),
-                            _ => py.check_signals().err(),
-                        }
-                    });
-                    if let Some(err) = stop {
-                        interrupt = Some(err);
-                        resume_unwind(Box::new(Interrupted));
+            let batch = match batch_size.filter(|b| !b.is_none()) {
+                None => None,
+                Some(b) => {
+                    let n = int_arg(b, "batch_size")?;
+                    if n < 1 {
+                        return Err(argument_error(py, "batch_size", format!("must be ≥ 1, got {n}")));
                     }
-                })
-            }));
-            let x = match run {
-                Ok(result) => result?,
-                Err(payload) if payload.is::<Interrupted>() => return Ok(None),
-                Err(payload) => resume_unwind(payload),
+                    Some(n as usize)
+                }
             };
-            let images = pipeline::to_images(&x)?;
-            let host = match output_type {
-                OutputType::Np => HostArray::from_tensor(&images)?,
-                OutputType::Uint8 | OutputType::Pil => HostArray::from_tensor_exact(&pipeline::to_uint8(&images)?)?,
+            let labels = class_labels_arg(class_labels)?;
+            let unet = self.unet.bind(py).get().shared_model().clone();
+            // Refused before anything of the batch's size is allocated (the labels included).
+            let images = match &labels {
+                Labels::Many(v) => batch.unwrap_or(v.len()),
+                _ => batch.unwrap_or(1),
             };
-            Ok(Some(host))
-        });
-        let _ = bar.call_method0(py, "close");
-        let host = match result? {
-            Some(host) => host,
-            None => {
-                return Err(
-                    interrupt.unwrap_or_else(|| pyo3::exceptions::PyKeyboardInterrupt::new_err("sampling interrupted"))
-                )
+            if let Some((h, w)) = unet.config().sample_size.map(|s| s.height_width()) {
+                pipeline::check_memory(&unet, images, h, w).map_err(|e| to_py_err(py, e))?;
             }
-        };
-        scheduler_ref.restore(scheduler);
-        generator_ref.restore(state);
+            let (batch_size, class_labels) = match labels {
+                Labels::None => (images, None),
+                Labels::One(c) => {
+                    let labels =
+                        memory_budget::filled_vec(c, images, "the class labels").map_err(|e| to_py_err(py, e))?;
+                    (images, Some(labels))
+                }
+                // 0: the batch size is the number of labels.
+                Labels::Many(v) => (batch.unwrap_or(0), Some(v)),
+            };
+            let latents = match latents.filter(|l| !l.is_none()) {
+                Some(l) => Some(to_tensor(l, "latents", Numbers::Float)?),
+                None => None,
+            };
+            let eta = float_arg(eta, "eta", 0.0)?;
+            let return_dict = bool_arg(return_dict, "return_dict", true)?;
+            let show_progress = bool_arg(progress, "progress", true)?;
 
-        let array = host.into_python(py, &Framework::Numpy)?;
-        let images = match output_type {
-            OutputType::Pil => helpers.call_method1("_numpy_to_pil", (array,))?,
-            _ => array,
-        };
-        if return_dict {
-            static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-            OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "ImagePipelineOutput")?.call1((images,))
-        } else {
-            Ok(PyTuple::new(py, [images])?.into_any())
-        }
+            let scheduler_obj = lock(&self.scheduler).clone_ref(py);
+            let scheduler_ref = scheduler_obj.bind(py).get();
+            let num_inference_steps = match num_inference_steps.filter(|n| !n.is_none()) {
+                Some(n) => {
+                    let n = int_arg(n, "num_inference_steps")?;
+                    usize::try_from(n)
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| argument_error(py, "num_inference_steps", format!("must be ≥ 1, got {n}")))?
+                }
+                None => match scheduler_ref.kind() {
+                    SchedulerKind::Ddpm => 1000,
+                    SchedulerKind::Ddim => 50,
+                    SchedulerKind::DpmSolverMultistep => 20,
+                },
+            };
+            let generator = generator_arg(py, generator)?;
+            let generator_ref = generator.get();
+
+            let config = lock(&self.progress_config).clone_ref(py);
+            let bar = helpers.getattr("_ProgressBar")?.call1((show_progress, config))?.unbind();
+
+            let options = SampleOptions { batch_size, num_inference_steps, class_labels, eta, size: None, latents };
+            let mut scheduler = scheduler_ref.snapshot();
+            let mut interrupt: Option<PyErr> = None;
+            let result = run_detached(py, || {
+                let run = catch_unwind(AssertUnwindSafe(|| {
+                    // Draws go through the shared generator (locked per draw), so threads sharing it get
+                    // different noise and leave it where as many sequential runs would.
+                    pipeline::sample_shared(&unet, &mut scheduler, &options, generator_ref.mutex(), |p: Progress| {
+                        let stop = Python::attach(|py| {
+                            // A failing progress bar must not stop sampling, but Ctrl-C (a signal
+                            // handled while the bar's Python code ran) or SystemExit must.
+                            match bar.call_method1(py, "update", (p.step, p.total)) {
+                                Err(e) if !e.is_instance_of::<PyException>(py) => Some(e),
+                                _ => py.check_signals().err(),
+                            }
+                        });
+                        if let Some(err) = stop {
+                            interrupt = Some(err);
+                            resume_unwind(Box::new(Interrupted));
+                        }
+                    })
+                }));
+                let x = match run {
+                    Ok(result) => result?,
+                    Err(payload) if payload.is::<Interrupted>() => return Ok(None),
+                    Err(payload) => resume_unwind(payload),
+                };
+                let images = pipeline::to_images(&x)?;
+                let host = match output_type {
+                    OutputType::Np => HostArray::from_tensor(&images)?,
+                    OutputType::Uint8 | OutputType::Pil => HostArray::from_tensor_exact(&pipeline::to_uint8(&images)?)?,
+                };
+                Ok(Some(host))
+            });
+            let _ = bar.call_method0(py, "close");
+            let host = match result? {
+                Some(host) => host,
+                None => {
+                    return Err(interrupt
+                        .unwrap_or_else(|| pyo3::exceptions::PyKeyboardInterrupt::new_err("sampling interrupted")))
+                }
+            };
+            scheduler_ref.restore(scheduler);
+
+            let array = host.into_python(py, &Framework::Numpy)?;
+            let images = match output_type {
+                OutputType::Pil => helpers.call_method1("_numpy_to_pil", (array,))?,
+                _ => array,
+            };
+            if return_dict {
+                static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+                OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "ImagePipelineOutput")?.call1((images,))
+            } else {
+                Ok(PyTuple::new(py, [images])?.into_any())
+            }
+        })
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

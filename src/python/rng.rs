@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyInt, PyString, PyTuple};
 
-use super::arrays::{is_ndarray, is_torch, numpy_module, owned_f32_array};
-use super::errors::{argument_error, run_detached};
+use super::arrays::{is_ndarray, is_torch, is_torch_tensor, numpy_module, owned_f32_array};
+use super::errors::{argument_error, guarded, run_detached};
 use crate::error::Error;
 use crate::rng::Generator;
 
@@ -43,9 +43,9 @@ impl PyGenerator {
         self.lock().clone()
     }
 
-    /// Replaces the state (with one advanced from a [`PyGenerator::snapshot`]).
-    pub(crate) fn restore(&self, generator: Generator) {
-        *self.lock() = generator;
+    /// The mutex itself, for Rust code that locks it per draw (the pipeline).
+    pub(crate) fn mutex(&self) -> &Mutex<Generator> {
+        &self.inner
     }
 }
 
@@ -155,16 +155,20 @@ pub(crate) fn randn<'py>(
     size: &Bound<'py, PyTuple>,
     generator: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let shape = shape_arg(size)?;
-    let generator = generator_arg(py, generator)?;
-    let g = generator.get();
-    let dims = shape.clone();
-    let data = run_detached(py, move || {
-        g.lock().try_randn(&dims).ok_or_else(|| {
-            Error::argument("size", format!("{dims:?} is too large (element count overflows or out of memory)"))
-        })
-    })?;
-    owned_f32_array(py, &shape, data)
+    guarded(py, || {
+        let shape = shape_arg(size)?;
+        let generator = generator_arg(py, generator)?;
+        let g = generator.get();
+        let dims = shape.clone();
+        let data = run_detached(py, move || {
+            let bytes = dims.iter().fold(4u128, |n, &d| n.saturating_mul(d as u128));
+            crate::memory_budget::check(|| format!("randn of shape {dims:?}"), bytes)?;
+            g.lock().try_randn(&dims).ok_or_else(|| {
+                Error::argument("size", format!("{dims:?} is too large (element count overflows or out of memory)"))
+            })
+        })?;
+        owned_f32_array(py, &shape, data)
+    })
 }
 
 /// The shape of `randn(*size)`: `randn(2, 3)`, `randn((2, 3))`, `randn([2, 3])`, `randn(())`.
@@ -225,7 +229,7 @@ fn is_integer_scalar(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     if obj.is_instance(&np.getattr("integer")?)? {
         return Ok(true);
     }
-    if is_ndarray(obj) || is_torch(obj) {
+    if is_ndarray(obj) || is_torch_tensor(obj)? {
         let ndim: usize = obj.getattr("ndim")?.extract()?;
         if ndim != 0 {
             return Ok(false);

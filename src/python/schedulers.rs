@@ -19,8 +19,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use serde_json::{Map, Number, Value};
 
-use super::arrays::{is_ndarray, is_torch, numpy_module, to_tensor, HostArray, Like, Numbers};
-use super::errors::{argument_error, argument_error_from, run_detached, ErrorKind};
+use super::arrays::{is_ndarray, is_torch_tensor, numpy_module, to_tensor, HostArray, Like, Numbers};
+use super::errors::{argument_error, argument_error_from, guarded, run_detached, ErrorKind};
 use super::rng::{default_generator, explicit_generator, lock, type_name, PyGenerator};
 use crate::error::Error;
 use crate::loading::hub;
@@ -67,8 +67,10 @@ macro_rules! scheduler_class {
             #[new]
             #[pyo3(signature = (**kwargs))]
             fn new(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyClassInitializer<Self>> {
-                let base = PySchedulerMixin::from_kwargs(py, $kind, kwargs)?;
-                Ok(PyClassInitializer::from(base).add_subclass($class))
+                guarded(py, || {
+                    let base = PySchedulerMixin::from_kwargs(py, $kind, kwargs)?;
+                    Ok(PyClassInitializer::from(base).add_subclass($class))
+                })
             }
         }
     };
@@ -160,33 +162,35 @@ impl PySchedulerMixin {
         subfolder: Option<&Bound<'py, PyAny>>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PySchedulerMixin>> {
-        let py = cls.py();
-        let path_buf: PathBuf = path.extract().map_err(|e| {
-            argument_error_from(py, "path", format!("must be a str or os.PathLike, got {}", type_name(path)), e)
-        })?;
-        let subfolder: Option<String> = match subfolder.filter(|s| !s.is_none()) {
-            None => None,
-            Some(s) => Some(s.extract().map_err(|_| {
-                argument_error(py, "subfolder", format!("must be a str or None, got {}", type_name(s)))
-            })?),
-        };
-        let source = run_detached(py, move || {
-            let mut dir = path_buf;
-            if !dir.exists() {
-                if let Some(id) = dir.to_str().filter(|s| hub::looks_like_repo_id(s) && !s.starts_with('.')) {
-                    dir = hub::resolve(id)?;
+        guarded(cls.py(), || {
+            let py = cls.py();
+            let path_buf: PathBuf = path.extract().map_err(|e| {
+                argument_error_from(py, "path", format!("must be a str or os.PathLike, got {}", type_name(path)), e)
+            })?;
+            let subfolder: Option<String> = match subfolder.filter(|s| !s.is_none()) {
+                None => None,
+                Some(s) => Some(s.extract().map_err(|_| {
+                    argument_error(py, "subfolder", format!("must be a str or None, got {}", type_name(s)))
+                })?),
+            };
+            let source = run_detached(py, move || {
+                let mut dir = path_buf;
+                if !dir.exists() {
+                    if let Some(id) = dir.to_str().filter(|s| hub::looks_like_repo_id(s) && !s.starts_with('.')) {
+                        dir = hub::resolve(id)?;
+                    }
                 }
-            }
-            if let Some(sub) = subfolder.filter(|s| !s.is_empty()) {
-                let nested = dir.join(&sub);
-                if !nested.is_dir() {
-                    return Err(Error::NotFound { what: format!("subfolder {sub:?} in {}", dir.display()) });
+                if let Some(sub) = subfolder.filter(|s| !s.is_empty()) {
+                    let nested = dir.join(&sub);
+                    if !nested.is_dir() {
+                        return Err(Error::NotFound { what: format!("subfolder {sub:?} in {}", dir.display()) });
+                    }
+                    dir = nested;
                 }
-                dir = nested;
-            }
-            read_config_json(&dir)
-        })?;
-        build(cls, source, kwargs)
+                read_config_json(&dir)
+            })?;
+            build(cls, source, kwargs)
+        })
     }
 
     /// Builds the scheduler from a config (a dict, another scheduler's `.config`, or a scheduler);
@@ -199,34 +203,36 @@ impl PySchedulerMixin {
         config: Option<&Bound<'py, PyAny>>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PySchedulerMixin>> {
-        let py = cls.py();
-        let Some(config) = config.filter(|c| !c.is_none()) else {
-            return Err(argument_error(
-                py,
-                "config",
-                "missing: pass a config dict, e.g. another scheduler's `.config`",
-            ));
-        };
-        let mapping = if config.is_instance_of::<PyString>() || is_path(config)? {
-            return Err(argument_error(
-                py,
-                "config",
-                format!("must be a config dict; to load a folder use {}.from_pretrained(path)", cls.name()?),
-            ));
-        } else if config.cast::<PySchedulerMixin>().is_ok() {
-            config.getattr("config")?
-        } else {
-            config.clone()
-        };
-        let source = py_to_json(&mapping, "")?;
-        if !source.is_object() {
-            return Err(argument_error(
-                py,
-                "config",
-                format!("must be a dict (a mapping of config keys), got {}", type_name(config)),
-            ));
-        }
-        build(cls, source, kwargs)
+        guarded(cls.py(), || {
+            let py = cls.py();
+            let Some(config) = config.filter(|c| !c.is_none()) else {
+                return Err(argument_error(
+                    py,
+                    "config",
+                    "missing: pass a config dict, e.g. another scheduler's `.config`",
+                ));
+            };
+            let mapping = if config.is_instance_of::<PyString>() || is_path(config)? {
+                return Err(argument_error(
+                    py,
+                    "config",
+                    format!("must be a config dict; to load a folder use {}.from_pretrained(path)", cls.name()?),
+                ));
+            } else if config.cast::<PySchedulerMixin>().is_ok() {
+                config.getattr("config")?
+            } else {
+                config.clone()
+            };
+            let source = py_to_json(&mapping, "")?;
+            if !source.is_object() {
+                return Err(argument_error(
+                    py,
+                    "config",
+                    format!("must be a dict (a mapping of config keys), got {}", type_name(config)),
+                ));
+            }
+            build(cls, source, kwargs)
+        })
     }
 
     /// The config (a read-only dict with attribute access), as diffusers' `scheduler.config`.
@@ -246,41 +252,43 @@ impl PySchedulerMixin {
         device: Option<&Bound<'_, PyAny>>,
         timesteps: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let _ = device;
-        let steps = match num_inference_steps.filter(|n| !n.is_none()) {
-            None => None,
-            Some(n) => Some(int_arg(n, "num_inference_steps")?),
-        };
-        let custom = match timesteps.filter(|t| !t.is_none()) {
-            None => None,
-            Some(t) => Some(timesteps_arg(t)?),
-        };
-        let inner = &self.inner;
-        let class_name = self.kind.class_name();
-        run_detached(py, move || {
-            let mut scheduler = lock(inner);
-            match (steps, custom) {
-                (Some(_), Some(_)) => {
-                    Err(Error::argument("timesteps", "give num_inference_steps or timesteps, not both"))
-                }
-                (None, None) => Err(Error::argument(
-                    "num_inference_steps",
-                    "missing: give the number of steps (or custom `timesteps`)",
-                )),
-                (Some(n), None) => {
-                    let n = usize::try_from(n)
-                        .map_err(|_| Error::argument("num_inference_steps", format!("must be ≥ 1, got {n}")))?;
-                    scheduler.set_timesteps(n)
-                }
-                (None, Some(ts)) => match &mut *scheduler {
-                    Scheduler::Ddpm(s) => s.set_custom_timesteps(&ts),
-                    Scheduler::DpmSolverMultistep(s) => s.set_custom_timesteps(&ts),
-                    Scheduler::Ddim(_) => Err(Error::argument(
-                        "timesteps",
-                        format!("{class_name} has no custom timesteps (as in diffusers); give num_inference_steps"),
+        guarded(py, || {
+            let _ = device;
+            let steps = match num_inference_steps.filter(|n| !n.is_none()) {
+                None => None,
+                Some(n) => Some(int_arg(n, "num_inference_steps")?),
+            };
+            let custom = match timesteps.filter(|t| !t.is_none()) {
+                None => None,
+                Some(t) => Some(timesteps_arg(t)?),
+            };
+            let inner = &self.inner;
+            let class_name = self.kind.class_name();
+            run_detached(py, move || {
+                let mut scheduler = lock(inner);
+                match (steps, custom) {
+                    (Some(_), Some(_)) => {
+                        Err(Error::argument("timesteps", "give num_inference_steps or timesteps, not both"))
+                    }
+                    (None, None) => Err(Error::argument(
+                        "num_inference_steps",
+                        "missing: give the number of steps (or custom `timesteps`)",
                     )),
-                },
-            }
+                    (Some(n), None) => {
+                        let n = usize::try_from(n)
+                            .map_err(|_| Error::argument("num_inference_steps", format!("must be ≥ 1, got {n}")))?;
+                        scheduler.set_timesteps(n)
+                    }
+                    (None, Some(ts)) => match &mut *scheduler {
+                        Scheduler::Ddpm(s) => s.set_custom_timesteps(&ts),
+                        Scheduler::DpmSolverMultistep(s) => s.set_custom_timesteps(&ts),
+                        Scheduler::Ddim(_) => Err(Error::argument(
+                            "timesteps",
+                            format!("{class_name} has no custom timesteps (as in diffusers); give num_inference_steps"),
+                        )),
+                    },
+                }
+            })
         })
     }
 
@@ -367,69 +375,72 @@ impl PySchedulerMixin {
         return_dict: Option<&Bound<'py, PyAny>>,
         use_clipped_model_output: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let like = Like::of(sample)?;
-        let model_output = to_tensor(model_output, "model_output", Numbers::Float)?;
-        let sample = to_tensor(sample, "sample", Numbers::Float)?;
-        let timestep = timestep_value(timestep)?;
-        let eta = float_arg(eta, "eta", 0.0)?;
-        let noise = match variance_noise.filter(|v| !v.is_none()) {
-            Some(v) => Some(to_tensor(v, "variance_noise", Numbers::Float)?),
-            None => None,
-        };
-        // Without a generator, stochastic steps draw from the default generator (as diffusers' steps
-        // draw from torch's global one); deterministic steps never advance it.
-        let generator: Option<Bound<'py, PyGenerator>> = match generator.filter(|g| !g.is_none()) {
-            Some(g) => Some(explicit_generator(g)?),
-            None if noise.is_none() => Some(default_generator(py)?.bind(py).clone()),
-            None => None,
-        };
-        let return_dict = bool_arg(return_dict, "return_dict", true)?;
-        let clipped = bool_arg(use_clipped_model_output, "use_clipped_model_output", false)?;
-
-        let generator_ref: Option<&PyGenerator> = generator.as_ref().map(|g| g.get());
-        let inner = &self.inner;
-        let class_name = self.kind.class_name();
-        let (prev, pred) = run_detached(py, move || {
-            let mut scheduler = lock(inner);
-            let mut generator = generator_ref.map(|g| g.lock());
-            let opts = StepOptions { eta, generator: generator.as_deref_mut(), variance_noise: noise.as_ref() };
-            let out = match (&mut *scheduler, clipped) {
-                (Scheduler::Ddim(s), true) => {
-                    s.step_with_clipped_model_output(&model_output, timestep, &sample, opts, true)?
-                }
-                (_, true) => {
-                    return Err(Error::argument(
-                        "use_clipped_model_output",
-                        format!("only DDIMScheduler has this option, not {class_name}"),
-                    ))
-                }
-                (s, false) => s.step(&model_output, timestep, &sample, opts)?,
-            };
-            let prev = HostArray::from_tensor_exact(&out.prev_sample)?;
-            let pred = match &out.pred_original_sample {
-                Some(p) => Some(HostArray::from_tensor_exact(p)?),
+        guarded(py, || {
+            let like = Like::of(sample)?;
+            let model_output = to_tensor(model_output, "model_output", Numbers::Float)?;
+            let sample = to_tensor(sample, "sample", Numbers::Float)?;
+            let timestep = timestep_value(timestep)?;
+            let eta = float_arg(eta, "eta", 0.0)?;
+            let noise = match variance_noise.filter(|v| !v.is_none()) {
+                Some(v) => Some(to_tensor(v, "variance_noise", Numbers::Float)?),
                 None => None,
             };
-            Ok((prev, pred))
-        })?;
-        let prev = like.convert(py, prev)?;
-        let pred = match pred {
-            Some(p) => like.convert(py, p)?,
-            None => py.None().into_bound(py),
-        };
-        if return_dict {
-            static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-            OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "SchedulerOutput")?.call1((prev, pred))
-        } else {
-            // As diffusers: DDPM and DDIM return (prev_sample, pred_original_sample), DPM-Solver
-            // (prev_sample,).
-            let items: Vec<Bound<'py, PyAny>> = if pred.is_none() || self.kind == SchedulerKind::DpmSolverMultistep {
-                vec![prev]
-            } else {
-                vec![prev, pred]
+            // Without a generator, stochastic steps draw from the default generator (as diffusers' steps
+            // draw from torch's global one); deterministic steps never advance it.
+            let generator: Option<Bound<'py, PyGenerator>> = match generator.filter(|g| !g.is_none()) {
+                Some(g) => Some(explicit_generator(g)?),
+                None if noise.is_none() => Some(default_generator(py)?.bind(py).clone()),
+                None => None,
             };
-            Ok(PyTuple::new(py, items)?.into_any())
-        }
+            let return_dict = bool_arg(return_dict, "return_dict", true)?;
+            let clipped = bool_arg(use_clipped_model_output, "use_clipped_model_output", false)?;
+
+            let generator_ref: Option<&PyGenerator> = generator.as_ref().map(|g| g.get());
+            let inner = &self.inner;
+            let class_name = self.kind.class_name();
+            let (prev, pred) = run_detached(py, move || {
+                let mut scheduler = lock(inner);
+                let mut generator = generator_ref.map(|g| g.lock());
+                let opts = StepOptions { eta, generator: generator.as_deref_mut(), variance_noise: noise.as_ref() };
+                let out = match (&mut *scheduler, clipped) {
+                    (Scheduler::Ddim(s), true) => {
+                        s.step_with_clipped_model_output(&model_output, timestep, &sample, opts, true)?
+                    }
+                    (_, true) => {
+                        return Err(Error::argument(
+                            "use_clipped_model_output",
+                            format!("only DDIMScheduler has this option, not {class_name}"),
+                        ))
+                    }
+                    (s, false) => s.step(&model_output, timestep, &sample, opts)?,
+                };
+                let prev = HostArray::from_tensor_exact(&out.prev_sample)?;
+                let pred = match &out.pred_original_sample {
+                    Some(p) => Some(HostArray::from_tensor_exact(p)?),
+                    None => None,
+                };
+                Ok((prev, pred))
+            })?;
+            let prev = like.convert(py, prev)?;
+            let pred = match pred {
+                Some(p) => like.convert(py, p)?,
+                None => py.None().into_bound(py),
+            };
+            if return_dict {
+                static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+                OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "SchedulerOutput")?.call1((prev, pred))
+            } else {
+                // As diffusers: DDPM and DDIM return (prev_sample, pred_original_sample), DPM-Solver
+                // (prev_sample,).
+                let items: Vec<Bound<'py, PyAny>> = if pred.is_none() || self.kind == SchedulerKind::DpmSolverMultistep
+                {
+                    vec![prev]
+                } else {
+                    vec![prev, pred]
+                };
+                Ok(PyTuple::new(py, items)?.into_any())
+            }
+        })
     }
 
     fn __copy__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySchedulerMixin>> {
@@ -581,6 +592,16 @@ fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>
 /// numpy scalars, bools, ints, floats (non-finite ones as the strings the crate reads), strings, None.
 /// `at` names the key for errors.
 fn py_to_json(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Value> {
+    py_to_json_within(obj, at, 0)
+}
+
+/// Deepest nesting of lists and dicts a config value may have: a real config nests two deep (a list
+/// of `[height, width]`); the bound keeps a self-referential list or a value nested 10,000 deep from
+/// recursing until the stack overflows.
+const MAX_CONFIG_DEPTH: usize = 32;
+
+/// [`py_to_json`] of a value `depth` containers deep.
+fn py_to_json_within(obj: &Bound<'_, PyAny>, at: &str, depth: usize) -> PyResult<Value> {
     let py = obj.py();
     let bad = |what: String| argument_error(py, "config", if at.is_empty() { what } else { format!("`{at}`: {what}") });
     if obj.is_none() {
@@ -610,17 +631,23 @@ fn py_to_json(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Value> {
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(s.extract::<String>()?));
     }
-    if obj.is_instance(&numpy_module(py)?.getattr("generic")?)? {
-        return py_to_json(&obj.call_method0("item")?, at);
+    if depth > MAX_CONFIG_DEPTH {
+        return Err(bad(format!(
+            "nests lists or dicts more than {MAX_CONFIG_DEPTH} deep (a list that contains itself?)"
+        )));
     }
-    if is_ndarray(obj) || is_torch(obj) {
+    if obj.is_instance(&numpy_module(py)?.getattr("generic")?)? {
+        return py_to_json_within(&obj.call_method0("item")?, at, depth + 1);
+    }
+    if is_ndarray(obj) || is_torch_tensor(obj)? {
         let list = obj
             .call_method0("tolist")
             .map_err(|e| argument_error_from(py, "config", format!("`{at}`: cannot be read"), e))?;
-        return py_to_json(&list, at);
+        return py_to_json_within(&list, at, depth + 1);
     }
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        let items: Vec<Value> = obj.try_iter()?.map(|item| py_to_json(&item?, at)).collect::<PyResult<_>>()?;
+        let items: Vec<Value> =
+            obj.try_iter()?.map(|item| py_to_json_within(&item?, at, depth + 1)).collect::<PyResult<_>>()?;
         return Ok(Value::Array(items));
     }
     if obj.hasattr("items")? && obj.hasattr("keys")? {
@@ -628,7 +655,7 @@ fn py_to_json(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Value> {
         for item in obj.call_method0("items")?.try_iter()? {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
             let key: String = k.extract().map_err(|_| bad(format!("keys must be str, got {}", type_name(&k))))?;
-            let value = py_to_json(&v, &key)?;
+            let value = py_to_json_within(&v, &key, depth + 1)?;
             map.insert(key, value);
         }
         return Ok(Value::Object(map));
@@ -645,7 +672,7 @@ fn is_path(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// integral float is accepted too.
 fn timestep_value(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     let py = obj.py();
-    let scalar = if is_torch(obj) || is_ndarray(obj) {
+    let scalar = if is_torch_tensor(obj)? || is_ndarray(obj) {
         let shape: Vec<usize> = obj.getattr("shape")?.extract()?;
         if shape.iter().product::<usize>() != 1 {
             return Err(argument_error(

@@ -188,9 +188,14 @@ pub fn step_noise(
     }
 }
 
-/// The one place a scheduler draws random numbers.
+/// The one place a scheduler draws random numbers. The draw is the only allocation `randn_tensor`
+/// can fail (fallibly, with `try_reserve`): that is a request too large for memory, not a bug.
 fn draw_randn(generator: &mut Generator, shape: &[usize], device: &Device) -> Result<Tensor> {
-    Ok(generator.randn_tensor(shape, device)?)
+    let bytes = shape.iter().fold(4u128, |n, &d| n.saturating_mul(d as u128));
+    crate::memory_budget::check(|| format!("the step's noise of shape {shape:?}"), bytes)?;
+    generator
+        .randn_tensor(shape, device)
+        .map_err(|_| crate::memory_budget::too_large_now(&format!("the step's noise of shape {shape:?}"), bytes))
 }
 
 /// `Σ cᵢ·tᵢ` with f64 coefficients (every tensor has the same shape and dtype).

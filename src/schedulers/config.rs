@@ -743,12 +743,13 @@ pub fn find_config_file(dir: &Path) -> Result<PathBuf> {
     if !dir.exists() {
         return Err(Error::NotFound { what: format!("scheduler folder {}", dir.display()) });
     }
+    // Anything at these names counts as found: reading it then says what it is if it is not a file.
     let direct = dir.join("scheduler_config.json");
-    if direct.is_file() {
+    if crate::files::exists(&direct) {
         return Ok(direct);
     }
     let nested = dir.join("scheduler").join("scheduler_config.json");
-    if nested.is_file() {
+    if crate::files::exists(&nested) {
         return Ok(nested);
     }
     Err(Error::NotFound {
@@ -764,7 +765,7 @@ pub fn find_config_file(dir: &Path) -> Result<PathBuf> {
 /// Reads the scheduler config of `dir` (see [`find_config_file`]) as a JSON object.
 pub fn read_config_json(dir: &Path) -> Result<Value> {
     let path = find_config_file(dir)?;
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::files::read_json_text(&path)?;
     let value = parse_json_text(&text, &path)?;
     if !value.is_object() {
         return Err(Error::ConfigParse { path, reason: format!("expected a JSON object, got {}", json_kind(&value)) });

@@ -36,6 +36,7 @@ from candle_unet2d import (
     InvalidArgumentError,
     ModelNotFoundError,
     ReadError,
+    TooLargeError,
     UNet2DError,
     UNet2DModel,
     UnsupportedError,
@@ -549,7 +550,7 @@ INPUT_CASES = [
         lambda m: m["table"](x(1, 3, 16, 16), 1, np.array([2**64 - 1], np.uint64)),
         IA,
         VE,
-        "is not an integer in [0, 10)",
+        "holds uint64 values above 9223372036854775807",
     ),
     InputCase(
         "class_labels_float",
@@ -776,3 +777,393 @@ def test_memo_bomb_pickle_does_not_exhaust_memory(tmp_path: Path) -> None:
     proc = _load_in_child(tmp_path, pickled)
     assert proc.returncode == 0, f"the interpreter died ({proc.returncode}): {proc.stderr[-500:]}"
     assert proc.stdout.startswith("WeightsError"), proc.stdout
+
+
+# --- round two (issue 12): sizes, panics, recursion, files, wording, shared generators ------------------
+
+
+def _run_child(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs ``code`` in a child Python under a 4 GiB address-space limit (so an allocation the checks
+    let through would abort it); ``code`` prints what it found."""
+    script = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n" + textwrap.dedent(code)
+    child_env = {k: v for k, v in os.environ.items() if k != "CANDLE_UNET2D_MEMORY_LIMIT"}
+    child_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False, env=child_env
+    )
+
+
+# Each call must raise TooLargeError (a MemoryError) in the child, before allocating.
+TOO_LARGE_CASES = {
+    "forward_batch_100000": "m(np.zeros((100000, 3, 16, 16), np.float32), 1)",
+    "forward_attention_in_memory": "m(np.zeros((1, 3, 256, 256), np.float32), 1)",
+    "pipeline_batch_100000": "pipe(batch_size=100000, num_inference_steps=1, output_type='np', progress=False)",
+    "pipeline_batch_2_40": "pipe(batch_size=2**40, num_inference_steps=1, output_type='np', progress=False)",
+    "pipeline_batch_2_62": "pipe(batch_size=2**62, num_inference_steps=1, output_type='np', progress=False)",
+    "pipeline_one_label_for_2_40_images": (
+        "labelled(batch_size=2**40, class_labels=3, num_inference_steps=1, output_type='np', progress=False)"
+    ),
+    "randn_2_20_squared": "candle_unet2d.randn(2**20, 2**20)",
+}
+
+
+@pytest.mark.parametrize("call", TOO_LARGE_CASES.values(), ids=TOO_LARGE_CASES.keys())
+def test_requests_too_large_for_memory_are_refused(call: str) -> None:
+    """Issue 12, class 1 (and class 2's ``capacity overflow``): valid requests too large for memory
+    aborted the interpreter or raised ``PanicException``. They are refused before allocating."""
+    proc = _run_child(
+        f"""
+        import numpy as np
+        import candle_unet2d
+        from candle_unet2d import DDPMScheduler, UNet2DModel, UNet2DPipeline
+        m = UNet2DModel.from_pretrained({str(BASE)!r})
+        pipe = UNet2DPipeline(m, DDPMScheduler())
+        labelled = UNet2DPipeline(
+            UNet2DModel.from_pretrained({str(UNET2D_FIXTURES / "consistency_like")!r}), DDPMScheduler()
+        )
+        try:
+            {call}
+            print("no error")
+        except BaseException as e:
+            print(type(e).__name__, isinstance(e, MemoryError), e)
+        """
+    )
+    assert proc.returncode == 0, f"the interpreter died ({proc.returncode}): {proc.stderr[-800:]}"
+    assert proc.stdout.startswith(f"{TooLargeError.__name__} True too large:"), proc.stdout
+    assert "more than the limit of" in proc.stdout, proc.stdout
+
+
+def test_the_memory_limit_is_a_setting_the_error_names() -> None:
+    proc = _run_child(
+        f"""
+        import numpy as np
+        from candle_unet2d import UNet2DModel, TooLargeError
+        m = UNet2DModel.from_pretrained({str(BASE)!r})
+        try:
+            m(np.zeros((1, 3, 16, 16), np.float32), 1)
+        except TooLargeError as e:
+            print(e)
+        """,
+        env={"CANDLE_UNET2D_MEMORY_LIMIT": "64K"},
+    )
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert "CANDLE_UNET2D_MEMORY_LIMIT=64K" in proc.stdout, proc.stdout
+
+
+def _dims(n: int) -> np.ndarray:
+    return np.zeros((1,) * n, np.float32)
+
+
+class _TorchSizeLike(tuple):  # type: ignore[type-arg]
+    """What ``torch.Size`` is to the bindings: a tuple whose type lives in a ``torch`` module."""
+
+    __module__ = "torch"
+
+
+def _self_referential() -> list[Any]:
+    betas: list[Any] = [0.1]
+    betas.append(betas)
+    return betas
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0.1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _self_referential_dict() -> dict[str, Any]:
+    config: dict[str, Any] = {"num_train_timesteps": 10}
+    config["trained_betas"] = config
+    return config
+
+
+ROUND_TWO_CASES = [
+    # Class 2: rust-numpy panicked ("32 or fewer dimensions") on arrays numpy 2 allows.
+    InputCase("sample_40_dims", lambda m: m["plain"](_dims(40), 1), IA, VE, "has 40 dimensions; at most 32"),
+    InputCase("sample_33_dims", lambda m: m["plain"](_dims(33), 1), IA, VE, "has 33 dimensions"),
+    InputCase("timestep_64_dims", lambda m: m["plain"](x(1, 3, 16, 16), _dims(64)), IA, VE, "has 64 dimensions"),
+    InputCase("class_labels_40_dims", lambda m: m["table"](x(1, 3, 16, 16), 1, _dims(40)), IA, VE, "has 40 dimensions"),
+    InputCase(
+        "scheduler_sample_40_dims",
+        lambda m: candle_unet2d.DDIMScheduler().step(_dims(40), 1, _dims(40)),
+        IA,
+        VE,
+        "has 40 dimensions",
+    ),
+    InputCase(
+        "pipeline_latents_40_dims",
+        lambda m: candle_unet2d.UNet2DPipeline(m["plain"], candle_unet2d.DDIMScheduler())(
+            latents=_dims(40), num_inference_steps=1, output_type="np", progress=False
+        ),
+        IA,
+        VE,
+        "has 40 dimensions",
+    ),
+    # Class 3: unbounded recursion through a config's values.
+    InputCase(
+        "scheduler_self_referential_list",
+        lambda m: candle_unet2d.DDPMScheduler(trained_betas=_self_referential()),
+        IA,
+        VE,
+        "nests lists or dicts more than 32 deep",
+    ),
+    InputCase(
+        "scheduler_nested_10000",
+        lambda m: candle_unet2d.DDPMScheduler(trained_betas=_nested(10_000)),
+        IA,
+        VE,
+        "more than 32 deep",
+    ),
+    InputCase(
+        "from_config_nested_10000",
+        lambda m: candle_unet2d.DDIMScheduler.from_config({"trained_betas": _nested(10_000)}),
+        IA,
+        VE,
+        "more than 32 deep",
+    ),
+    InputCase(
+        "from_config_self_referential_dict",
+        lambda m: candle_unet2d.DDIMScheduler.from_config(_self_referential_dict()),
+        IA,
+        VE,
+        "more than 32 deep",
+    ),
+    # Class 6: the right kind of error, in words that name the problem.
+    InputCase(
+        "sample_torch_size", lambda m: m["plain"](_TorchSizeLike((1, 3, 16, 16)), 1), IA, VE, "floating-point array"
+    ),
+    InputCase("timestep_torch_size", lambda m: m["plain"](x(1, 3, 16, 16), _TorchSizeLike((1,))), IA, VE, "timestep"),
+    InputCase(
+        "timestep_uint64_max",
+        lambda m: m["plain"](x(1, 3, 16, 16), np.array([2**64 - 1], np.uint64)),
+        IA,
+        VE,
+        "holds uint64 values above 9223372036854775807",
+    ),
+    InputCase(
+        "timestep_uint64_2_63",
+        lambda m: m["learned"](x(1, 3, 16, 16), np.array([2**63], np.uint64)),
+        IA,
+        VE,
+        "holds uint64 values above",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ROUND_TWO_CASES, ids=lambda c: c.id)
+def test_round_two_input(case: InputCase, models: dict[str, UNet2DModel]) -> None:
+    with pytest.raises(UNet2DError) as info:
+        case.call(models)
+    err = info.value
+    assert type(err) is case.exc, f"expected {case.exc.__name__}, got {type(err).__name__}: {err}"
+    assert isinstance(err, case.builtin)
+    assert case.needle in str(err), f"{case.needle!r} not in: {err}"
+
+
+def test_a_40_dimension_array_is_no_panic(models: dict[str, UNet2DModel]) -> None:
+    """Class 2: the panic became ``pyo3_runtime.PanicException``, a ``BaseException`` that
+    ``except UNet2DError`` (or ``except Exception``) does not catch."""
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the point is that it is an Exception at all
+        models["plain"](_dims(40), 1)
+    assert type(info.value) is InvalidArgumentError, type(info.value)
+
+
+class _Interrupting:
+    """Raises ``exc`` when numpy, or a conversion, reads it."""
+
+    def __init__(self, exc: type[BaseException]) -> None:
+        self.exc = exc
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise self.exc()
+
+    def __float__(self) -> float:
+        raise self.exc()
+
+    def __bool__(self) -> bool:
+        raise self.exc()
+
+    @property
+    def dtype(self) -> Any:
+        raise self.exc()
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda m, v: m["plain"](v, 1), id="sample"),
+        pytest.param(lambda m, v: m["plain"](x(1, 3, 16, 16), 1, return_dict=v), id="return_dict"),
+        pytest.param(lambda m, v: m["table"](x(1, 3, 16, 16), 1, v), id="class_labels"),
+        pytest.param(lambda m, v: candle_unet2d.DDIMScheduler().step(x(1, 3, 4, 4), 1, x(1, 3, 4, 4), eta=v), id="eta"),
+        pytest.param(lambda m, v: UNet2DModel.from_pretrained(BASE, dtype=v), id="dtype"),
+    ],
+)
+def test_interrupts_while_converting_propagate_untouched(
+    call: Callable[[dict[str, UNet2DModel], Any], Any], exc: type[BaseException], models: dict[str, UNet2DModel]
+) -> None:
+    """Class 6: a Ctrl-C while an argument was converted became ``InvalidArgumentError`` (a
+    ``ValueError``, which ``except ValueError`` swallows). ``KeyboardInterrupt`` and ``SystemExit``
+    now reach the caller as they were raised."""
+    with pytest.raises(exc) as info:
+        call(models, _Interrupting(exc))
+    assert type(info.value) is exc
+
+
+def _mkfifo_at(name: str) -> Callable[[Path], Any]:
+    def run(tmp_path: Path) -> Any:
+        d = model_copy(tmp_path)
+        (d / name).unlink(missing_ok=True)
+        if name.endswith(".bin"):
+            (d / WEIGHTS).unlink()
+        os.mkfifo(d / name)
+        return UNet2DModel.from_pretrained(d)
+
+    return run
+
+
+def _symlink_to_dev_zero(name: str) -> Callable[[Path], Any]:
+    def run(tmp_path: Path) -> Any:
+        d = model_copy(tmp_path)
+        (d / name).unlink()
+        (d / name).symlink_to("/dev/zero")
+        return UNet2DModel.from_pretrained(d)
+
+    return run
+
+
+def _weights_folder(tmp_path: Path) -> Any:
+    d = model_copy(tmp_path)
+    (d / WEIGHTS).unlink()
+    (d / WEIGHTS).mkdir()
+    return UNet2DModel.from_pretrained(d)
+
+
+def _scheduler_config_fifo(tmp_path: Path) -> Any:
+    os.mkfifo(tmp_path / "scheduler_config.json")
+    return candle_unet2d.DDPMScheduler.from_pretrained(tmp_path)
+
+
+FILE_CASES = [
+    # Class 5: a FIFO hung the reader; /dev/zero was read until memory ran out.
+    Case("config_fifo", _mkfifo_at("config.json"), ReadError, OSError, "is a FIFO (named pipe)"),
+    Case("config_dev_zero", _symlink_to_dev_zero("config.json"), ReadError, OSError, "is a character device"),
+    Case("weights_fifo", _mkfifo_at(WEIGHTS), ReadError, OSError, f"{WEIGHTS}: is a FIFO"),
+    Case("weights_dev_zero", _symlink_to_dev_zero(WEIGHTS), ReadError, OSError, "is a character device"),
+    Case("bin_fifo", _mkfifo_at("diffusion_pytorch_model.bin"), ReadError, OSError, "model.bin: is a FIFO"),
+    # Class 6: was "not found … found <the same name>".
+    Case("weights_folder", _weights_folder, ReadError, OSError, f"{WEIGHTS}: is a folder"),
+    Case("scheduler_config_fifo", _scheduler_config_fifo, ReadError, OSError, "scheduler_config.json: is a FIFO"),
+    Case("sample_size_negative", with_config(sample_size=-16), ConfigError, ValueError, "must be a non-negative"),
+    Case("sample_size_triple", with_config(sample_size=[16, 16, 16]), ConfigError, ValueError, "[height, width]"),
+]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+@pytest.mark.parametrize("case", FILE_CASES, ids=lambda c: c.id)
+def test_round_two_files(case: Case, tmp_path: Path) -> None:
+    with pytest.raises(UNet2DError) as info:
+        case.run(tmp_path)
+    err = info.value
+    assert type(err) is case.exc, f"expected {case.exc.__name__}, got {type(err).__name__}: {err}"
+    assert isinstance(err, case.builtin)
+    assert case.needle in str(err), f"{case.needle!r} not in: {err}"
+    assert "not found" not in str(err), err
+
+
+def test_model_too_large_to_sample_is_too_large_not_internal(tmp_path: Path) -> None:
+    """Class 6: a model whose sample_size is too large to sample raised ``InternalError`` ("randn:
+    cannot allocate"): the user's input, not a bug."""
+    d = model_copy(tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "sample_size": 65536}))
+    proc = _run_child(
+        f"""
+        from candle_unet2d import DDPMScheduler, UNet2DModel, UNet2DPipeline
+        pipe = UNet2DPipeline(UNet2DModel.from_pretrained({str(d)!r}), DDPMScheduler())
+        try:
+            pipe(num_inference_steps=1, output_type="np", progress=False)
+        except BaseException as e:
+            print(type(e).__name__, e)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert proc.stdout.startswith("TooLargeError too large: sampling 1 image(s) of 65536×65536"), proc.stdout
+
+
+def test_bin_errors_carry_no_backtrace(tmp_path: Path) -> None:
+    """Class 6: with ``RUST_BACKTRACE`` set, a ``.bin`` error carried candle's multi-line backtrace."""
+    tensors = load_file(BASE / WEIGHTS)
+    pickled = b"\x80\x02}("
+    for i, (name, value) in enumerate(sorted(tensors.items())):
+        pickled += _unicode(name) + rebuild_tensor(i, value.shape)
+    pickled += b"u."
+    d = model_copy(tmp_path)
+    (d / WEIGHTS).unlink()
+    # The storages are missing from the zip: candle fails reading the first tensor's data.
+    (d / "diffusion_pytorch_model.bin").write_bytes(torch_zip(pickled, {}))
+    proc = _run_child(
+        f"""
+        import json
+        from candle_unet2d import UNet2DModel
+        try:
+            UNet2DModel.from_pretrained({str(d)!r})
+        except BaseException as e:
+            print(json.dumps([type(e).__name__, str(e)]))
+        """,
+        env={"RUST_BACKTRACE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-800:]
+    kind, message = json.loads(proc.stdout)
+    assert kind == "WeightsError", message
+    assert "\n" not in message, message
+
+
+def test_large_memoised_string_fetched_many_times_is_refused(tmp_path: Path) -> None:
+    """Class 4: one 32 MiB string memoised once and fetched 200 times was copied 200 times by
+    candle's reader; the bytes it may build are now bounded by the pickle's size."""
+    big = b"X" + struct.pack("<I", 32 << 20) + b"a" * (32 << 20)
+    pickled = b"\x80\x02}(" + _unicode("conv_in.weight") + big + b"q\x01]q\x02(" + b"h\x01" * 200 + b"eu."
+    proc = _load_in_child(tmp_path, pickled)
+    assert proc.returncode == 0, f"the interpreter died ({proc.returncode}): {proc.stderr[-500:]}"
+    assert proc.stdout.startswith("WeightsError"), proc.stdout
+    assert "bytes of text" in proc.stdout, proc.stdout
+
+
+def test_threads_sharing_a_generator_get_different_images() -> None:
+    """Class 8: the pipeline copied the generator's state, so threads sharing one got the same images
+    and it advanced once. Draws now go through it in turn, as torch's do."""
+    import threading
+
+    pipe = candle_unet2d.UNet2DPipeline(UNet2DModel.from_pretrained(BASE), candle_unet2d.DDPMScheduler())
+    threads = 8
+
+    def run(g: candle_unet2d.Generator) -> np.ndarray:
+        out = pipe(num_inference_steps=2, generator=g, output_type="np", progress=False, return_dict=False)
+        return np.asarray(out[0])
+
+    shared = candle_unet2d.Generator().manual_seed(11)
+    results: list[np.ndarray] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        image = run(shared)
+        with lock:
+            results.append(image)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert len(results) == threads
+    distinct = {r.tobytes() for r in results}
+    assert len(distinct) == threads, f"{threads - len(distinct) + 1} threads got the same images"
+    sequential = candle_unet2d.Generator().manual_seed(11)
+    for _ in range(threads):
+        run(sequential)
+    np.testing.assert_array_equal(
+        candle_unet2d.randn(8, generator=shared), candle_unet2d.randn(8, generator=sequential)
+    )

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
-use image::{ExtendedColorType, ImageFormat};
+use image::codecs::png::PngEncoder;
+use image::{ExtendedColorType, ImageEncoder};
+
+use crate::files::write_file;
 
 /// Smallest side, in pixels, a grid tile is scaled up to by default.
 pub const MIN_TILE: usize = 64;
@@ -74,7 +77,9 @@ impl Images {
         }
         let c = self.channels;
         let len = width.checked_mul(height).and_then(|n| n.checked_mul(c)).ok_or_else(too_big)?;
-        let mut data = vec![0u8; len];
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| anyhow::anyhow!("cannot allocate the {len}-byte image"))?;
+        data.resize(len, 0u8);
         let image_len = self.height * self.width * c;
         for (slot, &index) in indices.iter().enumerate() {
             let src = &self.data[index * image_len..(index + 1) * image_len];
@@ -93,7 +98,8 @@ impl Images {
 }
 
 impl Picture {
-    /// Writes the picture as a PNG file.
+    /// Writes the picture as a PNG file: encoded in memory, then written atomically with every
+    /// error checked (see `files.rs`).
     pub fn save_png(&self, path: &Path) -> anyhow::Result<()> {
         let color = match self.channels {
             1 => ExtendedColorType::L8,
@@ -101,8 +107,11 @@ impl Picture {
         };
         // The sizes were checked to fit u32 when the picture was built.
         let (w, h) = (self.width as u32, self.height as u32);
-        image::save_buffer_with_format(path, &self.data, w, h, color, ImageFormat::Png)
-            .with_context(|| format!("cannot write {}", path.display()))
+        let mut encoded = Vec::new();
+        PngEncoder::new(&mut encoded)
+            .write_image(&self.data, w, h, color)
+            .with_context(|| format!("cannot encode {} as PNG", path.display()))?;
+        write_file(path, &encoded).with_context(|| format!("cannot write {}", path.display()))
     }
 }
 

@@ -240,19 +240,32 @@ fn batch_and_labels(
         (Some(n), None) => Some(n),
         _ => None,
     };
+    // Before anything of the batch's size is allocated (the default labels included): a batch too
+    // large for memory is refused with what it needs, instead of aborting.
+    let (h, w) = config.sample_size.map(|s| s.height_width()).unwrap_or((0, 0));
+    let fits = |batch: usize| {
+        candle_unet2d::pipeline::check_memory(&model.unet, batch, h, w)
+            .with_context(|| format!("cannot sample a batch of {batch}"))
+    };
     match (class, classes) {
         (Some(_), None) => bail!("--class was given, but {} is not class-conditional", model.name),
         (Some(labels), Some(n)) => {
             if let Some(bad) = labels.iter().find(|&&c| c < 0 || c >= n as i64) {
                 bail!("--class {bad} is out of range: {} has {n} classes, 0 to {}", model.name, n - 1);
             }
+            fits(labels.len())?;
             Ok((labels.len(), Some(labels)))
         }
         (None, Some(n)) => {
             let batch = batch.unwrap_or(n.min(MAX_DEFAULT_CLASS_BATCH));
+            fits(batch)?;
             Ok((batch, Some((0..batch).map(|i| (i % n) as i64).collect())))
         }
-        (None, None) => Ok((batch.unwrap_or(DEFAULT_BATCH), None)),
+        (None, None) => {
+            let batch = batch.unwrap_or(DEFAULT_BATCH);
+            fits(batch)?;
+            Ok((batch, None))
+        }
     }
 }
 
