@@ -5,8 +5,9 @@
 //! The limit is `CANDLE_UNET2D_MEMORY_LIMIT` when it is set (bytes, or a number with a `K`, `M`, `G`
 //! or `T` suffix, binary: `64G`), so a user can raise it past what the estimate allows or lower it.
 //! Otherwise it is what the system can give now: `MemAvailable` from `/proc/meminfo`, lowered to what
-//! the address-space limit (`RLIMIT_AS`, `ulimit -v`) leaves above the process's current size. Where
-//! neither can be read the limit is unknown and only sizes that overflow are refused.
+//! the address-space limit (`RLIMIT_AS`, `ulimit -v`) leaves above the process's current size, plus
+//! what malloc holds freed inside the process (glibc). Where neither can be read the limit is unknown
+//! and only sizes that overflow are refused.
 
 use crate::error::{Error, Result};
 
@@ -28,8 +29,11 @@ pub fn limit() -> Limit {
             return Limit { bytes, source: format!("{MEMORY_LIMIT_ENV}={text}") };
         }
     }
-    let available = mem_available();
-    let address_space = address_space_left();
+    // Blocks this process freed and malloc keeps for reuse (`memory::reuse_large_allocations`) are
+    // neither available to the system nor new address space, yet a call can use them.
+    let reusable = malloc_free_bytes();
+    let available = mem_available().map(|a| a.saturating_add(reusable));
+    let address_space = address_space_left().map(|s| s.saturating_add(reusable));
     let hint = format!("set {MEMORY_LIMIT_ENV} to change it");
     match (available, address_space) {
         (Some(a), Some(s)) if s < a => {
@@ -117,6 +121,18 @@ fn parse_size(text: &str) -> Option<u64> {
     }
     let bytes = value * (1u64 << shift) as f64;
     (bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Bytes free inside malloc's arenas (glibc's `mallinfo2().fordblks`), 0 where unknown.
+fn malloc_free_bytes() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        info.fordblks as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    0
 }
 
 /// `MemAvailable` in bytes.
