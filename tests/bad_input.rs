@@ -1508,22 +1508,6 @@ fn short_rebuild_arguments_are_an_error_not_a_panic() {
     });
 }
 
-/// Runs test `child` of this binary in a child process with `BAD_INPUT_CHILD=<child>` (and a 4 GiB
-/// address-space limit), and returns its exit status and stderr: for inputs that abort the process.
-#[cfg(unix)]
-fn run_child(child: &str) -> (std::process::ExitStatus, String) {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
-        .arg(exe)
-        .args(["--exact", child, "--nocapture", "--test-threads=1"])
-        .env("BAD_INPUT_CHILD", child)
-        .output()
-        .unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 fn is_child(name: &str) -> bool {
     std::env::var("BAD_INPUT_CHILD").is_ok_and(|v| v == name)
 }
@@ -1553,12 +1537,7 @@ fn child_deep_pickle() {
 #[cfg(unix)]
 #[test]
 fn deeply_nested_pickle_does_not_overflow_the_stack() {
-    let (status, stderr) = run_child("child_deep_pickle");
-    assert!(
-        status.success(),
-        "the child died ({status}): {}",
-        stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-    );
+    assert_child_survives("child_deep_pickle", &[]);
 }
 
 /// 200 bytes that candle's reader turns into 2^40 objects: `BINGET` deep-copies the memo.
@@ -1588,12 +1567,7 @@ fn child_memo_bomb() {
 #[cfg(unix)]
 #[test]
 fn memo_bomb_pickle_is_refused() {
-    let (status, stderr) = run_child("child_memo_bomb");
-    assert!(
-        status.success(),
-        "the child died ({status}): {}",
-        stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-    );
+    assert_child_survives("child_memo_bomb", &[]);
 }
 
 /// Child of [`huge_attention_is_an_error_not_an_abort`].
@@ -1614,17 +1588,13 @@ fn child_huge_attention() {
 #[cfg(unix)]
 #[test]
 fn huge_attention_is_an_error_not_an_abort() {
-    let (status, stderr) = run_child("child_huge_attention");
-    assert!(
-        status.success(),
-        "the child died ({status}): {}",
-        stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-    );
+    assert_child_survives("child_huge_attention", &[]);
 }
 
 // --- round two (issue 12): sizes, files, wording, shared generators ---------------------------------------
 
-/// [`run_child`] with extra environment variables.
+/// Runs test `child` of this binary in a child process with `BAD_INPUT_CHILD=<child>`, a 4 GiB
+/// address-space limit and `env`, and returns its exit status and stderr: for inputs that abort the process.
 #[cfg(unix)]
 fn run_child_with(child: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let exe = std::env::current_exe().unwrap();

@@ -583,14 +583,19 @@ INPUT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", INPUT_CASES, ids=lambda c: c.id)
-def test_bad_input(case: InputCase, models: dict[str, UNet2DModel]) -> None:
+def check_input_case(case: InputCase, models: dict[str, UNet2DModel]) -> None:
+    """The call raises exactly ``case.exc`` (also a ``case.builtin``) with ``case.needle`` in its message."""
     with pytest.raises(UNet2DError) as info:
         case.call(models)
     err = info.value
     assert type(err) is case.exc, f"expected {case.exc.__name__}, got {type(err).__name__}: {err}"
     assert isinstance(err, case.builtin)
     assert case.needle in str(err), f"{case.needle!r} not in: {err}"
+
+
+@pytest.mark.parametrize("case", INPUT_CASES, ids=lambda c: c.id)
+def test_bad_input(case: InputCase, models: dict[str, UNet2DModel]) -> None:
+    check_input_case(case, models)
 
 
 def _strided_views(a: np.ndarray) -> dict[str, np.ndarray]:
@@ -954,12 +959,7 @@ ROUND_TWO_CASES = [
 
 @pytest.mark.parametrize("case", ROUND_TWO_CASES, ids=lambda c: c.id)
 def test_round_two_input(case: InputCase, models: dict[str, UNet2DModel]) -> None:
-    with pytest.raises(UNet2DError) as info:
-        case.call(models)
-    err = info.value
-    assert type(err) is case.exc, f"expected {case.exc.__name__}, got {type(err).__name__}: {err}"
-    assert isinstance(err, case.builtin)
-    assert case.needle in str(err), f"{case.needle!r} not in: {err}"
+    check_input_case(case, models)
 
 
 def test_a_40_dimension_array_is_no_panic(models: dict[str, UNet2DModel]) -> None:
