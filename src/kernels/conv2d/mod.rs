@@ -625,16 +625,20 @@ mod tests {
         let wt = Tensor::randn(0f32, 1.0, (64, 64, 3, 3), &dev).unwrap();
         let bias = Tensor::randn(0f32, 1.0, 64, &dev).unwrap();
         let params = Conv2dParams { kernel: 3, stride: 1, padding: 1 };
-        let weight = Conv2dWeight::for_params(wt, params).unwrap();
-        let expected = conv2d_bias(&x, &weight, &bias, params, ConvEpilogue::default()).unwrap();
-        let expected = expected.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // More workers than cores make a worker picking up a second call while inside the first likely.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
-        pool.install(|| {
-            (0..8192).into_par_iter().for_each(|_| {
-                let y = conv2d_bias(&x, &weight, &bias, params, ConvEpilogue::default()).unwrap();
-                assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
-            })
-        });
+        // F(2×2), and F(4×4), whose filters every task's first call races to build.
+        for kernel in [ConvKernel::Winograd, ConvKernel::WinogradF4] {
+            let reference = Conv2dWeight::with_kernel(wt.clone(), kernel, Isa::active()).unwrap();
+            let expected = conv2d_bias(&x, &reference, &bias, params, ConvEpilogue::default()).unwrap();
+            let expected = expected.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let weight = Conv2dWeight::with_kernel(wt.clone(), kernel, Isa::active()).unwrap();
+            pool.install(|| {
+                (0..4096).into_par_iter().for_each(|_| {
+                    let y = conv2d_bias(&x, &weight, &bias, params, ConvEpilogue::default()).unwrap();
+                    assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected, "{kernel:?}");
+                })
+            });
+        }
     }
 }
