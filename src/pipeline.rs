@@ -12,7 +12,8 @@ use crate::loading::{resolve_model_dir, LoadOptions, LoadReport};
 use crate::memory_budget;
 use crate::rng::Generator;
 use crate::schedulers::config::find_config_file;
-use crate::schedulers::{Scheduler, SchedulerKind, StepOptions};
+use crate::schedulers::noise::{randn, randn_per_image};
+use crate::schedulers::{Args, Noise, Scheduler, SchedulerKind, StepInput};
 use crate::unet::UNet2DModel;
 
 /// What to sample.
@@ -24,8 +25,9 @@ pub struct SampleOptions {
     pub num_inference_steps: usize,
     /// One class id per image, for class-conditional models.
     pub class_labels: Option<Vec<i64>>,
-    /// DDIM's η; ignored by the other schedulers.
-    pub eta: f64,
+    /// The scheduler's own `step` arguments by name (DDIM's `eta`, Euler's `s_churn`, …); an
+    /// argument the scheduler does not take is an error.
+    pub step_args: Args,
     /// `(height, width)`; `None` takes the model's `sample_size`.
     pub size: Option<(usize, usize)>,
     /// Start from these latents instead of drawing the initial noise.
@@ -34,7 +36,14 @@ pub struct SampleOptions {
 
 impl Default for SampleOptions {
     fn default() -> Self {
-        Self { batch_size: 1, num_inference_steps: 50, class_labels: None, eta: 0.0, size: None, latents: None }
+        Self {
+            batch_size: 1,
+            num_inference_steps: 50,
+            class_labels: None,
+            step_args: Args::new(),
+            size: None,
+            latents: None,
+        }
     }
 }
 
@@ -69,9 +78,50 @@ pub fn sample_shared(
     scheduler: &mut Scheduler,
     options: &SampleOptions,
     generator: &Mutex<Generator>,
+    progress: impl FnMut(Progress),
+) -> Result<Tensor> {
+    run(unet, scheduler, options, Randomness::Shared(generator), progress)
+}
+
+/// [`sample`] with one generator per image (diffusers' `generator=[…]`): image `i`'s initial noise
+/// and every step's noise come from `generators[i]`, so each image is what a batch of one with that
+/// generator gives, whatever it is batched with.
+pub fn sample_per_image(
+    unet: &UNet2DModel,
+    scheduler: &mut Scheduler,
+    options: &SampleOptions,
+    generators: &mut [Generator],
+    progress: impl FnMut(Progress),
+) -> Result<Tensor> {
+    run(unet, scheduler, options, Randomness::PerImage(generators), progress)
+}
+
+/// Where a run's random numbers come from.
+enum Randomness<'a> {
+    Shared(&'a Mutex<Generator>),
+    PerImage(&'a mut [Generator]),
+}
+
+impl Randomness<'_> {
+    /// Runs `f` with the noise source, holding a shared generator's lock for `f` only.
+    fn with<T>(&mut self, f: impl FnOnce(Noise<'_>) -> Result<T>) -> Result<T> {
+        match self {
+            Randomness::Shared(mutex) => {
+                let mut g = mutex.lock().unwrap_or_else(PoisonError::into_inner);
+                f(Noise::Generator(&mut g))
+            }
+            Randomness::PerImage(generators) => f(Noise::PerImage(generators)),
+        }
+    }
+}
+
+fn run(
+    unet: &UNet2DModel,
+    scheduler: &mut Scheduler,
+    options: &SampleOptions,
+    mut random: Randomness<'_>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Tensor> {
-    let lock = || generator.lock().unwrap_or_else(PoisonError::into_inner);
     let config = unet.config();
     let labels = class_labels_for(unet, options)?;
     let batch = match (&labels, options.batch_size) {
@@ -85,6 +135,14 @@ pub fn sample_shared(
         (_, 0) => return Err(Error::argument("batch_size", "must be at least 1")),
         (_, b) => b,
     };
+    if let Randomness::PerImage(generators) = &random {
+        if generators.len() != batch {
+            return Err(Error::argument(
+                "generator",
+                format!("{} generators for a batch of {batch}: give one per image", generators.len()),
+            ));
+        }
+    }
     if options.num_inference_steps == 0 {
         return Err(Error::argument("num_inference_steps", "must be at least 1"));
     }
@@ -98,7 +156,8 @@ pub fn sample_shared(
     let shape = [batch, config.in_channels, height, width];
     let device = unet.device().clone();
 
-    // Initial noise: drawn on the CPU from the torch-compatible generator, as diffusers' randn_tensor does.
+    // Initial noise: drawn on the CPU from the torch-compatible generator(s), as diffusers'
+    // randn_tensor does.
     let mut x = match &options.latents {
         Some(latents) => {
             if latents.dims() != shape {
@@ -106,30 +165,30 @@ pub fn sample_shared(
             }
             latents.to_device(&device)?.to_dtype(DType::F32)?
         }
-        None => {
-            let noise = lock().randn_tensor(&shape, &candle_core::Device::Cpu).map_err(|_| {
-                memory_budget::too_large_now(&format!("the initial noise of shape {shape:?}"), noise_bytes(&shape))
-            })?;
-            noise.to_device(&device)?
-        }
+        None => random.with(|noise| match noise {
+            Noise::Generator(g) => randn(g, &shape, &device),
+            Noise::PerImage(gs) => randn_per_image(gs, &shape, &device),
+            _ => Err(Error::argument("generator", "no random source")),
+        })?,
     };
+    // The step arguments are checked before the first UNet call, not after it.
+    scheduler.check_step_args(&options.step_args)?;
+    scheduler.set_timesteps(options.num_inference_steps)?;
     x = (x * scheduler.init_noise_sigma())?;
     let labels = match labels {
         Some(l) => Some(Tensor::new(l.as_slice(), &device)?),
         None => None,
     };
 
-    scheduler.set_timesteps(options.num_inference_steps)?;
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
     for (i, &t) in timesteps.iter().enumerate() {
         let model_input = scheduler.scale_model_input(&x, t)?;
         let model_output = unet.forward(&model_input, t, labels.as_ref())?.to_dtype(DType::F32)?;
-        // Locked for the step only: it draws the step's noise (if any) in one go.
-        let mut g = lock();
-        let step = StepOptions { eta: options.eta, generator: Some(&mut *g), variance_noise: None };
-        x = scheduler.step(&model_output, t, &x, step)?.prev_sample;
-        drop(g);
+        x = random.with(|noise| {
+            let input = StepInput::new(&model_output, t, &x).with_noise(noise);
+            Ok(scheduler.step(input, &options.step_args)?.prev_sample)
+        })?;
         progress(Progress { step: i + 1, total });
     }
     Ok(x)
@@ -256,5 +315,5 @@ pub fn scheduler_config_for(unet_dir: &Path) -> Option<PathBuf> {
 
 /// `DDPMScheduler()` with diffusers' defaults: what a UNet folder without a scheduler samples with.
 pub fn default_scheduler() -> Result<Scheduler> {
-    Scheduler::from_json(&serde_json::json!({ "_class_name": SchedulerKind::Ddpm.class_name() }))
+    SchedulerKind::from_class_name("DDPMScheduler")?.build(&serde_json::json!({}))
 }

@@ -1,100 +1,30 @@
 //! Tensor helpers the schedulers share: the working dtype, shape checks, x₀ clipping and dynamic
-//! thresholding, linear combinations with f64 coefficients, and drawing the step noise.
+//! thresholding, linear combinations with f64 coefficients, and timestep checks.
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::rng::Generator;
-
-use super::StepOptions;
-
-/// The methods every scheduler has alike: loading from a folder, the config, and the accessors of
-/// the training schedule and inference state, and the identity `scale_model_input`. Expands inside
-/// the scheduler's `impl` block, whose type has the fields `config` (of type `$config`), `schedule`
-/// and `num_inference_steps`; `$name` names the scheduler in the docs.
-macro_rules! shared_scheduler_methods {
-    ($config:ty, $name:literal) => {
-        /// From `dir/scheduler_config.json` or `dir/scheduler/scheduler_config.json`.
-        pub fn from_pretrained(dir: impl AsRef<std::path::Path>) -> $crate::error::Result<Self> {
-            Self::from_json(&$crate::schedulers::config::read_config_json(dir.as_ref())?)
-        }
-
-        /// The parsed config.
-        pub fn config(&self) -> &$config {
-            &self.config
-        }
-
-        /// The full config with `_class_name` (diffusers' `.config`).
-        pub fn config_json(&self) -> serde_json::Value {
-            self.config.to_json()
-        }
-
-        /// `num_train_timesteps` of the config.
-        pub fn num_train_timesteps(&self) -> usize {
-            self.config.num_train_timesteps
-        }
-
-        /// Model evaluations per step (diffusers' `order`): 1.
-        pub fn order(&self) -> usize {
-            1
-        }
-
-        /// σ of the initial noise: 1.
-        pub fn init_noise_sigma(&self) -> f64 {
-            1.0
-        }
-
-        /// βₜ of the training schedule.
-        pub fn betas(&self) -> &[f64] {
-            &self.schedule.betas
-        }
-
-        /// The number of inference steps set by the last `set_timesteps`, if any.
-        pub fn num_inference_steps(&self) -> Option<usize> {
-            self.num_inference_steps
-        }
-
-        #[doc = concat!("The identity: ", $name, " does not scale the model input.")]
-        pub fn scale_model_input(
-            &self,
-            sample: &candle_core::Tensor,
-            _timestep: i64,
-        ) -> $crate::error::Result<candle_core::Tensor> {
-            Ok(sample.clone())
-        }
-    };
-}
 
 /// What DDPM and DDIM share beyond [`shared_scheduler_methods`]: the ᾱ and timestep accessors,
 /// `set_timesteps` (the
 /// `timestep_spacing` schedule), ᾱ at a training timestep and the clipping/thresholding of x₀.
 macro_rules! ddpm_ddim_methods {
     () => {
-        /// ᾱₜ of the training schedule.
-        pub fn alphas_cumprod(&self) -> &[f64] {
-            &self.schedule.alphas_cumprod
-        }
-
-        /// The timesteps to step through, descending (before `set_timesteps`: all training timesteps,
-        /// as diffusers shows them, though stepping needs `set_timesteps`).
-        pub fn timesteps(&self) -> &[i64] {
-            &self.timesteps
-        }
-
-        /// Sets `num_inference_steps` timesteps spaced by `timestep_spacing`.
-        pub fn set_timesteps(&mut self, num_inference_steps: usize) -> $crate::error::Result<()> {
+        /// The `timestep_spacing` schedule of `set_timesteps(n)`.
+        fn spaced_timesteps(&self, num_inference_steps: usize) -> $crate::error::Result<Vec<f64>> {
             $crate::schedulers::timesteps::check_num_inference_steps(
                 num_inference_steps,
                 self.config.num_train_timesteps,
             )?;
-            self.timesteps = $crate::schedulers::timesteps::ddpm_ddim_timesteps(
+            Ok($crate::schedulers::timesteps::ddpm_ddim_timesteps(
                 self.config.timestep_spacing,
                 self.config.num_train_timesteps,
                 num_inference_steps,
                 self.config.steps_offset,
-            );
-            self.num_inference_steps = Some(num_inference_steps);
-            Ok(())
+            )
+            .into_iter()
+            .map(|t| t as f64)
+            .collect())
         }
 
         fn alpha_prod(&self, t: i64) -> $crate::error::Result<f64> {
@@ -120,7 +50,7 @@ macro_rules! ddpm_ddim_methods {
     };
 }
 
-pub(crate) use {ddpm_ddim_methods, shared_scheduler_methods};
+pub(crate) use ddpm_ddim_methods;
 
 /// The inference step count `set_timesteps` stored, or the error of a step taken before it.
 pub fn require_timesteps(num_inference_steps: Option<usize>) -> Result<usize> {
@@ -155,47 +85,15 @@ pub fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Rejects `generator` and `variance_noise` given together (diffusers raises the same for DDIM).
-pub fn check_noise_sources(opts: &StepOptions<'_>) -> Result<()> {
-    if opts.generator.is_some() && opts.variance_noise.is_some() {
-        return Err(Error::argument("variance_noise", "pass either `generator` or `variance_noise`, not both"));
+/// A timestep that must be a training-step index (`[0, num_train_timesteps)`, integral).
+pub fn train_index(timestep: f64, num_train_timesteps: usize) -> Result<i64> {
+    if timestep.fract() != 0.0 || !(0.0..num_train_timesteps as f64).contains(&timestep) {
+        return Err(Error::argument(
+            "timestep",
+            format!("{timestep} is not a training timestep (an integer in [0, {num_train_timesteps}))"),
+        ));
     }
-    Ok(())
-}
-
-/// The noise of a stochastic step, shaped like the sample, in `dtype` on `device`: `variance_noise`
-/// when given (shape-checked), else `generator.randn_tensor(shape)` (torch.randn's float32 stream,
-/// like diffusers' `randn_tensor` with a CPU generator). With neither, it is an error: steps never
-/// draw from an unseeded source.
-pub fn step_noise(
-    opts: &mut StepOptions<'_>,
-    shape: &[usize],
-    device: &Device,
-    dtype: DType,
-    what: &str,
-) -> Result<Tensor> {
-    if let Some(noise) = opts.variance_noise {
-        check_float("variance_noise", noise)?;
-        check_shape("variance_noise", noise, shape)?;
-        return Ok(noise.to_device(device)?.to_dtype(dtype)?);
-    }
-    match opts.generator.as_deref_mut() {
-        Some(generator) => Ok(draw_randn(generator, shape, device)?.to_dtype(dtype)?),
-        None => Err(Error::argument(
-            "generator",
-            format!("{what} adds noise: pass a `generator` (seeded) or the `variance_noise` to add"),
-        )),
-    }
-}
-
-/// The one place a scheduler draws random numbers. The draw is the only allocation `randn_tensor`
-/// can fail (fallibly, with `try_reserve`): that is a request too large for memory, not a bug.
-fn draw_randn(generator: &mut Generator, shape: &[usize], device: &Device) -> Result<Tensor> {
-    let bytes = shape.iter().fold(4u128, |n, &d| n.saturating_mul(d as u128));
-    crate::memory_budget::check(|| format!("the step's noise of shape {shape:?}"), bytes)?;
-    generator
-        .randn_tensor(shape, device)
-        .map_err(|_| crate::memory_budget::too_large_now(&format!("the step's noise of shape {shape:?}"), bytes))
+    Ok(timestep as i64)
 }
 
 /// `Σ cᵢ·tᵢ` with f64 coefficients (every tensor has the same shape and dtype).

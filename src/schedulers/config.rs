@@ -418,7 +418,7 @@ impl Default for DpmSolverMultistepConfig {
 // ---------------------------------------------------------------------------------------------
 
 /// The checks every scheduler shares: the training schedule and the x₀ clipping/thresholding values.
-fn validate_common(
+pub fn validate_common(
     num_train_timesteps: usize,
     beta_start: f64,
     beta_end: f64,
@@ -507,14 +507,14 @@ macro_rules! shared_config_methods {
 
 shared_config_methods!(DdpmConfig, DdimConfig, DpmSolverMultistepConfig);
 
-fn validate_steps_offset(steps_offset: i64) -> Result<()> {
+pub fn validate_steps_offset(steps_offset: i64) -> Result<()> {
     if steps_offset < 0 {
         return Err(Error::config("steps_offset", format!("must be ≥ 0, got {steps_offset}")));
     }
     Ok(())
 }
 
-fn validate_clip_range(clip_sample_range: f64) -> Result<()> {
+pub fn validate_clip_range(clip_sample_range: f64) -> Result<()> {
     if !(clip_sample_range.is_finite() && clip_sample_range > 0.0) {
         return Err(Error::config("clip_sample_range", format!("must be a positive number, got {clip_sample_range}")));
     }
@@ -522,7 +522,7 @@ fn validate_clip_range(clip_sample_range: f64) -> Result<()> {
 }
 
 /// DDIM and DPM-Solver know only the three classic beta schedules (diffusers raises otherwise).
-fn validate_classic_beta_schedule(schedule: BetaSchedule, trained: bool, class_name: &str) -> Result<()> {
+pub fn validate_classic_beta_schedule(schedule: BetaSchedule, trained: bool, class_name: &str) -> Result<()> {
     if trained {
         return Ok(());
     }
@@ -662,7 +662,7 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-fn to_json_with_class<T: Serialize>(config: &T, class_name: &str) -> Value {
+pub fn to_json_with_class<T: Serialize>(config: &T, class_name: &str) -> Value {
     // Serializing these plain structs into a `Value` cannot fail (string keys, non-finite floats
     // written as strings); fall back to an empty object rather than panic.
     let mut value = serde_json::to_value(config).unwrap_or(Value::Object(Default::default()));
@@ -853,3 +853,19 @@ mod tests {
         assert!(matches!(&e, Error::InvalidConfig { field, .. } if field.starts_with("trained_betas")), "{e}");
     }
 }
+
+macro_rules! scheduler_config {
+    ($($config:ty),*) => {$(
+        impl super::algorithm::SchedulerConfig for $config {
+            fn validate(&self) -> Result<()> {
+                <$config>::validate(self)
+            }
+
+            fn num_train_timesteps(&self) -> usize {
+                self.num_train_timesteps
+            }
+        }
+    )*};
+}
+
+scheduler_config!(DdpmConfig, DdimConfig, DpmSolverMultistepConfig);

@@ -1,24 +1,22 @@
 //! `DDIMScheduler`: denoising diffusion implicit models (Song et al., 2020), as diffusers 0.42.1's
 //! `scheduling_ddim.py` implements it, with `eta`, `use_clipped_model_output`, `set_alpha_to_one`,
-//! clipping/thresholding, the three prediction types and `variance_noise` injection.
+//! clipping/thresholding, the three prediction types and `variance_noise` injection
+//! ([`DdimStepArgs`] are `step`'s own arguments).
 //!
 //! As in diffusers, the previous timestep is always `t − num_train_timesteps / num_inference_steps`
 //! (whatever the spacing), and any timestep in `[0, num_train_timesteps)` may be stepped. A step with
-//! `eta > 0` needs `variance_noise` or a `generator`; with `eta = 0` neither is used and the generator
-//! does not advance.
+//! `eta > 0` needs a noise source; with `eta = 0` none is used and a generator does not advance.
 
-use candle_core::Tensor;
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerOutput, StepInput, TimestepsSpec};
 use super::betas::NoiseSchedule;
 use super::common::{
-    check_float, check_noise_sources, check_shape, compute_dtype, ddpm_ddim_methods, lin_comb, require_timesteps,
-    shared_scheduler_methods, step_noise,
+    check_float, check_shape, compute_dtype, ddpm_ddim_methods, lin_comb, require_timesteps, train_index,
 };
 use super::config::{DdimConfig, PredictionType};
-use super::{SchedulerKind, SchedulerOutput, StepOptions};
 
 /// diffusers' `DDIMScheduler`.
 #[derive(Clone, Debug)]
@@ -26,69 +24,91 @@ pub struct DdimScheduler {
     config: DdimConfig,
     schedule: NoiseSchedule,
     final_alpha_cumprod: f64,
-    timesteps: Vec<i64>,
+    timesteps: Vec<f64>,
     num_inference_steps: Option<usize>,
 }
 
+/// `DDIMScheduler.step`'s own arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdimStepArgs {
+    /// η: the weight of the added noise (0: deterministic DDIM, 1: DDPM-like).
+    pub eta: f64,
+    /// Re-derive ε from the clipped/thresholded x₀ (as Glide does).
+    pub use_clipped_model_output: bool,
+}
+
 impl DdimScheduler {
-    /// Builds the scheduler from a validated config.
-    pub fn new(config: DdimConfig) -> Result<Self> {
-        config.validate()?;
-        let schedule = config.noise_schedule()?;
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] };
-        let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
-        Ok(DdimScheduler { config, schedule, final_alpha_cumprod, timesteps, num_inference_steps: None })
-    }
-
-    /// From a config object (foreign and `_`-prefixed keys ignored, as `DDIMScheduler.from_config`).
-    pub fn from_json(value: &Value) -> Result<Self> {
-        Self::new(DdimConfig::from_json(value)?)
-    }
-
-    shared_scheduler_methods!(DdimConfig, "DDIM");
-
     ddpm_ddim_methods!();
-
-    /// [`SchedulerKind::Ddim`].
-    pub fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Ddim
-    }
 
     /// ᾱ used after the last step: 1 with `set_alpha_to_one`, else ᾱ₀.
     pub fn final_alpha_cumprod(&self) -> f64 {
         self.final_alpha_cumprod
     }
+}
 
-    /// One DDIM step x_t → x_{t−Δ} (diffusers' `DDIMScheduler.step` with `use_clipped_model_output=False`).
-    ///
-    /// `opts.eta` weighs the added noise (0: deterministic DDIM, 1: DDPM-like); with `eta > 0` the noise
-    /// is `opts.variance_noise` or a draw from `opts.generator` (one is required).
-    pub fn step(
-        &self,
-        model_output: &Tensor,
-        timestep: i64,
-        sample: &Tensor,
-        opts: StepOptions<'_>,
-    ) -> Result<SchedulerOutput> {
-        self.step_with_clipped_model_output(model_output, timestep, sample, opts, false)
+impl SchedulerAlgorithm for DdimScheduler {
+    const CLASS_NAME: &'static str = "DDIMScheduler";
+    const SHORT_NAME: &'static str = "ddim";
+    const SUMMARY: &'static str = "DDIM: deterministic with eta 0, good in about 50 steps";
+    const DEFAULT_STEPS: usize = 50;
+
+    type Config = DdimConfig;
+    type TimestepArgs = NoArgs;
+    type StepArgs = DdimStepArgs;
+
+    fn new(config: DdimConfig) -> Result<Self> {
+        config.validate()?;
+        let schedule = config.noise_schedule()?;
+        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] };
+        let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
+        Ok(DdimScheduler { config, schedule, final_alpha_cumprod, timesteps, num_inference_steps: None })
     }
 
-    /// [`DdimScheduler::step`] with diffusers' `use_clipped_model_output`: when true, ε is re-derived
-    /// from the clipped/thresholded x₀ (as Glide does).
-    pub fn step_with_clipped_model_output(
-        &self,
-        model_output: &Tensor,
-        timestep: i64,
-        sample: &Tensor,
-        mut opts: StepOptions<'_>,
-        use_clipped_model_output: bool,
-    ) -> Result<SchedulerOutput> {
+    fn config(&self) -> &DdimConfig {
+        &self.config
+    }
+
+    fn set_timesteps_with(&mut self, spec: TimestepsSpec<'_>, _args: &NoArgs) -> Result<()> {
+        match spec {
+            TimestepsSpec::Count(n) => {
+                self.timesteps = self.spaced_timesteps(n)?;
+                self.num_inference_steps = Some(n);
+                Ok(())
+            }
+            TimestepsSpec::Timesteps(_) => Err(Error::argument(
+                "timesteps",
+                "DDIMScheduler does not take custom timesteps (as in diffusers); give num_inference_steps",
+            )),
+            TimestepsSpec::Sigmas(_) => Err(Error::argument("sigmas", "DDIMScheduler does not take sigmas")),
+        }
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn num_inference_steps(&self) -> Option<usize> {
+        self.num_inference_steps
+    }
+
+    fn alphas_cumprod(&self) -> Option<&[f64]> {
+        Some(&self.schedule.alphas_cumprod)
+    }
+
+    /// One DDIM step x_t → x_{t−Δ} (diffusers' `DDIMScheduler.step`).
+    ///
+    /// `args.eta` weighs the added noise; with `eta > 0` it comes from `input.noise`. With
+    /// `args.use_clipped_model_output`, ε is re-derived from the clipped/thresholded x₀.
+    fn step(&mut self, input: StepInput<'_>, args: &DdimStepArgs) -> Result<SchedulerOutput> {
+        let StepInput { model_output, timestep, sample, mut noise, .. } = input;
+        let use_clipped_model_output = args.use_clipped_model_output;
         let num_inference_steps = require_timesteps(self.num_inference_steps)?;
-        let eta = opts.eta;
+        let eta = args.eta;
         if !(eta.is_finite() && eta >= 0.0) {
             return Err(Error::argument("eta", format!("must be a finite number ≥ 0, got {eta}")));
         }
-        check_noise_sources(&opts)?;
+        let timestep = train_index(timestep, self.config.num_train_timesteps)?;
         check_float("sample", sample)?;
         check_float("model_output", model_output)?;
         let shape = sample.dims().to_vec();
@@ -145,13 +165,10 @@ impl DdimScheduler {
         let mut prev = lin_comb(&[(&pred_original, alpha_prod_t_prev.sqrt()), (&pred_epsilon, dir_coeff)])?;
 
         if eta > 0.0 {
-            let noise = step_noise(&mut opts, &shape, x.device(), dtype, "a DDIM step with eta > 0")?;
+            let noise = noise.draw(&shape, x.device(), dtype, "a DDIM step with eta > 0")?;
             prev = (prev + noise.affine(std_dev_t, 0.0)?)?;
         }
 
-        Ok(SchedulerOutput {
-            prev_sample: prev.to_dtype(out_dtype)?,
-            pred_original_sample: Some(pred_original.to_dtype(out_dtype)?),
-        })
+        Ok(SchedulerOutput::with_original(prev.to_dtype(out_dtype)?, pred_original.to_dtype(out_dtype)?))
     }
 }

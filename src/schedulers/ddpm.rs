@@ -10,64 +10,47 @@
 //!   takes the square root of `log βₜ`, which is negative, and returns NaN).
 
 use candle_core::Tensor;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerOutput, StepInput, TimestepsSpec};
 use super::betas::NoiseSchedule;
 use super::common::{
-    check_float, check_noise_sources, check_shape, compute_dtype, ddpm_ddim_methods, lin_comb, require_timesteps,
-    shared_scheduler_methods, step_noise,
+    check_float, check_shape, compute_dtype, ddpm_ddim_methods, lin_comb, require_timesteps, train_index,
 };
 use super::config::{DdpmConfig, PredictionType, VarianceType};
-use super::{SchedulerKind, SchedulerOutput, StepOptions};
 
 /// diffusers' `DDPMScheduler`.
 #[derive(Clone, Debug)]
 pub struct DdpmScheduler {
     config: DdpmConfig,
     schedule: NoiseSchedule,
-    timesteps: Vec<i64>,
+    timesteps: Vec<f64>,
     num_inference_steps: Option<usize>,
 }
 
 impl DdpmScheduler {
-    /// Builds the scheduler from a validated config.
-    pub fn new(config: DdpmConfig) -> Result<Self> {
-        config.validate()?;
-        let schedule = config.noise_schedule()?;
-        let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
-        Ok(DdpmScheduler { config, schedule, timesteps, num_inference_steps: None })
-    }
-
-    /// From a config object (foreign and `_`-prefixed keys ignored, as `DDPMScheduler.from_config`).
-    pub fn from_json(value: &Value) -> Result<Self> {
-        Self::new(DdpmConfig::from_json(value)?)
-    }
-
-    shared_scheduler_methods!(DdpmConfig, "DDPM");
-
     ddpm_ddim_methods!();
 
-    /// [`SchedulerKind::Ddpm`].
-    pub fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Ddpm
+    /// βₜ of the training schedule.
+    pub fn betas(&self) -> &[f64] {
+        &self.schedule.betas
     }
 
-    /// Sets custom timesteps (diffusers' `set_timesteps(timesteps=[…])`): strictly descending, within
-    /// `[0, num_train_timesteps)`.
-    pub fn set_custom_timesteps(&mut self, timesteps: &[i64]) -> Result<()> {
+    /// Sets custom timesteps (diffusers' `set_timesteps(timesteps=[…])`): strictly descending
+    /// training timesteps.
+    fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {
         if timesteps.is_empty() {
             return Err(Error::argument("timesteps", "must not be empty"));
         }
         if timesteps.windows(2).any(|w| w[1] >= w[0]) {
             return Err(Error::argument("timesteps", "custom timesteps must be in strictly descending order"));
         }
-        let n = self.config.num_train_timesteps as i64;
-        if timesteps[0] >= n || timesteps[timesteps.len() - 1] < 0 {
+        let n = self.config.num_train_timesteps;
+        if let Some(bad) = timesteps.iter().find(|t| train_index(**t, n).is_err()) {
             return Err(Error::argument(
                 "timesteps",
-                format!("custom timesteps must lie in [0, {n}), got {timesteps:?}"),
+                format!("custom timestep {bad} is not a training timestep (an integer in [0, {n}))"),
             ));
         }
         self.timesteps = timesteps.to_vec();
@@ -77,27 +60,67 @@ impl DdpmScheduler {
 
     /// The timestep after `timestep` in the schedule (−1 after the last one).
     pub fn previous_timestep(&self, timestep: i64) -> Result<i64> {
-        let index = self.timesteps.iter().position(|&t| t == timestep).ok_or_else(|| {
+        let index = self.timesteps.iter().position(|&t| t == timestep as f64).ok_or_else(|| {
             Error::argument("timestep", format!("{timestep} is not in the scheduler's timesteps {:?}", self.timesteps))
         })?;
-        Ok(self.timesteps.get(index + 1).copied().unwrap_or(-1))
+        Ok(self.timesteps.get(index + 1).map_or(-1, |&t| t as i64))
+    }
+}
+
+impl SchedulerAlgorithm for DdpmScheduler {
+    const CLASS_NAME: &'static str = "DDPMScheduler";
+    const SHORT_NAME: &'static str = "ddpm";
+    const SUMMARY: &'static str = "ancestral DDPM sampling; as trained, best with 1000 steps";
+    const DEFAULT_STEPS: usize = 1000;
+
+    type Config = DdpmConfig;
+    type TimestepArgs = NoArgs;
+    type StepArgs = NoArgs;
+
+    fn new(config: DdpmConfig) -> Result<Self> {
+        config.validate()?;
+        let schedule = config.noise_schedule()?;
+        let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
+        Ok(DdpmScheduler { config, schedule, timesteps, num_inference_steps: None })
+    }
+
+    fn config(&self) -> &DdpmConfig {
+        &self.config
+    }
+
+    fn set_timesteps_with(&mut self, spec: TimestepsSpec<'_>, _args: &NoArgs) -> Result<()> {
+        match spec {
+            TimestepsSpec::Count(n) => {
+                self.timesteps = self.spaced_timesteps(n)?;
+                self.num_inference_steps = Some(n);
+                Ok(())
+            }
+            TimestepsSpec::Timesteps(ts) => self.set_custom_timesteps(ts),
+            TimestepsSpec::Sigmas(_) => Err(Error::argument("sigmas", "DDPMScheduler does not take sigmas")),
+        }
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn num_inference_steps(&self) -> Option<usize> {
+        self.num_inference_steps
+    }
+
+    fn alphas_cumprod(&self) -> Option<&[f64]> {
+        Some(&self.schedule.alphas_cumprod)
     }
 
     /// One reverse step x_t → x_{t−1} (diffusers' `DDPMScheduler.step`).
     ///
     /// `model_output` is the model's prediction for `sample` at `timestep` (with twice the sample's
     /// channels on dim 1 for `variance_type: learned*`, split as diffusers does). For `timestep > 0` the
-    /// step adds noise: `opts.variance_noise` if given, else a draw of the sample's shape from
-    /// `opts.generator`; one of them is required. `opts.eta` is ignored.
-    pub fn step(
-        &self,
-        model_output: &Tensor,
-        timestep: i64,
-        sample: &Tensor,
-        mut opts: StepOptions<'_>,
-    ) -> Result<SchedulerOutput> {
+    /// step adds noise from `input.noise`.
+    fn step(&mut self, input: StepInput<'_>, _args: &NoArgs) -> Result<SchedulerOutput> {
+        let StepInput { model_output, timestep, sample, mut noise, .. } = input;
+        let timestep = train_index(timestep, self.config.num_train_timesteps)?;
         require_timesteps(self.num_inference_steps)?;
-        check_noise_sources(&opts)?;
         check_float("sample", sample)?;
         check_float("model_output", model_output)?;
         let t = timestep;
@@ -162,7 +185,7 @@ impl DdpmScheduler {
 
         // 6. noise
         if t > 0 {
-            let noise = step_noise(&mut opts, &shape, x.device(), dtype, "a DDPM step with timestep > 0")?;
+            let noise = noise.draw(&shape, x.device(), dtype, "a DDPM step with timestep > 0")?;
             // β̃ₜ, clamped as diffusers does before taking logs
             let variance = ((1.0 - alpha_prod_t_prev) / (1.0 - alpha_prod_t) * current_beta_t).max(1e-20);
             let scaled = match variance_type {
@@ -186,10 +209,7 @@ impl DdpmScheduler {
             prev = (prev + scaled)?;
         }
 
-        Ok(SchedulerOutput {
-            prev_sample: prev.to_dtype(out_dtype)?,
-            pred_original_sample: Some(pred_original.to_dtype(out_dtype)?),
-        })
+        Ok(SchedulerOutput::with_original(prev.to_dtype(out_dtype)?, pred_original.to_dtype(out_dtype)?))
     }
 }
 

@@ -20,20 +20,18 @@
 //! `sde-*` steps need `variance_noise` or a `generator`.
 
 use candle_core::Tensor;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerOutput, StepInput, TimestepsSpec};
 use super::betas::{linspace, round_f32, NoiseSchedule};
 use super::common::{
-    check_float, check_noise_sources, check_shape, compute_dtype, lin_comb, require_timesteps,
-    shared_scheduler_methods, step_noise, threshold_sample,
+    check_float, check_shape, compute_dtype, lin_comb, require_timesteps, threshold_sample, train_index,
 };
 use super::config::{
     AlgorithmType, BetaSchedule, DpmSolverMultistepConfig, FinalSigmasType, PredictionType, SolverType,
 };
 use super::timesteps::{check_num_inference_steps, dpm_timesteps, round_half_even};
-use super::{SchedulerKind, SchedulerOutput, StepOptions};
 
 /// diffusers' `DPMSolverMultistepScheduler`.
 #[derive(Clone, Debug)]
@@ -44,7 +42,7 @@ pub struct DpmSolverMultistepScheduler {
     train_sigmas: Vec<f64>,
     /// λₜ = log αₜ − log σₜ over the training timesteps.
     train_lambdas: Vec<f64>,
-    timesteps: Vec<i64>,
+    timesteps: Vec<f64>,
     /// σ at each inference timestep, plus the final σ (len = timesteps + 1 once set).
     sigmas: Vec<f64>,
     num_inference_steps: Option<usize>,
@@ -90,8 +88,7 @@ fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
 }
 
 impl DpmSolverMultistepScheduler {
-    /// Builds the scheduler from a validated config.
-    pub fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
+    fn build(config: DpmSolverMultistepConfig) -> Result<Self> {
         config.validate()?;
         if config.algorithm_type == AlgorithmType::SdeDpmSolver && config.solver_order == 3 {
             return Err(Error::config(
@@ -109,7 +106,7 @@ impl DpmSolverMultistepScheduler {
             schedule.alphas_cumprod.iter().map(|a| round_f32(((1.0 - a) / a).sqrt())).collect();
         let train_lambdas: Vec<f64> =
             schedule.alphas_cumprod.iter().map(|a| lambda_of(a.sqrt(), (1.0 - a).sqrt())).collect();
-        let timesteps = (0..config.num_train_timesteps as i64).rev().collect();
+        let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
         let solver_order = config.solver_order;
         Ok(DpmSolverMultistepScheduler {
             config,
@@ -124,28 +121,6 @@ impl DpmSolverMultistepScheduler {
             step_index: None,
             begin_index: None,
         })
-    }
-
-    /// From a config object (foreign and `_`-prefixed keys ignored, as `from_config`).
-    pub fn from_json(value: &Value) -> Result<Self> {
-        Self::new(DpmSolverMultistepConfig::from_json(value)?)
-    }
-
-    shared_scheduler_methods!(DpmSolverMultistepConfig, "DPM-Solver");
-
-    /// [`SchedulerKind::DpmSolverMultistep`].
-    pub fn kind(&self) -> SchedulerKind {
-        SchedulerKind::DpmSolverMultistep
-    }
-
-    /// ᾱₜ of the training schedule (the last one is 2⁻²⁴ with `rescale_betas_zero_snr`).
-    pub fn alphas_cumprod(&self) -> &[f64] {
-        &self.schedule.alphas_cumprod
-    }
-
-    /// σ at each inference timestep, plus the final σ (empty before `set_timesteps`).
-    pub fn sigmas(&self) -> &[f64] {
-        &self.sigmas
     }
 
     /// The index of the next step (None until the first step after `set_timesteps`).
@@ -164,13 +139,8 @@ impl DpmSolverMultistepScheduler {
         self.begin_index = Some(begin_index);
     }
 
-    /// The timesteps to step through, descending (before `set_timesteps`: all training timesteps).
-    pub fn timesteps(&self) -> &[i64] {
-        &self.timesteps
-    }
-
     /// Sets `num_inference_steps` timesteps (and their σ) and resets the solver state.
-    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
+    fn set_spaced_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         check_num_inference_steps(num_inference_steps, self.config.num_train_timesteps)?;
         let big_n = self.config.num_train_timesteps;
         // searchsorted(flip(lambda_t), lambda_min_clipped): λ is decreasing in t
@@ -196,7 +166,7 @@ impl DpmSolverMultistepScheduler {
 
     /// Sets custom timesteps (diffusers' `set_timesteps(timesteps=[…])`), each in
     /// `[0, num_train_timesteps)`; not allowed with Karras, Lu or exponential sigmas.
-    pub fn set_custom_timesteps(&mut self, timesteps: &[i64]) -> Result<()> {
+    fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {
         if timesteps.is_empty() {
             return Err(Error::argument("timesteps", "must not be empty"));
         }
@@ -207,16 +177,21 @@ impl DpmSolverMultistepScheduler {
                 "custom timesteps cannot be used with use_karras_sigmas, use_lu_lambdas or use_exponential_sigmas",
             ));
         }
-        let n = c.num_train_timesteps as i64;
-        if let Some(t) = timesteps.iter().find(|t| !(0..n).contains(*t)) {
-            return Err(Error::argument(
-                "timesteps",
-                format!("custom timestep {t} is outside the training range [0, {n})"),
-            ));
-        }
+        let n = c.num_train_timesteps;
+        let timesteps = timesteps
+            .iter()
+            .map(|&t| {
+                train_index(t, n).map_err(|_| {
+                    Error::argument(
+                        "timesteps",
+                        format!("custom timestep {t} is not a training timestep (an integer in [0, {n}))"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<i64>>>()?;
         let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| self.train_sigmas[t as usize]).collect();
         sigmas.push(self.final_sigma());
-        self.install(timesteps.to_vec(), sigmas);
+        self.install(timesteps, sigmas);
         Ok(())
     }
 
@@ -287,7 +262,7 @@ impl DpmSolverMultistepScheduler {
     fn install(&mut self, timesteps: Vec<i64>, sigmas: Vec<f64>) {
         let sigmas = sigmas.into_iter().map(round_f32).collect();
         self.num_inference_steps = Some(timesteps.len());
-        self.timesteps = timesteps;
+        self.timesteps = timesteps.into_iter().map(|t| t as f64).collect();
         self.sigmas = sigmas;
         self.model_outputs = vec![None; self.config.solver_order];
         self.lower_order_nums = 0;
@@ -297,7 +272,7 @@ impl DpmSolverMultistepScheduler {
 
     /// The step index this call works at: the current one, or on the first step the `set_begin_index`
     /// one or the index of `timestep` in the schedule.
-    fn resolve_step_index(&self, timestep: i64) -> Result<usize> {
+    fn resolve_step_index(&self, timestep: f64) -> Result<usize> {
         let len = self.timesteps.len();
         let index = match self.step_index {
             Some(i) => i,
@@ -373,17 +348,11 @@ impl DpmSolverMultistepScheduler {
     /// One multistep DPM-Solver step (diffusers' `DPMSolverMultistepScheduler.step`).
     ///
     /// The first step after `set_timesteps` may be at any timestep of the schedule (or at the
-    /// `set_begin_index` one); later steps must follow the schedule. `opts.eta` is ignored; the `sde-*`
-    /// algorithms need `opts.variance_noise` or `opts.generator`.
-    pub fn step(
-        &mut self,
-        model_output: &Tensor,
-        timestep: i64,
-        sample: &Tensor,
-        mut opts: StepOptions<'_>,
-    ) -> Result<SchedulerOutput> {
+    /// `set_begin_index` one); later steps must follow the schedule. The `sde-*` algorithms draw
+    /// from `input.noise`.
+    fn step_impl(&mut self, input: StepInput<'_>) -> Result<SchedulerOutput> {
+        let StepInput { model_output, timestep, sample, mut noise, .. } = input;
         require_timesteps(self.num_inference_steps)?;
-        check_noise_sources(&opts)?;
         check_float("sample", sample)?;
         check_float("model_output", model_output)?;
         let step_index = self.resolve_step_index(timestep)?;
@@ -417,7 +386,7 @@ impl DpmSolverMultistepScheduler {
         let (m0, pred_original) = self.convert_model_output(&model_output, &x, self.sigmas[step_index])?;
 
         let noise = if c.algorithm_type.is_stochastic() {
-            Some(step_noise(&mut opts, &shape, x.device(), dtype, "an SDE-DPMSolver step")?)
+            Some(noise.draw(&shape, x.device(), dtype, "an SDE-DPMSolver step")?)
         } else {
             None
         };
@@ -439,7 +408,6 @@ impl DpmSolverMultistepScheduler {
             self.third_order_update(&m0, &history(1)?, &history(2)?, &x, noise.as_ref(), step_index)?
         };
         let prev_sample = prev.to_dtype(out_dtype)?;
-        let pred_original_sample = pred_original.to_dtype(out_dtype)?;
 
         // commit the state only once everything succeeded
         self.model_outputs.rotate_left(1);
@@ -450,7 +418,9 @@ impl DpmSolverMultistepScheduler {
             self.lower_order_nums += 1;
         }
         self.step_index = Some(step_index + 1);
-        Ok(SchedulerOutput { prev_sample, pred_original_sample: Some(pred_original_sample) })
+        // diffusers' DPM-Solver output has no x₀ estimate
+        let _ = pred_original;
+        Ok(SchedulerOutput::sample(prev_sample))
     }
 
     fn noise_term(noise: Option<&Tensor>) -> Result<&Tensor> {
@@ -595,13 +565,62 @@ impl DpmSolverMultistepScheduler {
     }
 }
 
+impl SchedulerAlgorithm for DpmSolverMultistepScheduler {
+    const CLASS_NAME: &'static str = "DPMSolverMultistepScheduler";
+    const SHORT_NAME: &'static str = "dpmpp";
+    const SUMMARY: &'static str = "DPM-Solver++ (multistep, 2nd order by default): good in about 20 steps";
+    const DEFAULT_STEPS: usize = 20;
+
+    type Config = DpmSolverMultistepConfig;
+    type TimestepArgs = NoArgs;
+    type StepArgs = NoArgs;
+
+    fn new(config: DpmSolverMultistepConfig) -> Result<Self> {
+        Self::build(config)
+    }
+
+    fn config(&self) -> &DpmSolverMultistepConfig {
+        &self.config
+    }
+
+    fn set_timesteps_with(&mut self, spec: TimestepsSpec<'_>, _args: &NoArgs) -> Result<()> {
+        match spec {
+            TimestepsSpec::Count(n) => self.set_spaced_timesteps(n),
+            TimestepsSpec::Timesteps(ts) => self.set_custom_timesteps(ts),
+            TimestepsSpec::Sigmas(_) => {
+                Err(Error::argument("sigmas", "DPMSolverMultistepScheduler does not take sigmas"))
+            }
+        }
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn num_inference_steps(&self) -> Option<usize> {
+        self.num_inference_steps
+    }
+
+    fn sigmas(&self) -> Option<&[f64]> {
+        Some(&self.sigmas)
+    }
+
+    fn alphas_cumprod(&self) -> Option<&[f64]> {
+        Some(&self.schedule.alphas_cumprod)
+    }
+
+    fn step(&mut self, input: StepInput<'_>, _args: &NoArgs) -> Result<SchedulerOutput> {
+        self.step_impl(input)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sigma_to_t_inverts_the_training_sigmas() {
-        let s = DpmSolverMultistepScheduler::new(DpmSolverMultistepConfig::default()).unwrap();
+        let s = DpmSolverMultistepScheduler::build(DpmSolverMultistepConfig::default()).unwrap();
         let log_sigmas: Vec<f64> = s.train_sigmas.iter().map(|v| v.ln()).collect();
         for t in [0usize, 1, 17, 500, 998, 999] {
             let back = sigma_to_t(s.train_sigmas[t], &log_sigmas);
@@ -612,12 +631,12 @@ mod tests {
     #[test]
     fn karras_schedule_is_descending_and_reset() {
         let config = DpmSolverMultistepConfig { use_karras_sigmas: true, ..Default::default() };
-        let mut s = DpmSolverMultistepScheduler::new(config).unwrap();
+        let mut s = DpmSolverMultistepScheduler::build(config).unwrap();
         s.set_timesteps(10).unwrap();
         assert_eq!(s.timesteps().len(), 10);
-        assert_eq!(s.sigmas().len(), 11);
+        assert_eq!(s.sigmas.len(), 11);
         assert!(s.timesteps().windows(2).all(|w| w[0] >= w[1]));
-        assert_eq!(s.timesteps()[0], 999);
-        assert_eq!(*s.sigmas().last().unwrap(), 0.0);
+        assert_eq!(s.timesteps()[0], 999.0);
+        assert_eq!(*s.sigmas.last().unwrap(), 0.0);
     }
 }

@@ -1,17 +1,19 @@
-//! Noise schedulers of diffusers 0.42.1, reproduced: `DDPMScheduler`, `DDIMScheduler` and
-//! `DPMSolverMultistepScheduler`, with their configs (`scheduler_config.json`), beta schedules and
-//! timestep spacings.
+//! Noise schedulers of diffusers 0.42.1, reproduced, on one design.
 //!
-//! [`Scheduler`] is the common interface (an enum over the three), built from a model or pipeline
-//! folder with [`Scheduler::from_pretrained`] (dispatching on `_class_name`) or converted from another
-//! scheduler's config with [`Scheduler::from_json_as`] (as `DDIMScheduler.from_config(ddpm.config)`).
-//! Each concrete scheduler has the same methods and can be used directly.
+//! * [`SchedulerAlgorithm`] ([`algorithm`]) is what one scheduler implements: its config type, its
+//!   own `set_timesteps` and `step` arguments, and the algorithm. Each lives in one file.
+//! * [`registry`] lists them, one line each; everything that needs "every scheduler" reads it:
+//!   [`Scheduler`] (the dynamic scheduler a pipeline holds), `from_pretrained`'s dispatch on
+//!   `_class_name`, `_compatibles`, the Python classes and the CLI's `--scheduler` values.
+//! * Shared math has its own modules: [`betas`] (training schedules), [`timesteps`] (spacings),
+//!   [`common`] (prediction types, clipping, thresholding, linear combinations), [`noise`] (where a
+//!   stochastic step's noise comes from, including one generator per image).
 //!
 //! ```no_run
 //! use candle_unet2d::rng::Generator;
-//! use candle_unet2d::schedulers::{Scheduler, StepOptions};
+//! use candle_unet2d::schedulers::{Args, Noise, Scheduler, StepInput};
 //! # use candle_unet2d::candle_core;
-//! # fn model(x: &candle_core::Tensor, t: i64) -> candle_unet2d::Result<candle_core::Tensor> { Ok(x.clone()) }
+//! # fn model(x: &candle_core::Tensor, t: f64) -> candle_unet2d::Result<candle_core::Tensor> { Ok(x.clone()) }
 //! # fn main() -> candle_unet2d::Result<()> {
 //! let mut scheduler = Scheduler::from_pretrained("path/to/pipeline")?;
 //! scheduler.set_timesteps(50)?;
@@ -19,26 +21,25 @@
 //! let device = candle_core::Device::Cpu;
 //! let mut x = generator.randn_tensor(&[1, 3, 32, 32], &device)?;
 //! x = x.affine(scheduler.init_noise_sigma(), 0.0)?;
+//! let args = Args::new(); // scheduler-specific step arguments by name, e.g. `eta` for DDIM
 //! for t in scheduler.timesteps().to_vec() {
 //!     let eps = model(&scheduler.scale_model_input(&x, t)?, t)?;
-//!     let opts = StepOptions { generator: Some(&mut generator), ..Default::default() };
-//!     x = scheduler.step(&eps, t, &x, opts)?.prev_sample;
+//!     let input = StepInput::new(&eps, t, &x).with_noise(Noise::Generator(&mut generator));
+//!     x = scheduler.step(input, &args)?.prev_sample;
 //! }
 //! # Ok(()) }
 //! ```
 //!
-//! Numerics: the training tables (βₜ, ᾱₜ, DPM-Solver's σ) hold the float32 values diffusers keeps
-//! (see [`betas::NoiseSchedule`]); every coefficient derived from them is computed in f64; tensor math
+//! Numerics: the training tables (βₜ, ᾱₜ, σ) hold the float32 values diffusers keeps (see
+//! [`betas::NoiseSchedule`]); every coefficient derived from them is computed in f64; tensor math
 //! runs in f32 (f64 for f64 inputs) and results are cast back to the sample's dtype. diffusers does
 //! that scalar arithmetic in float32, which near t = 0 and for η = 1 loses up to ~1e-4 relative to
-//! cancellation; this crate's steps are the exact values (diffusers run in float64 on its own
-//! float32 tables gives the same numbers to ~1e-6).
+//! cancellation; this crate's steps are the exact values.
 //!
-//! Randomness: stochastic steps (DDPM with `t > 0`, DDIM with `eta > 0`, the `sde-` DPM-Solvers) add
-//! `StepOptions::variance_noise` when given, else draw a tensor of the sample's shape from
-//! `StepOptions::generator` with [`Generator::randn_tensor`] (torch.randn's CPU stream, so a seeded run
-//! matches diffusers with `generator=torch.Generator().manual_seed(seed)`). Schedulers own no random
-//! source: a stochastic step with neither is an error. Deterministic steps never advance the generator.
+//! Randomness: a stochastic step draws from its [`Noise`] source: the `variance_noise` given, one
+//! generator, or one generator per image (torch.randn's CPU stream, so a seeded run matches diffusers
+//! with `generator=torch.Generator().manual_seed(seed)`, or a list of them). Schedulers own no random
+//! source: a stochastic step without one is an error. Deterministic steps never advance a generator.
 
 use std::path::Path;
 
@@ -46,116 +47,55 @@ use candle_core::Tensor;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::rng::Generator;
 
+pub mod algorithm;
+pub mod args;
 pub mod betas;
-mod common;
+pub mod common;
 pub mod config;
 pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
+mod dynamic;
+pub mod noise;
+pub mod registry;
 pub mod timesteps;
 
+pub use algorithm::{
+    MethodInput, MethodSpec, NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TensorArgs,
+    TimestepType, TimestepsSpec,
+};
+pub use args::Args;
 pub use config::{
     AlgorithmType, BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType, PredictionType,
     SolverType, TimestepSpacing, VarianceType,
 };
-pub use ddim::DdimScheduler;
+pub use ddim::{DdimScheduler, DdimStepArgs};
 pub use ddpm::DdpmScheduler;
 pub use dpm_solver::DpmSolverMultistepScheduler;
+pub use noise::Noise;
+pub use registry::SchedulerKind;
 
-/// Per-step options of [`Scheduler::step`].
-#[derive(Debug, Default)]
-pub struct StepOptions<'a> {
-    /// DDIM's η (0: deterministic, 1: DDPM-like). Ignored by DDPM and DPM-Solver.
-    pub eta: f64,
-    /// Where stochastic steps draw their noise from when `variance_noise` is not given.
-    pub generator: Option<&'a mut Generator>,
-    /// The noise to add in a stochastic step (shaped like the sample), instead of drawing it.
-    pub variance_noise: Option<&'a Tensor>,
-}
+use dynamic::DynScheduler;
 
-/// What a step returns.
-#[derive(Clone, Debug)]
-pub struct SchedulerOutput {
-    /// x_{t−1}: the next sample, in the sample's dtype.
-    pub prev_sample: Tensor,
-    /// The x₀ estimate of this step (after clipping/thresholding).
-    pub pred_original_sample: Option<Tensor>,
-}
+/// Any registered scheduler, chosen at run time (what a pipeline holds). Its calls take
+/// scheduler-specific arguments by name ([`Args`]); [`Scheduler::downcast_ref`] reaches the
+/// concrete type and its typed API.
+#[derive(Debug)]
+pub struct Scheduler(Box<dyn DynScheduler>);
 
-/// The supported scheduler classes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SchedulerKind {
-    /// `DDPMScheduler`.
-    Ddpm,
-    /// `DDIMScheduler`.
-    Ddim,
-    /// `DPMSolverMultistepScheduler`.
-    DpmSolverMultistep,
-}
-
-impl SchedulerKind {
-    /// Every supported kind.
-    pub const ALL: [SchedulerKind; 3] = [SchedulerKind::Ddpm, SchedulerKind::Ddim, SchedulerKind::DpmSolverMultistep];
-
-    /// diffusers' class name (`_class_name` in configs).
-    pub fn class_name(self) -> &'static str {
-        match self {
-            SchedulerKind::Ddpm => "DDPMScheduler",
-            SchedulerKind::Ddim => "DDIMScheduler",
-            SchedulerKind::DpmSolverMultistep => "DPMSolverMultistepScheduler",
-        }
+impl Clone for Scheduler {
+    fn clone(&self) -> Self {
+        Scheduler(self.0.clone_box())
     }
-
-    /// The kind of a diffusers class name.
-    pub fn from_class_name(name: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|k| k.class_name() == name).ok_or_else(|| {
-            Error::config(
-                "_class_name",
-                format!("unsupported scheduler class `{name}`; supported: {}", Self::supported_list()),
-            )
-        })
-    }
-
-    fn supported_list() -> String {
-        Self::ALL.map(|k| k.class_name()).join(", ")
-    }
-}
-
-impl std::fmt::Display for SchedulerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.class_name())
-    }
-}
-
-impl std::str::FromStr for SchedulerKind {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::from_class_name(s)
-    }
-}
-
-/// One of the supported schedulers.
-#[derive(Clone, Debug)]
-pub enum Scheduler {
-    Ddpm(DdpmScheduler),
-    Ddim(DdimScheduler),
-    DpmSolverMultistep(DpmSolverMultistepScheduler),
-}
-
-macro_rules! dispatch {
-    ($self:expr, $s:ident => $body:expr) => {
-        match $self {
-            Scheduler::Ddpm($s) => $body,
-            Scheduler::Ddim($s) => $body,
-            Scheduler::DpmSolverMultistep($s) => $body,
-        }
-    };
 }
 
 impl Scheduler {
+    /// Wraps a concrete scheduler.
+    pub fn new<S: SchedulerAlgorithm>(scheduler: S) -> Self {
+        Scheduler(Box::new(scheduler))
+    }
+
     /// Loads `dir/scheduler_config.json` (or `dir/scheduler/scheduler_config.json` for a pipeline
     /// folder) and builds the scheduler its `_class_name` names.
     pub fn from_pretrained(dir: impl AsRef<Path>) -> Result<Self> {
@@ -188,13 +128,7 @@ impl Scheduler {
     /// Builds a `kind` scheduler from any scheduler's config, ignoring what `kind` does not use (as
     /// `DDIMScheduler.from_config(ddpm.config)`).
     pub fn from_json_as(kind: SchedulerKind, value: &Value) -> Result<Self> {
-        Ok(match kind {
-            SchedulerKind::Ddpm => Scheduler::Ddpm(DdpmScheduler::from_json(value)?),
-            SchedulerKind::Ddim => Scheduler::Ddim(DdimScheduler::from_json(value)?),
-            SchedulerKind::DpmSolverMultistep => {
-                Scheduler::DpmSolverMultistep(DpmSolverMultistepScheduler::from_json(value)?)
-            }
-        })
+        kind.build(value)
     }
 
     /// Loads a folder's scheduler config and builds a `kind` scheduler from it, whatever its class.
@@ -204,75 +138,98 @@ impl Scheduler {
 
     /// Which scheduler this is.
     pub fn kind(&self) -> SchedulerKind {
-        dispatch!(self, s => s.kind())
+        self.0.kind()
+    }
+
+    /// The concrete scheduler, if it is an `S`.
+    pub fn downcast_ref<S: SchedulerAlgorithm>(&self) -> Option<&S> {
+        self.0.as_any().downcast_ref()
+    }
+
+    /// The concrete scheduler, mutably, if it is an `S`.
+    pub fn downcast_mut<S: SchedulerAlgorithm>(&mut self) -> Option<&mut S> {
+        self.0.as_any_mut().downcast_mut()
     }
 
     /// The full config with `_class_name` set (diffusers' `.config`).
     pub fn config_json(&self) -> Value {
-        dispatch!(self, s => s.config_json())
+        self.0.config_json()
     }
 
     /// `num_train_timesteps` of the config.
     pub fn num_train_timesteps(&self) -> usize {
-        dispatch!(self, s => s.num_train_timesteps())
+        self.0.num_train_timesteps()
     }
 
-    /// Model evaluations per step (diffusers' `order`; 1 for all three).
+    /// Model evaluations per step (diffusers' `order`).
     pub fn order(&self) -> usize {
-        dispatch!(self, s => s.order())
+        self.0.order()
     }
 
-    /// σ of the initial noise (1 for all three).
+    /// The standard deviation of the initial noise.
     pub fn init_noise_sigma(&self) -> f64 {
-        dispatch!(self, s => s.init_noise_sigma())
+        self.0.init_noise_sigma()
     }
 
-    /// ᾱₜ of the training schedule.
-    pub fn alphas_cumprod(&self) -> &[f64] {
-        dispatch!(self, s => s.alphas_cumprod())
+    /// ᾱₜ of the training schedule, for schedulers that have one.
+    pub fn alphas_cumprod(&self) -> Option<&[f64]> {
+        self.0.alphas_cumprod()
     }
 
-    /// Sets the inference schedule (and resets DPM-Solver's history).
+    /// σ of the inference schedule (and the final one), for σ-space schedulers.
+    pub fn sigmas(&self) -> Option<&[f64]> {
+        self.0.sigmas()
+    }
+
+    /// Sets `num_inference_steps` timesteps with the scheduler's default arguments.
     pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        dispatch!(self, s => s.set_timesteps(num_inference_steps))
+        self.set_timesteps_with(TimestepsSpec::Count(num_inference_steps), &Args::new())
     }
 
-    /// The timesteps to step through, descending.
-    pub fn timesteps(&self) -> &[i64] {
-        dispatch!(self, s => s.timesteps())
+    /// Sets the inference schedule: a count, explicit timesteps or explicit σ, with the scheduler's
+    /// own `set_timesteps` arguments by name.
+    pub fn set_timesteps_with(&mut self, spec: TimestepsSpec<'_>, args: &Args) -> Result<()> {
+        self.0.set_timesteps_with(spec, args)
     }
 
-    /// Scales the model input for timestep `t` (the identity for these schedulers).
-    pub fn scale_model_input(&self, sample: &Tensor, timestep: i64) -> Result<Tensor> {
-        dispatch!(self, s => s.scale_model_input(sample, timestep))
+    /// The timesteps to step through, one `step` call each.
+    pub fn timesteps(&self) -> &[f64] {
+        self.0.timesteps()
     }
 
-    /// One reverse step from `sample` at `timestep`, given the model's output there.
-    pub fn step(
-        &mut self,
-        model_output: &Tensor,
-        timestep: i64,
-        sample: &Tensor,
-        opts: StepOptions<'_>,
-    ) -> Result<SchedulerOutput> {
-        dispatch!(self, s => s.step(model_output, timestep, sample, opts))
+    /// Integer or fractional timesteps (int64 or float32 in diffusers).
+    pub fn timestep_type(&self) -> TimestepType {
+        self.0.timestep_type()
+    }
+
+    /// The `num_inference_steps` of the last `set_timesteps`.
+    pub fn num_inference_steps(&self) -> Option<usize> {
+        self.0.num_inference_steps()
+    }
+
+    /// The model input for `timestep` (the identity for schedulers that do not scale it).
+    pub fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
+        self.0.scale_model_input(sample, timestep)
+    }
+
+    /// Checks `step` arguments without stepping (before a run's first model call, say).
+    pub fn check_step_args(&self, args: &Args) -> Result<()> {
+        self.0.check_step_args(args)
+    }
+
+    /// One step, with the scheduler's own arguments by name.
+    pub fn step(&mut self, input: StepInput<'_>, args: &Args) -> Result<SchedulerOutput> {
+        self.0.step(input, args)
+    }
+
+    /// Calls a scheduler-specific method ([`SchedulerKind::methods`]) by name.
+    pub fn call_method(&mut self, name: &str, input: MethodInput<'_>, args: &Args) -> Result<SchedulerOutput> {
+        self.0.call_method(name, input, args)
     }
 }
 
-impl From<DdpmScheduler> for Scheduler {
-    fn from(s: DdpmScheduler) -> Self {
-        Scheduler::Ddpm(s)
-    }
-}
-
-impl From<DdimScheduler> for Scheduler {
-    fn from(s: DdimScheduler) -> Self {
-        Scheduler::Ddim(s)
-    }
-}
-
-impl From<DpmSolverMultistepScheduler> for Scheduler {
-    fn from(s: DpmSolverMultistepScheduler) -> Self {
-        Scheduler::DpmSolverMultistep(s)
+impl<S: SchedulerAlgorithm> From<S> for Scheduler {
+    fn from(scheduler: S) -> Self {
+        Scheduler::new(scheduler)
     }
 }
