@@ -7,7 +7,7 @@ mod common;
 use candle_core::Device;
 use candle_unet2d::pipeline::{sample, to_images, SampleOptions, UNet2DPipeline};
 use candle_unet2d::rng::Generator;
-use candle_unet2d::schedulers::{Scheduler, SchedulerKind};
+use candle_unet2d::schedulers::{Args, Scheduler, SchedulerKind};
 use candle_unet2d::LoadOptions;
 
 fn shipped_model() -> std::path::PathBuf {
@@ -23,12 +23,17 @@ fn check_case(name: &str) {
     let pipe = UNet2DPipeline::from_pretrained(shipped_model(), &LoadOptions::default()).unwrap();
     let mut scheduler = match meta["scheduler"].as_str().unwrap() {
         "ddpm" => pipe.scheduler.clone(),
-        "ddim" => Scheduler::from_json_as(SchedulerKind::Ddim, &pipe.scheduler.config_json()).unwrap(),
+        "ddim" => Scheduler::from_json_as(
+            SchedulerKind::from_class_name("DDIMScheduler").unwrap(),
+            &pipe.scheduler.config_json(),
+        )
+        .unwrap(),
         "dpmpp_2m" => {
             let mut config = pipe.scheduler.config_json();
             config["algorithm_type"] = "dpmsolver++".into();
             config["solver_order"] = 2.into();
-            Scheduler::from_json_as(SchedulerKind::DpmSolverMultistep, &config).unwrap()
+            Scheduler::from_json_as(SchedulerKind::from_class_name("DPMSolverMultistepScheduler").unwrap(), &config)
+                .unwrap()
         }
         other => panic!("unknown scheduler {other}"),
     };
@@ -37,7 +42,10 @@ fn check_case(name: &str) {
         batch_size: labels.len(),
         num_inference_steps: meta["num_inference_steps"].as_u64().unwrap() as usize,
         class_labels: Some(labels),
-        eta: meta["eta"].as_f64().unwrap(),
+        step_args: match meta["eta"].as_f64().unwrap() {
+            0.0 => Args::new(),
+            eta => Args::new().with("eta", eta),
+        },
         ..SampleOptions::default()
     };
     let mut generator = Generator::new();
@@ -80,14 +88,100 @@ fn pipeline_finds_the_models_scheduler() {
         std::fs::copy(shipped_model().join("unet").join(file), bare.join(file)).unwrap();
     }
     let (pipe, report) = UNet2DPipeline::from_pretrained_with_report(&bare, &LoadOptions::default()).unwrap();
-    assert_eq!((pipe.scheduler.kind(), report.scheduler_config), (SchedulerKind::Ddpm, None));
+    assert_eq!(
+        (pipe.scheduler.kind(), report.scheduler_config),
+        (SchedulerKind::from_class_name("DDPMScheduler").unwrap(), None)
+    );
     assert_eq!(pipe.scheduler.config_json()["beta_schedule"], "linear");
 
     let ddim = serde_json::json!({ "_class_name": "DDIMScheduler", "beta_schedule": "squaredcos_cap_v2" });
     std::fs::write(bare.join("scheduler_config.json"), ddim.to_string()).unwrap();
     let (pipe, report) = UNet2DPipeline::from_pretrained_with_report(&bare, &LoadOptions::default()).unwrap();
-    assert_eq!(pipe.scheduler.kind(), SchedulerKind::Ddim);
+    assert_eq!(pipe.scheduler.kind(), SchedulerKind::from_class_name("DDIMScheduler").unwrap());
     assert_eq!(pipe.scheduler.config_json()["beta_schedule"], "squaredcos_cap_v2");
     assert_eq!(report.scheduler_config, Some(bare.join("scheduler_config.json")));
     std::fs::remove_dir_all(&bare).unwrap();
+}
+
+/// digits16 sampled with a scheduler swapped in (`Cls.from_config(pipe.scheduler.config, **overrides)`)
+/// through the DDPMPipeline loop done properly for σ-space schedulers
+/// (`tests/fixtures/family_pipelines/digits16_*`, `make_family_fixtures.py`'s `digits_swapped`).
+fn check_swapped_scheduler(name: &str) {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture(&format!("family_pipelines/{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let expected =
+        candle_core::safetensors::load(common::fixture(&format!("family_pipelines/{name}.safetensors")), &Device::Cpu)
+            .unwrap();
+    let pipe = UNet2DPipeline::from_pretrained(shipped_model(), &LoadOptions::default()).unwrap();
+    let mut config = pipe.scheduler.config_json();
+    for (key, value) in meta["scheduler_overrides"].as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    let kind = SchedulerKind::from_class_name(meta["scheduler"].as_str().unwrap()).unwrap();
+    let mut scheduler = Scheduler::from_json_as(kind, &config).unwrap();
+    let labels: Vec<i64> = meta["class_labels"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let options = SampleOptions {
+        batch_size: labels.len(),
+        num_inference_steps: meta["num_inference_steps"].as_u64().unwrap() as usize,
+        class_labels: Some(labels),
+        ..SampleOptions::default()
+    };
+    let mut generator = Generator::from_seed(meta["seed"].as_u64().unwrap());
+    let x = sample(&pipe.unet, &mut scheduler, &options, &mut generator, |_| {}).unwrap();
+    let (diff, _) = common::max_abs_diff(&to_images(&x).unwrap(), &expected["images"]);
+    println!("{name}: max pixel diff {:.3}/255", diff * 255.0);
+    assert!(diff <= 2.0 / 255.0, "{name}: max pixel diff {diff} > 2/255");
+}
+
+macro_rules! swapped_scheduler_tests {
+    ($($test:ident => $case:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            check_swapped_scheduler($case);
+        }
+    )*};
+}
+
+swapped_scheduler_tests! {
+    digits16_euler_matches_diffusers => "digits16_euler30_seed0",
+    digits16_euler_ancestral_matches_diffusers => "digits16_euler_ancestral30_seed1",
+    digits16_heun_matches_diffusers => "digits16_heun15_seed2",
+    digits16_unipc_matches_diffusers => "digits16_unipc15_seed3",
+    digits16_pndm_matches_diffusers => "digits16_pndm25_seed4",
+    digits16_lms_matches_diffusers => "digits16_lms25_seed5",
+}
+
+/// One generator per image: each image of a batch is the batch-of-one image of its generator.
+#[test]
+fn per_image_generators_make_images_independent_of_the_batch() {
+    let pipe = UNet2DPipeline::from_pretrained(shipped_model(), &LoadOptions::default()).unwrap();
+    let kind = SchedulerKind::from_class_name("DDPMScheduler").unwrap();
+    let run = |seeds: &[u64], labels: Vec<i64>| {
+        let mut scheduler = Scheduler::from_json_as(kind, &pipe.scheduler.config_json()).unwrap();
+        let options = SampleOptions {
+            batch_size: labels.len(),
+            num_inference_steps: 5,
+            class_labels: Some(labels),
+            ..SampleOptions::default()
+        };
+        let mut generators: Vec<Generator> = seeds.iter().map(|&s| Generator::from_seed(s)).collect();
+        candle_unet2d::pipeline::sample_per_image(&pipe.unet, &mut scheduler, &options, &mut generators, |_| {})
+            .unwrap()
+    };
+    let batch = run(&[11, 12, 13], vec![3, 1, 4]);
+    for (i, (seed, label)) in [(11, 3), (12, 1), (13, 4)].into_iter().enumerate() {
+        let alone = run(&[seed], vec![label]);
+        let (diff, _) = common::max_abs_diff(&batch.narrow(0, i, 1).unwrap(), &alone);
+        assert!(diff < 1e-5, "image {i} differs from its batch-of-one run by {diff}");
+    }
+    // a list of the wrong length is an error, not a silent reuse
+    let mut scheduler = pipe.scheduler.clone();
+    let options =
+        SampleOptions { batch_size: 2, num_inference_steps: 2, class_labels: Some(vec![0, 1]), ..Default::default() };
+    let mut one = vec![Generator::from_seed(0)];
+    let e =
+        candle_unet2d::pipeline::sample_per_image(&pipe.unet, &mut scheduler, &options, &mut one, |_| {}).unwrap_err();
+    assert!(e.to_string().contains("one per image"), "{e}");
 }

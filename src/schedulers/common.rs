@@ -10,6 +10,11 @@ use crate::error::{Error, Result};
 /// `timestep_spacing` schedule), ᾱ at a training timestep and the clipping/thresholding of x₀.
 macro_rules! ddpm_ddim_methods {
     () => {
+        /// βₜ of the training schedule.
+        pub fn betas(&self) -> &[f64] {
+            &self.schedule.betas
+        }
+
         /// The `timestep_spacing` schedule of `set_timesteps(n)`.
         fn spaced_timesteps(&self, num_inference_steps: usize) -> $crate::error::Result<Vec<f64>> {
             $crate::schedulers::timesteps::check_num_inference_steps(

@@ -32,11 +32,6 @@ pub struct DdpmScheduler {
 impl DdpmScheduler {
     ddpm_ddim_methods!();
 
-    /// βₜ of the training schedule.
-    pub fn betas(&self) -> &[f64] {
-        &self.schedule.betas
-    }
-
     /// Sets custom timesteps (diffusers' `set_timesteps(timesteps=[…])`): strictly descending
     /// training timesteps.
     fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {

@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use candle_unet2d::schedulers::SchedulerKind;
+use clap::builder::PossibleValue;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -49,10 +51,18 @@ pub struct SampleArgs {
 
     /// Noise scheduler, converted from the model's scheduler config as diffusers'
     /// `from_config` does [default: the model's own scheduler].
-    #[arg(long, value_enum)]
-    pub scheduler: Option<SchedulerChoice>,
+    #[arg(long, value_name = "NAME", value_parser = scheduler_names())]
+    pub scheduler: Option<String>,
 
-    /// Denoising steps [default: 1000 for ddpm (as DDPMPipeline), 50 for ddim, 20 for dpmpp].
+    /// The σ schedule of σ-space schedulers (Euler, Heun, LMS, DPM-Solver, UniPC, …): sets the
+    /// scheduler's `use_karras_sigmas` / `use_exponential_sigmas` / `use_beta_sigmas` (or EDM's
+    /// `sigma_schedule`); an error for schedulers without one.
+    #[arg(long, value_enum)]
+    pub sigmas: Option<SigmaChoice>,
+
+    /// Denoising steps [default: the scheduler's usual count: 1000 for ddpm (as DDPMPipeline, at
+    /// most the training steps), 50 for ddim and euler, 20 for dpmpp and unipc, …; `--help`'s
+    /// scheduler list says].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub steps: Option<usize>,
 
@@ -72,9 +82,14 @@ pub struct SampleArgs {
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
 
-    /// DDIM's η: 0 is deterministic, 1 is DDPM-like. Only DDIM uses it [default: 0].
+    /// η of the schedulers that take it (DDIM: 0 is deterministic, 1 is DDPM-like; RePaint) [default: 0].
     #[arg(long, value_name = "E", value_parser = non_negative_finite, allow_negative_numbers = true)]
     pub eta: Option<f64>,
+
+    /// A scheduler-specific `step` argument, by diffusers' name (e.g. `s_churn=0.5` for Euler);
+    /// the value is JSON (a number, true/false, a string). Repeatable.
+    #[arg(long = "step-arg", value_name = "NAME=VALUE", value_parser = step_arg)]
+    pub step_args: Vec<(String, serde_json::Value)>,
 
     /// Where to compute: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
@@ -107,15 +122,44 @@ pub struct InfoArgs {
     pub model: ModelArgs,
 }
 
-/// The schedulers `--scheduler` offers.
+/// `--scheduler`'s values: every registered scheduler's short name, with its summary as help.
+fn scheduler_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        SchedulerKind::all()
+            .map(|k| PossibleValue::new(k.short_name()).help(format!("{}: {}", k.class_name(), k.summary()))),
+    )
+}
+
+/// The σ schedules `--sigmas` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SchedulerChoice {
-    /// DDPMScheduler: ancestral sampling, as trained (slow: one step per training timestep).
-    Ddpm,
-    /// DDIMScheduler: deterministic with --eta 0, good in about 50 steps.
-    Ddim,
-    /// DPMSolverMultistepScheduler as DPM-Solver++ (2nd order): good in about 20 steps.
-    Dpmpp,
+pub enum SigmaChoice {
+    /// Karras et al. (2022): ρ = 7 spacing.
+    Karras,
+    /// Log-linear from σ_max to σ_min.
+    Exponential,
+    /// The beta-distribution spacing of Lee et al. (2024).
+    Beta,
+}
+
+impl SigmaChoice {
+    /// The name in `use_<name>_sigmas` and EDM's `sigma_schedule`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SigmaChoice::Karras => "karras",
+            SigmaChoice::Exponential => "exponential",
+            SigmaChoice::Beta => "beta",
+        }
+    }
+}
+
+/// `NAME=VALUE` with the value parsed as JSON, or taken as a string when it is not JSON.
+fn step_arg(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (name, value) = s.split_once('=').ok_or("expected NAME=VALUE, e.g. s_churn=0.5")?;
+    if name.is_empty() {
+        return Err("the argument name is empty (expected NAME=VALUE)".into());
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    Ok((name.to_owned(), value))
 }
 
 /// The dtypes `--dtype` offers.
@@ -215,10 +259,10 @@ mod tests {
 
     #[test]
     fn clap_errors_become_one_line() {
-        let text = "error: invalid value 'x' for '--scheduler <SCHEDULER>'\n  [possible values: ddpm, ddim, dpmpp]\n\n  tip: a similar value exists: 'ddim'\n\nUsage: unet2d sample\n\nFor more information, try '--help'.\n";
+        let text = "error: invalid value 'x' for '--scheduler <NAME>'\n  [possible values: ddpm, ddim, dpmpp]\n\n  tip: a similar value exists: 'ddim'\n\nUsage: unet2d sample\n\nFor more information, try '--help'.\n";
         assert_eq!(
             one_line(text),
-            "error: invalid value 'x' for '--scheduler <SCHEDULER>' [possible values: ddpm, ddim, dpmpp]; tip: a similar value exists: 'ddim'"
+            "error: invalid value 'x' for '--scheduler <NAME>' [possible values: ddpm, ddim, dpmpp]; tip: a similar value exists: 'ddim'"
         );
     }
 
@@ -233,5 +277,9 @@ mod tests {
         assert!(png_path("x.jpg").is_err());
         assert!(png_path("x").is_err());
         assert!(png_path("X.PNG").is_ok());
+        assert_eq!(step_arg("s_churn=0.5"), Ok(("s_churn".into(), serde_json::json!(0.5))));
+        assert_eq!(step_arg("x=abc"), Ok(("x".into(), serde_json::json!("abc"))));
+        assert!(step_arg("=1").is_err());
+        assert!(step_arg("s_churn").is_err());
     }
 }

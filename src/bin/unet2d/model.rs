@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use candle_unet2d::loading::LoadReport;
 use candle_unet2d::pipeline::UNet2DPipeline;
-use candle_unet2d::schedulers::{Scheduler, SchedulerKind};
+use candle_unet2d::schedulers::Scheduler;
 use candle_unet2d::{LoadOptions, UNet2DModel};
 use serde_json::Value;
 
@@ -77,19 +77,12 @@ pub fn config_field(config: &Value, key: &str) -> String {
     }
 }
 
-/// A short human name for a scheduler: `DDPM`, `DDIM`, `DPM-Solver++`.
+/// A short human name for a scheduler: `DDPMScheduler`, or for DPM-Solver its algorithm and order.
 pub fn scheduler_label(scheduler: &Scheduler) -> String {
-    match scheduler.kind() {
-        SchedulerKind::Ddpm => "DDPM".into(),
-        SchedulerKind::Ddim => "DDIM".into(),
-        SchedulerKind::DpmSolverMultistep => {
-            let config = scheduler.config_json();
-            let order = config_field(&config, "solver_order");
-            match config_field(&config, "algorithm_type").as_str() {
-                "dpmsolver++" => format!("DPM-Solver++ (order {order})"),
-                "sde-dpmsolver++" => format!("SDE-DPM-Solver++ (order {order})"),
-                other => format!("DPM-Solver {other} (order {order})"),
-            }
-        }
+    let config = scheduler.config_json();
+    let name = scheduler.kind().class_name();
+    match (config.get("algorithm_type"), config.get("solver_order")) {
+        (Some(Value::String(algorithm)), Some(order)) => format!("{name} ({algorithm}, order {order})"),
+        _ => name.to_owned(),
     }
 }

@@ -11,11 +11,11 @@ use anyhow::{bail, Context};
 use candle_unet2d::device::parse_device;
 use candle_unet2d::pipeline::{sample, Progress, SampleOptions};
 use candle_unet2d::rng::Generator;
-use candle_unet2d::schedulers::{Scheduler, SchedulerKind};
+use candle_unet2d::schedulers::{Args, Scheduler, SchedulerKind};
 use candle_unet2d::LoadOptions;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::cli::{usage_error, SampleArgs, SchedulerChoice};
+use crate::cli::{usage_error, SampleArgs, SigmaChoice};
 use crate::images::{check_channels, default_grid_scale, grid_columns, Images};
 use crate::model::{self, Loaded};
 
@@ -41,7 +41,7 @@ struct Plan {
     steps: usize,
     batch: usize,
     labels: Option<Vec<i64>>,
-    eta: f64,
+    step_args: Args,
     seed: u64,
     output: Output,
     /// `None`: the default for the output kind.
@@ -88,23 +88,30 @@ impl Plan {
         }
 
         let (batch, labels) = batch_and_labels(&model, args.class, args.batch)?;
-        let scheduler = choose_scheduler(&model.scheduler, args.scheduler)?;
+        let scheduler = choose_scheduler(&model.scheduler, args.scheduler.as_deref(), args.sigmas)?;
         let steps = args.steps.unwrap_or_else(|| default_steps(&scheduler));
         // set_timesteps refuses step counts the schedule cannot take; find out now, not later.
         scheduler
             .clone()
             .set_timesteps(steps)
             .with_context(|| format!("cannot run {} for --steps {steps}", model::scheduler_label(&scheduler)))?;
-        if args.eta.is_some_and(|e| e != 0.0) && scheduler.kind() != SchedulerKind::Ddim {
-            eprintln!("warning: --eta only affects DDIM; {} ignores it", model::scheduler_label(&scheduler));
+        let mut step_args = Args::new();
+        if let Some(eta) = args.eta {
+            step_args.insert("eta", eta);
         }
+        for (name, value) in &args.step_args {
+            step_args.insert(name, value.clone());
+        }
+        scheduler
+            .check_step_args(&step_args)
+            .with_context(|| format!("cannot pass --eta/--step-arg to {}", model::scheduler_label(&scheduler)))?;
         Ok(Self {
             model,
             scheduler,
             steps,
             batch,
             labels,
-            eta: args.eta.unwrap_or(0.0),
+            step_args,
             seed: args.seed,
             output,
             scale: args.scale.map(|s| s as usize),
@@ -117,7 +124,7 @@ impl Plan {
             batch_size: self.batch,
             num_inference_steps: self.steps,
             class_labels: self.labels.clone(),
-            eta: self.eta,
+            step_args: self.step_args.clone(),
             size: None,
             latents: None,
         };
@@ -269,37 +276,39 @@ fn batch_and_labels(
     }
 }
 
-/// The model's own scheduler, or its config converted to the `--scheduler` choice (DPM-Solver++
-/// as `algorithm_type: "dpmsolver++"`, `solver_order: 2`).
-fn choose_scheduler(own: &Scheduler, choice: Option<SchedulerChoice>) -> anyhow::Result<Scheduler> {
-    let Some(choice) = choice else {
-        return Ok(own.clone());
+/// The model's own scheduler, or its config converted to the `--scheduler` choice as diffusers'
+/// `from_config` converts it, with the `--sigmas` schedule switched on.
+fn choose_scheduler(own: &Scheduler, choice: Option<&str>, sigmas: Option<SigmaChoice>) -> anyhow::Result<Scheduler> {
+    let kind = match choice {
+        Some(name) => SchedulerKind::from_short_name(name)?,
+        None => own.kind(),
     };
     let mut config = own.config_json();
-    let kind = match choice {
-        SchedulerChoice::Ddpm => SchedulerKind::Ddpm,
-        SchedulerChoice::Ddim => SchedulerKind::Ddim,
-        SchedulerChoice::Dpmpp => {
-            if let Some(map) = config.as_object_mut() {
-                map.insert("algorithm_type".into(), "dpmsolver++".into());
-                map.insert("solver_order".into(), 2.into());
+    if let Some(sigmas) = sigmas {
+        // What the target calls its σ schedule: the keys of its default config say.
+        let defaults = kind.build(&serde_json::json!({}))?.config_json();
+        let flag = format!("use_{}_sigmas", sigmas.name());
+        let map = config.as_object_mut().context("the scheduler config is not an object")?;
+        if defaults.get(&flag).is_some() {
+            for other in ["karras", "exponential", "beta"] {
+                map.insert(format!("use_{other}_sigmas"), false.into());
             }
-            SchedulerKind::DpmSolverMultistep
+            map.insert(flag, true.into());
+        } else if defaults.get("sigma_schedule").is_some() && sigmas != SigmaChoice::Beta {
+            map.insert("sigma_schedule".into(), sigmas.name().into());
+        } else {
+            bail!("--sigmas {}: {} has no choice of σ schedule", sigmas.name(), kind.class_name());
         }
-    };
+    }
     Scheduler::from_json_as(kind, &config).with_context(|| {
         format!("cannot make a {} from the model's {} config", kind.class_name(), own.kind().class_name())
     })
 }
 
-/// Steps when `--steps` is not given: DDPMPipeline's 1000 (at most the training steps), DDIM 50,
-/// DPM-Solver 20.
+/// Steps when `--steps` is not given: the scheduler's usual count (DDPMPipeline's 1000 for DDPM),
+/// at most the training steps.
 fn default_steps(scheduler: &Scheduler) -> usize {
-    match scheduler.kind() {
-        SchedulerKind::Ddpm => scheduler.num_train_timesteps().clamp(1, 1000),
-        SchedulerKind::Ddim => 50,
-        SchedulerKind::DpmSolverMultistep => 20,
-    }
+    scheduler.kind().default_steps().min(scheduler.num_train_timesteps()).max(1)
 }
 
 /// A bar on stderr (step, it/s, ETA) when stderr is a terminal; hidden otherwise.
