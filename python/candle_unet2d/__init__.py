@@ -1,5 +1,6 @@
 """diffusers' ``UNet2DModel`` on candle (Rust): load a diffusers model folder, run it on numpy or torch;
-diffusers' DDPM, DDIM and DPM-Solver schedulers, torch's CPU random stream, and a sampling pipeline.
+diffusers' schedulers (DDPM, DDIM, DPM-Solver, Euler, Heun, UniPC, PNDM, …), torch's CPU random stream, and a
+sampling pipeline.
 
 >>> from candle_unet2d import UNet2DModel
 >>> model = UNet2DModel.from_pretrained("google/ddpm-cifar10-32")  # doctest: +SKIP
@@ -11,11 +12,9 @@ diffusers' DDPM, DDIM and DPM-Solver schedulers, torch's CPU random stream, and 
 >>> images = pipe(batch_size=4, generator=Generator().manual_seed(0)).images  # doctest: +SKIP
 """
 
+from . import _schedulers
 from ._core import (
     WITH_CUDA,
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
     Generator,
     SchedulerMixin,
     UNet2DModel,
@@ -38,13 +37,11 @@ from ._errors import (
     WeightsError,
 )
 from ._outputs import FrozenDict, ImagePipelineOutput, SchedulerOutput, UNet2DOutput
+from ._schedulers import *  # noqa: F403  (one class per registered scheduler)
 
 __all__ = [
     "WITH_CUDA",
     "ConfigError",
-    "DDIMScheduler",
-    "DDPMScheduler",
-    "DPMSolverMultistepScheduler",
     "FrozenDict",
     "Generator",
     "ImagePipelineOutput",
@@ -66,4 +63,5 @@ __all__ = [
     "default_generator",
     "manual_seed",
     "randn",
+    *_schedulers.__all__,
 ]

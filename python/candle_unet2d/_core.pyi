@@ -237,18 +237,37 @@ def randn(*size: int | Sequence[int], generator: Generator | None = None) -> npt
 
 # --- schedulers -----------------------------------------------------------------------------------------
 
-_Timestep1: TypeAlias = int | np.integer[Any] | npt.NDArray[np.integer[Any]] | Any
-"""One timestep of ``scheduler.timesteps``: an int, a numpy integer, or a one-element numpy array / torch
+_Timestep1: TypeAlias = int | float | np.integer[Any] | np.floating[Any] | npt.NDArray[Any] | Any
+"""One timestep of ``scheduler.timesteps``: a number, a numpy scalar, or a one-element numpy array / torch
 tensor."""
 
-@disjoint_base
+_GeneratorArg: TypeAlias = Generator | Sequence[Generator] | None
+"""One generator, or a list with one per image (image ``i`` draws from generator ``i``, as diffusers)."""
+
+def scheduler_classes() -> list[tuple[str, str, str, int, list[tuple[str, list[str]]], list[str]]]:
+    """The scheduler registry: per class ``(class name, CLI name, summary, default steps, [(method,
+    [positional parameters])], [compatible class names])``; ``candle_unet2d`` builds its classes from it."""
+
 class SchedulerMixin:
     """What the schedulers share (diffusers' ``SchedulerMixin`` and ``ConfigMixin``).
 
-    Not constructed directly: use ``DDPMScheduler``, ``DDIMScheduler`` or ``DPMSolverMultistepScheduler``.
+    Not constructed directly: use a scheduler class (``DDPMScheduler``, ``EulerDiscreteScheduler``, …).
     ``SchedulerMixin.from_pretrained`` / ``from_config`` build whichever class the config's ``_class_name``
     names. Safe to share between threads (steps are serialised); the GIL is released while stepping.
     """
+
+    _class_name: str
+    _compatibles: list[str]
+
+    def __new__(cls, **kwargs: Any) -> Self:
+        """Builds the scheduler from config values, diffusers' defaults for the rest:
+        ``DDPMScheduler(beta_schedule="squaredcos_cap_v2")``.
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) a keyword that is not a config key, or ``SchedulerMixin``
+                itself.
+            ConfigError: (a ``ValueError``) an invalid value.
+        """
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], subfolder: str | None = None, **kwargs: Any) -> Self:
@@ -268,13 +287,13 @@ class SchedulerMixin:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | SchedulerMixin | None = None, **kwargs: Any) -> Self:
         """Builds the scheduler from a config, as diffusers' ``from_config``:
-        ``DDIMScheduler.from_config(pipe.scheduler.config)``.
+        ``EulerDiscreteScheduler.from_config(pipe.scheduler.config)``.
 
         Args:
             config: a dict, a ``FrozenDict`` (another scheduler's ``.config``), or a scheduler. Keys this
                 class does not use are ignored (and kept in the new ``.config``, as diffusers does).
-            **kwargs: config values to override, e.g. ``algorithm_type="dpmsolver++"``; a keyword that no
-                config key takes is ignored with a ``UserWarning``.
+            **kwargs: config values to override, e.g. ``use_karras_sigmas=True``; a keyword that no config
+                key takes is ignored with a ``UserWarning``.
 
         Raises:
             ConfigError: (a ``ValueError``) an invalid value, or (for ``SchedulerMixin``) no
@@ -288,28 +307,42 @@ class SchedulerMixin:
         """The config (read-only dict with attribute access): every config value with diffusers' defaults
         filled in, plus ``_class_name`` and ``_diffusers_version``."""
 
+    @property
+    def compatibles(self) -> list[type[SchedulerMixin]]:
+        """The classes that can be built from this one's config (diffusers' ``compatibles``)."""
+
     def set_timesteps(
         self,
         num_inference_steps: int | None = None,
-        device: str | Any | None = None,
-        timesteps: Sequence[int] | npt.NDArray[np.integer[Any]] | None = None,
+        *args: Any,
+        timesteps: Sequence[float] | npt.NDArray[Any] | None = None,
+        sigmas: Sequence[float] | npt.NDArray[Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        """Sets the inference timesteps (and resets DPM-Solver's history), as diffusers.
+        """Sets the inference schedule (and resets the scheduler's per-run state), as diffusers.
 
         Args:
-            num_inference_steps: the number of steps, spaced per the config's ``timestep_spacing``.
-            device: accepted for diffusers compatibility and ignored (timesteps are numpy arrays).
-            timesteps: custom descending timesteps instead (DDPM and DPM-Solver only).
+            num_inference_steps: the number of steps, laid out by the config.
+            *args: further positional arguments in the diffusers class's order (``device``, which is
+                ignored; RePaint's ``jump_length``, …).
+            timesteps: explicit descending timesteps, where the scheduler takes them.
+            sigmas: explicit descending σ, where the scheduler takes them.
+            **kwargs: the scheduler's own arguments by name (``device`` is accepted and ignored).
 
         Raises:
-            InvalidArgumentError: (a ``ValueError``) neither or both given, 0 steps, more steps than
-                training timesteps, or custom timesteps for DDIM.
+            InvalidArgumentError: (a ``ValueError``) none or several of the three given, 0 steps, more steps
+                than training timesteps, custom timesteps the scheduler refuses (unsorted, duplicated, out of
+                range), or an argument the scheduler does not take.
         """
 
     @property
-    def timesteps(self) -> npt.NDArray[np.int64]:
-        """The timesteps to step through, descending (a copy; before ``set_timesteps``, every training
-        timestep, as diffusers)."""
+    def timesteps(self) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:
+        """The timesteps to step through, one ``step`` call each (a copy): int64 for discrete schedulers,
+        float32 for σ-space ones, as diffusers keeps them."""
+
+    @property
+    def sigmas(self) -> npt.NDArray[np.float32] | None:
+        """σ at each timestep plus the final one, for σ-space schedulers; ``None`` for the others."""
 
     @property
     def num_inference_steps(self) -> int | None:
@@ -317,131 +350,65 @@ class SchedulerMixin:
 
     @property
     def init_noise_sigma(self) -> float:
-        """The standard deviation of the initial noise (1.0 for these schedulers)."""
+        """The standard deviation of the initial noise (1 for the discrete schedulers, σ_max-like for
+        σ-space ones): multiply the initial noise by it."""
 
     @property
     def order(self) -> int:
-        """Model evaluations per step (1)."""
+        """Model evaluations per step (2 for Heun and KDPM2)."""
 
     @property
-    def alphas_cumprod(self) -> npt.NDArray[np.float32]:
-        """ᾱₜ of the training schedule, ``[num_train_timesteps]``."""
+    def alphas_cumprod(self) -> npt.NDArray[np.float32] | None:
+        """ᾱₜ of the training schedule, ``[num_train_timesteps]``; ``None`` for schedulers without one."""
 
     def __len__(self) -> int:
         """``num_train_timesteps``."""
 
     def scale_model_input(self, sample: Any, timestep: _Timestep1 | None = None) -> Any:
-        """Returns ``sample`` itself: these schedulers do not scale the model input."""
+        """The model input for ``timestep``: σ-space schedulers divide by √(σ² + 1), the others return
+        ``sample``'s values unchanged; of ``sample``'s type, dtype and device."""
 
-    @overload
     def step(
         self,
         model_output: Any,
         timestep: _Timestep1,
         sample: Any,
-        eta: float = 0.0,
-        generator: Generator | None = None,
-        variance_noise: Any | None = None,
-        return_dict: Literal[True] = True,
-        *,
-        use_clipped_model_output: bool = False,
-    ) -> SchedulerOutput[Any]: ...
-    @overload
-    def step(
-        self,
-        model_output: Any,
-        timestep: _Timestep1,
-        sample: Any,
-        eta: float = 0.0,
-        generator: Generator | None = None,
-        variance_noise: Any | None = None,
-        *,
-        return_dict: Literal[False],
-        use_clipped_model_output: bool = False,
-    ) -> tuple[Any, ...]: ...
-    @overload
-    def step(
-        self,
-        model_output: Any,
-        timestep: _Timestep1,
-        sample: Any,
-        eta: float = 0.0,
-        generator: Generator | None = None,
-        variance_noise: Any | None = None,
+        *args: Any,
+        generator: _GeneratorArg = None,
         return_dict: bool = True,
-        *,
-        use_clipped_model_output: bool = False,
-    ) -> SchedulerOutput[Any] | tuple[Any, ...]:
-        """One reverse step from ``sample`` at ``timestep``, given the model's output there (diffusers'
-        ``step``; the GIL is released meanwhile).
+        **kwargs: Any,
+    ) -> Any:
+        """One step from ``sample`` at ``timestep``, given the model's output there (diffusers' ``step``;
+        the GIL is released meanwhile).
 
         Args:
-            model_output: the model's prediction for ``sample`` (numpy array, torch tensor or list), shaped
-                like ``sample`` (twice its channels for ``variance_type="learned*"``).
-            timestep: one of ``timesteps`` (DPM-Solver: steps must follow them in order).
+            model_output: the model's prediction for ``scale_model_input(sample, timestep)`` (numpy array,
+                torch tensor or list), shaped like ``sample`` (twice its channels for
+                ``variance_type="learned*"``).
+            timestep: one of ``timesteps``, in order for the multistep and second-order schedulers.
             sample: x_t, ``[batch, channels, height, width]``, float16/32/64.
-            eta: DDIM's η (0: deterministic, 1: DDPM-like); ignored by DDPM and DPM-Solver.
-            generator: where stochastic steps (DDPM with t > 0, DDIM with η > 0, the ``sde-`` DPM-Solvers)
-                draw their noise; without it and without ``variance_noise``, ``default_generator``.
-                Deterministic steps never advance it.
-            variance_noise: the noise to add instead of drawing it (shaped like ``sample``); not with
-                ``generator``.
-            return_dict: return a ``SchedulerOutput`` (default) or a tuple, as diffusers: ``(prev_sample,
-                pred_original_sample)`` for DDPM and DDIM, ``(prev_sample,)`` for DPM-Solver.
-            use_clipped_model_output: DDIM only: re-derive ε from the clipped x_0, as diffusers.
+            *args: further positional arguments in the diffusers class's order (DDIM's ``eta``, Euler's
+                ``s_churn``, RePaint's ``original_image`` and ``mask``, …).
+            generator: where stochastic steps draw their noise: one generator, or a list with one per image;
+                without it and without ``variance_noise``, ``default_generator``. Deterministic steps never
+                advance it.
+            return_dict: return a ``SchedulerOutput`` (default) or diffusers' tuple.
+            **kwargs: the scheduler's own arguments by name (``eta=``, ``s_churn=``, ``variance_noise=``,
+                …); an argument it does not take is an error listing the ones it does.
 
         Returns:
-            ``prev_sample`` (x_{t-1}) and ``pred_original_sample`` (x_0; DPM-Solver's too, which diffusers'
-            output lacks), of ``sample``'s type, dtype and device: numpy in, numpy out; torch in, torch out.
+            a ``SchedulerOutput`` (``prev_sample`` and, where diffusers' class returns them,
+            ``pred_original_sample`` / ``prev_sample_mean``) of ``sample``'s type, dtype and device.
 
         Raises:
             InvalidArgumentError: (a ``ValueError``) a shape mismatch, a timestep not in ``timesteps``, no
-                ``set_timesteps`` yet, a bad ``eta``, ``generator`` together with ``variance_noise``.
+                ``set_timesteps`` yet, an unknown or ill-typed argument, ``generator`` together with
+                ``variance_noise``, a list of generators whose length is not the batch size.
         """
 
+    def _call_method(self, method: str, *args: Any, **kwargs: Any) -> Any: ...
     def __copy__(self) -> Self: ...
     def __deepcopy__(self, memo: Any, /) -> Self: ...
-
-@final
-class DDPMScheduler(SchedulerMixin):
-    """diffusers' ``DDPMScheduler`` (ancestral sampling; every ``beta_schedule``, ``variance_type``,
-    ``prediction_type``, clipping and dynamic thresholding)."""
-
-    def __new__(cls, **kwargs: Any) -> Self:
-        """Builds the scheduler from config values, diffusers' defaults for the rest:
-        ``DDPMScheduler(beta_schedule="squaredcos_cap_v2")``.
-
-        Raises:
-            InvalidArgumentError: (a ``ValueError``) a keyword that is not a config key.
-            ConfigError: (a ``ValueError``) an invalid value.
-        """
-
-@final
-class DDIMScheduler(SchedulerMixin):
-    """diffusers' ``DDIMScheduler`` (η, every ``timestep_spacing``, ``set_alpha_to_one``,
-    ``rescale_betas_zero_snr``)."""
-
-    def __new__(cls, **kwargs: Any) -> Self:
-        """Builds the scheduler from config values, diffusers' defaults for the rest.
-
-        Raises:
-            InvalidArgumentError: (a ``ValueError``) a keyword that is not a config key.
-            ConfigError: (a ``ValueError``) an invalid value.
-        """
-
-@final
-class DPMSolverMultistepScheduler(SchedulerMixin):
-    """diffusers' ``DPMSolverMultistepScheduler``: DPM-Solver and DPM-Solver++ (orders 1–3), their SDE
-    variants, Karras/exponential/beta/Lu sigmas."""
-
-    def __new__(cls, **kwargs: Any) -> Self:
-        """Builds the scheduler from config values, diffusers' defaults for the rest:
-        ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)``.
-
-        Raises:
-            InvalidArgumentError: (a ``ValueError``) a keyword that is not a config key.
-            ConfigError: (a ``ValueError``) an invalid value.
-        """
 
 # --- pipeline -------------------------------------------------------------------------------------------
 

@@ -112,20 +112,23 @@ def _describe(value: Any) -> str:
 
 
 class SchedulerOutput(_Output, Generic[T]):
-    """The output of a scheduler's ``step``, like diffusers' ``DDPMSchedulerOutput``/``SchedulerOutput``.
+    """The output of a scheduler's ``step``, like diffusers' ``SchedulerOutput`` and its variants.
 
     ``prev_sample`` is x_{t-1}, the sample to feed the next step; ``pred_original_sample`` the x_0 estimate
-    of this step (after clipping/thresholding), ``None`` if the scheduler has none. Both are of the type,
-    dtype and device of the ``sample`` passed in (numpy or torch). ``out[0]``, ``out["prev_sample"]`` and
-    ``out.to_tuple()`` work as for diffusers' outputs.
+    of this step (after clipping/thresholding) where the diffusers scheduler returns one;
+    ``prev_sample_mean`` the mean of x_{t-1} before noise (ScoreSdeVe's ``step_pred``). Fields the
+    scheduler does not return are ``None`` and left out of ``keys()`` and ``to_tuple()``. All are of the
+    type, dtype and device of the ``sample`` passed in (numpy or torch). ``out[0]``,
+    ``out["prev_sample"]`` and ``out.to_tuple()`` work as for diffusers' outputs.
     """
 
-    __slots__ = ("pred_original_sample", "prev_sample")
-    _fields = ("prev_sample", "pred_original_sample")
+    __slots__ = ("pred_original_sample", "prev_sample", "prev_sample_mean")
+    _fields = ("prev_sample", "prev_sample_mean", "pred_original_sample")
 
-    def __init__(self, prev_sample: T, pred_original_sample: T | None = None) -> None:
+    def __init__(self, prev_sample: T, pred_original_sample: T | None = None, prev_sample_mean: T | None = None) -> None:
         self.prev_sample = prev_sample
         self.pred_original_sample = pred_original_sample
+        self.prev_sample_mean = prev_sample_mean
 
 
 class ImagePipelineOutput(_Output, Generic[T]):

@@ -4,13 +4,14 @@
 //! helper ([`errors`]), and the `UNet2DModel` class ([`model`]). The package `candle_unet2d` re-exports
 //! these with the pure-Python pieces (exception classes, `UNet2DOutput`, `FrozenDict`).
 //!
-//! Also: `Generator`, `randn`, `manual_seed` and `default_generator` ([`rng`]); the schedulers
-//! `SchedulerMixin`, `DDPMScheduler`, `DDIMScheduler`, `DPMSolverMultistepScheduler` ([`schedulers`]);
+//! Also: `Generator`, `randn`, `manual_seed` and `default_generator` ([`rng`]); `SchedulerMixin`, the
+//! base of every scheduler class, and the registry the package builds the classes from ([`schedulers`]);
 //! and `UNet2DPipeline` ([`pipeline`]), with their pure-Python helpers (`SchedulerOutput`,
 //! `ImagePipelineOutput`, the progress bar and PIL conversion in `candle_unet2d/_pipeline.py`).
 
 mod args;
 mod arrays;
+mod config_values;
 mod errors;
 mod model;
 mod pipeline;
@@ -30,9 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rng::manual_seed, m)?)?;
     m.add_function(wrap_pyfunction!(rng::randn, m)?)?;
     m.add_class::<schedulers::PySchedulerMixin>()?;
-    m.add_class::<schedulers::PyDDPMScheduler>()?;
-    m.add_class::<schedulers::PyDDIMScheduler>()?;
-    m.add_class::<schedulers::PyDPMSolverMultistepScheduler>()?;
+    m.add_function(wrap_pyfunction!(schedulers::scheduler_classes, m)?)?;
     m.add_class::<pipeline::PyUNet2DPipeline>()?;
     m.add_function(wrap_pyfunction!(cpu_isa, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

@@ -21,8 +21,8 @@ use super::args::{device_arg, dtype_arg, path_arg};
 use super::arrays::{to_tensor, Framework, HostArray, Numbers};
 use super::errors::{argument_error, guarded, run_detached, to_py_err};
 use super::model::{optional_str, PyUNet2DModel};
-use super::rng::{generator_arg, lock, type_name};
-use super::schedulers::{bool_arg, float_arg, int_arg, scheduler_object, PySchedulerMixin};
+use super::rng::{generator_arg, lock, type_name, PyGenerator};
+use super::schedulers::{bool_arg, float_arg, generator_list, int_arg, scheduler_object, PySchedulerMixin};
 use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
 use crate::error::Error;
 use crate::loading::weights::WeightStore;
@@ -30,7 +30,7 @@ use crate::loading::{resolve_model_dir, weight_files, LoadOptions, LoadReport};
 use crate::memory_budget;
 use crate::pipeline::{self, Progress, SampleOptions, UNet2DPipeline};
 use crate::schedulers::config::read_config_json;
-use crate::schedulers::SchedulerKind;
+use crate::schedulers::Args;
 
 /// The pure-Python helpers: the progress bar and the PIL conversion.
 const PIPELINE_MODULE: &str = "candle_unet2d._pipeline";
@@ -246,7 +246,6 @@ impl PyUNet2DPipeline {
                 Some(l) => Some(to_tensor(l, "latents", Numbers::Float)?),
                 None => None,
             };
-            let eta = float_arg(eta, "eta", 0.0)?;
             let return_dict = bool_arg(return_dict, "return_dict", true)?;
             let show_progress = bool_arg(progress, "progress", true)?;
 
@@ -260,26 +259,39 @@ impl PyUNet2DPipeline {
                         .filter(|&n| n >= 1)
                         .ok_or_else(|| argument_error(py, "num_inference_steps", format!("must be ≥ 1, got {n}")))?
                 }
-                None => match scheduler_ref.kind() {
-                    SchedulerKind::Ddpm => 1000,
-                    SchedulerKind::Ddim => 50,
-                    SchedulerKind::DpmSolverMultistep => 20,
-                },
+                // The scheduler's usual count (DDPMPipeline's 1000 for DDPM), at most the training steps.
+                None => {
+                    let kind = scheduler_ref.kind();
+                    kind.default_steps().min(scheduler_ref.snapshot().num_train_timesteps()).max(1)
+                }
             };
-            let generator = generator_arg(py, generator)?;
-            let generator_ref = generator.get();
+            // One generator, or a list with one per image (copied out, their states written back).
+            let per_image = match generator.filter(|g| !g.is_none()) {
+                Some(g) => generator_list(g)?,
+                None => None,
+            };
+            let generator = match &per_image {
+                Some(_) => None,
+                None => Some(generator_arg(py, generator)?),
+            };
+            let generator_ref = generator.as_ref().map(|g| g.get());
+            let per_image_refs: Option<Vec<&PyGenerator>> = per_image.as_ref().map(|l| l.iter().map(|g| g.get()).collect());
+            let mut step_args = Args::new();
+            if let Some(eta) = eta.filter(|e| !e.is_none()) {
+                step_args.insert("eta", float_arg(Some(eta), "eta", 0.0)?);
+            }
 
             let config = lock(&self.progress_config).clone_ref(py);
             let bar = helpers.getattr("_ProgressBar")?.call1((show_progress, config))?.unbind();
 
-            let options = SampleOptions { batch_size, num_inference_steps, class_labels, eta, size: None, latents };
+            let options = SampleOptions { batch_size, num_inference_steps, class_labels, step_args, size: None, latents };
             let mut scheduler = scheduler_ref.snapshot();
             let mut interrupt: Option<PyErr> = None;
             let result = run_detached(py, || {
                 let run = catch_unwind(AssertUnwindSafe(|| {
                     // Draws go through the shared generator (locked per draw), so threads sharing it get
                     // different noise and leave it where as many sequential runs would.
-                    pipeline::sample_shared(&unet, &mut scheduler, &options, generator_ref.mutex(), |p: Progress| {
+                    let progress = |p: Progress| {
                         let stop = Python::attach(|py| {
                             // A failing progress bar must not stop sampling, but Ctrl-C (a signal
                             // handled while the bar's Python code ran) or SystemExit must.
@@ -292,7 +304,22 @@ impl PyUNet2DPipeline {
                             interrupt = Some(err);
                             resume_unwind(Box::new(Interrupted));
                         }
-                    })
+                    };
+                    match (&per_image_refs, generator_ref) {
+                        (Some(list), _) => {
+                            let mut generators: Vec<_> = list.iter().map(|g| g.snapshot()).collect();
+                            let result =
+                                pipeline::sample_per_image(&unet, &mut scheduler, &options, &mut generators, progress);
+                            for (g, state) in list.iter().zip(generators) {
+                                *g.lock() = state;
+                            }
+                            result
+                        }
+                        // Draws go through the shared generator (locked per draw), so threads sharing
+                        // it get different noise and leave it where as many sequential runs would.
+                        (None, Some(g)) => pipeline::sample_shared(&unet, &mut scheduler, &options, g.mutex(), progress),
+                        (None, None) => Err(Error::argument("generator", "no generator")),
+                    }
                 }));
                 let x = match run {
                     Ok(result) => result?,

@@ -1,6 +1,9 @@
-//! The Python schedulers: `SchedulerMixin` (the shared methods) and its three classes
-//! `DDPMScheduler`, `DDIMScheduler`, `DPMSolverMultistepScheduler`, with diffusers' `from_pretrained`,
-//! `from_config`, `config`, `set_timesteps`, `timesteps`, `scale_model_input` and `step`.
+//! The Python schedulers: one class, `SchedulerMixin`, holding any registered scheduler. The package
+//! makes one subclass per registry entry (`candle_unet2d/_schedulers.py`, from
+//! [`scheduler_classes`]), so nothing here names a scheduler: a class's `_class_name` says which
+//! scheduler it builds, and each call's scheduler-specific arguments pass through by name (diffusers'
+//! positional order comes from the registry), with errors from the scheduler for unknown or
+//! ill-typed ones.
 //!
 //! Each object owns one crate [`Scheduler`] behind a mutex that is locked only for Rust work (with the
 //! GIL released in `step`), never while calling into Python. The config is built once, as a
@@ -11,28 +14,35 @@ use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use candle_core::Tensor;
 use numpy::PyArray1;
 use pyo3::exceptions::PyUserWarning;
 use pyo3::prelude::*;
-use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
-use serde_json::{Map, Number, Value};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple, PyType};
+use serde_json::{Map, Value};
 
 use super::arrays::{is_ndarray, is_torch_tensor, numpy_module, to_tensor, HostArray, Like, Numbers};
+use super::config_values::{is_path, json_to_py, py_to_json};
 use super::errors::{argument_error, argument_error_from, guarded, run_detached, ErrorKind};
 use super::rng::{default_generator, explicit_generator, lock, type_name, PyGenerator};
 use crate::error::Error;
 use crate::loading::hub;
+use crate::rng::Generator;
 use crate::schedulers::config::read_config_json;
-use crate::schedulers::{Scheduler, SchedulerKind, StepOptions};
+use crate::schedulers::{
+    Args, MethodInput, Noise, Scheduler, SchedulerKind, SchedulerOutput, StepInput, TensorArgs, TimestepType,
+    TimestepsSpec,
+};
 
 /// The module holding the pure-Python helper classes.
 const OUTPUTS_MODULE: &str = "candle_unet2d._outputs";
+/// The module holding the scheduler classes.
+const CLASSES_MODULE: &str = "candle_unet2d._schedulers";
 
-/// What the three scheduler classes share (diffusers' `SchedulerMixin` + `ConfigMixin`). Not
-/// constructed directly: use a scheduler class, or `SchedulerMixin.from_pretrained`/`from_config` to
-/// build the class a config's `_class_name` names.
+/// diffusers' `SchedulerMixin` + `ConfigMixin`: the base of every scheduler class. Not constructed
+/// directly: use a scheduler class, or `SchedulerMixin.from_pretrained`/`from_config` to build the
+/// class a config's `_class_name` names.
 #[pyclass(subclass, frozen, name = "SchedulerMixin", module = "candle_unet2d")]
 pub struct PySchedulerMixin {
     inner: Mutex<Scheduler>,
@@ -41,44 +51,18 @@ pub struct PySchedulerMixin {
     config: Py<PyAny>,
 }
 
-/// diffusers' `DDPMScheduler`.
-#[pyclass(extends = PySchedulerMixin, frozen, name = "DDPMScheduler", module = "candle_unet2d")]
-pub struct PyDDPMScheduler;
-
-/// diffusers' `DDIMScheduler`.
-#[pyclass(extends = PySchedulerMixin, frozen, name = "DDIMScheduler", module = "candle_unet2d")]
-pub struct PyDDIMScheduler;
-
-/// diffusers' `DPMSolverMultistepScheduler` (DPM-Solver, DPM-Solver++, SDE variants).
-#[pyclass(
-    extends = PySchedulerMixin,
-    frozen,
-    name = "DPMSolverMultistepScheduler",
-    module = "candle_unet2d"
-)]
-pub struct PyDPMSolverMultistepScheduler;
-
-macro_rules! scheduler_class {
-    ($class:ident, $kind:expr) => {
-        #[pymethods]
-        impl $class {
-            /// Builds the scheduler from config values given as keywords (diffusers' defaults for the
-            /// rest), as `DDPMScheduler(beta_schedule="squaredcos_cap_v2")`.
-            #[new]
-            #[pyo3(signature = (**kwargs))]
-            fn new(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyClassInitializer<Self>> {
-                guarded(py, || {
-                    let base = PySchedulerMixin::from_kwargs(py, $kind, kwargs)?;
-                    Ok(PyClassInitializer::from(base).add_subclass($class))
-                })
-            }
-        }
-    };
+/// The registry as the package needs it to make its classes: per scheduler, `(class name, CLI name,
+/// summary, default steps, [(method, [positional parameters])], [compatible class names])`.
+#[pyfunction]
+pub(crate) fn scheduler_classes(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let list = PyList::empty(py);
+    for kind in SchedulerKind::all() {
+        let methods: Vec<(&str, Vec<&str>)> = kind.methods().iter().map(|m| (m.name, m.params.to_vec())).collect();
+        let compatibles: Vec<&str> = kind.compatibles().into_iter().map(|k| k.class_name()).collect();
+        list.append((kind.class_name(), kind.short_name(), kind.summary(), kind.default_steps(), methods, compatibles))?;
+    }
+    Ok(list)
 }
-
-scheduler_class!(PyDDPMScheduler, SchedulerKind::Ddpm);
-scheduler_class!(PyDDIMScheduler, SchedulerKind::Ddim);
-scheduler_class!(PyDPMSolverMultistepScheduler, SchedulerKind::DpmSolverMultistep);
 
 impl PySchedulerMixin {
     /// A scheduler with its config (`source`: the config it was made from, for diffusers' hidden keys).
@@ -127,31 +111,239 @@ impl PySchedulerMixin {
     pub(crate) fn restore(&self, scheduler: Scheduler) {
         *lock(&self.inner) = scheduler;
     }
-}
 
-/// A Python scheduler object of the class `scheduler` is, with its config.
-pub(crate) fn scheduler_object<'py>(
-    py: Python<'py>,
-    scheduler: Scheduler,
-    source: Option<&Value>,
-) -> PyResult<Bound<'py, PySchedulerMixin>> {
-    wrap(py, PySchedulerMixin::new(py, scheduler, source)?)
-}
-
-fn wrap(py: Python<'_>, base: PySchedulerMixin) -> PyResult<Bound<'_, PySchedulerMixin>> {
-    let kind = base.kind;
-    let init = PyClassInitializer::from(base);
-    Ok(match kind {
-        SchedulerKind::Ddpm => Bound::new(py, init.add_subclass(PyDDPMScheduler))?.into_super(),
-        SchedulerKind::Ddim => Bound::new(py, init.add_subclass(PyDDIMScheduler))?.into_super(),
-        SchedulerKind::DpmSolverMultistep => {
-            Bound::new(py, init.add_subclass(PyDPMSolverMultistepScheduler))?.into_super()
+    /// Runs a scheduler call with the arguments bound by name: the tensors converted, the noise
+    /// source resolved (the default generator when none is given), the rest passed as the
+    /// scheduler's own arguments; returns diffusers' output object or tuple.
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        method: Option<&str>,
+        tensor_names: &[&str],
+        bound: Vec<(String, Bound<'py, PyAny>)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut like = None;
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        let mut timestep = None;
+        let mut generator = None;
+        let mut variance_noise = None;
+        let mut return_dict = true;
+        let mut args = Args::new();
+        for (name, value) in bound {
+            match name.as_str() {
+                "timestep" => timestep = Some(timestep_value(&value)?),
+                "generator" => generator = Some(value).filter(|g| !g.is_none()),
+                "variance_noise" => {
+                    if !value.is_none() {
+                        variance_noise = Some(to_tensor(&value, "variance_noise", Numbers::Float)?);
+                    }
+                }
+                "return_dict" => return_dict = bool_arg(Some(&value), "return_dict", true)?,
+                n if tensor_names.contains(&n) => {
+                    if n == "sample" {
+                        like = Some(Like::of(&value)?);
+                    }
+                    tensors.push((name.clone(), to_tensor(&value, n, Numbers::Float)?));
+                }
+                // diffusers' None means "the default"
+                _ if value.is_none() => {}
+                n => args.insert(n, py_to_json(&value, n)?),
+            }
         }
-    })
+        let like = like.ok_or_else(|| argument_error(py, "sample", "missing"))?;
+        let noise_arg = NoiseArg::resolve(py, generator.as_ref(), variance_noise)?;
+        let noise = noise_arg.refs();
+        let inner = &self.inner;
+        let host = run_detached(py, move || {
+            let mut scheduler = lock(inner);
+            let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let out = noise.with(|noise| match method {
+                None => {
+                    let get = |n: &str| {
+                        named.iter().find(|(k, _)| *k == n).map(|(_, t)| *t).ok_or_else(|| {
+                            Error::argument(n, format!("{}.step needs `{n}`", scheduler_class_name(&scheduler)))
+                        })
+                    };
+                    let (model_output, sample) = (get("model_output")?, get("sample")?);
+                    let timestep = timestep.ok_or_else(|| Error::argument("timestep", "missing"))?;
+                    let extra: Vec<(&str, &Tensor)> =
+                        named.iter().copied().filter(|(n, _)| *n != "model_output" && *n != "sample").collect();
+                    let input = StepInput::new(model_output, timestep, sample).with_noise(noise);
+                    let input = StepInput { tensors: TensorArgs(&extra), ..input };
+                    scheduler.step(input, &args)
+                }
+                Some(name) => {
+                    let input = MethodInput { tensors: TensorArgs(&named), timestep, noise };
+                    scheduler.call_method(name, input, &args)
+                }
+            })?;
+            output_arrays(&out)
+        })?;
+        let mut values = Vec::with_capacity(host.len());
+        for (name, array) in host {
+            values.push((name, like.convert(py, array)?));
+        }
+        if return_dict {
+            static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+            let kwargs = PyDict::new(py);
+            for (name, value) in &values {
+                kwargs.set_item(*name, value)?;
+            }
+            OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "SchedulerOutput")?.call((), Some(&kwargs))
+        } else {
+            Ok(PyTuple::new(py, values.into_iter().map(|(_, v)| v))?.into_any())
+        }
+    }
+}
+
+fn scheduler_class_name(scheduler: &Scheduler) -> &'static str {
+    scheduler.kind().class_name()
+}
+
+/// The fields of a step's output as host arrays, in diffusers' order.
+fn output_arrays(out: &SchedulerOutput) -> crate::Result<Vec<(&'static str, HostArray)>> {
+    out.fields().into_iter().map(|(name, t)| Ok((name, HostArray::from_tensor_exact(t)?))).collect()
+}
+
+/// A call's noise source as Python gave it.
+enum NoiseArg<'py> {
+    /// One generator (the given one, or the default generator when none is given).
+    One(Bound<'py, PyGenerator>),
+    /// One generator per image.
+    PerImage(Vec<Bound<'py, PyGenerator>>),
+    /// `variance_noise`.
+    Given(Tensor),
+}
+
+impl<'py> NoiseArg<'py> {
+    fn resolve(py: Python<'py>, generator: Option<&Bound<'py, PyAny>>, noise: Option<Tensor>) -> PyResult<Self> {
+        match (generator, noise) {
+            (Some(_), Some(_)) => {
+                Err(argument_error(py, "variance_noise", "pass either `generator` or `variance_noise`, not both"))
+            }
+            (None, Some(noise)) => Ok(NoiseArg::Given(noise)),
+            // Without a generator, stochastic steps draw from the default generator (as diffusers'
+            // steps draw from torch's global one); deterministic steps never advance it.
+            (None, None) => Ok(NoiseArg::One(default_generator(py)?.bind(py).clone())),
+            (Some(g), None) => Ok(match generator_list(g)? {
+                Some(list) => NoiseArg::PerImage(list),
+                None => NoiseArg::One(explicit_generator(g)?),
+            }),
+        }
+    }
+
+    /// The source as plain references, usable with the GIL released (the generators are frozen
+    /// objects whose state sits behind their own mutex).
+    fn refs(&self) -> NoiseRef<'_> {
+        match self {
+            NoiseArg::One(g) => NoiseRef::One(g.get()),
+            NoiseArg::PerImage(list) => NoiseRef::PerImage(list.iter().map(|g| g.get()).collect()),
+            NoiseArg::Given(t) => NoiseRef::Given(t),
+        }
+    }
+}
+
+/// [`NoiseArg`] without the GIL.
+pub(crate) enum NoiseRef<'a> {
+    One(&'a PyGenerator),
+    PerImage(Vec<&'a PyGenerator>),
+    Given(&'a Tensor),
+}
+
+impl NoiseRef<'_> {
+    /// Runs `f` with the source locked; a list's generators are copied out and their advanced
+    /// states written back.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(Noise<'_>) -> crate::Result<T>) -> crate::Result<T> {
+        match self {
+            NoiseRef::Given(t) => f(Noise::Given(t)),
+            NoiseRef::One(g) => f(Noise::Generator(&mut g.lock())),
+            NoiseRef::PerImage(list) => {
+                let mut generators: Vec<Generator> = list.iter().map(|g| g.snapshot()).collect();
+                let result = f(Noise::PerImage(&mut generators));
+                for (g, state) in list.iter().zip(generators) {
+                    *g.lock() = state;
+                }
+                result
+            }
+        }
+    }
+}
+
+/// A list or tuple of generators (one per image), or `None` when `obj` is not a list or tuple.
+pub(crate) fn generator_list<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Vec<Bound<'py, PyGenerator>>>> {
+    if !(obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
+        return Ok(None);
+    }
+    let items: Vec<Bound<'py, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
+    if items.is_empty() {
+        return Err(argument_error(obj.py(), "generator", "an empty list of generators (give one per image)"));
+    }
+    Ok(Some(items.iter().map(explicit_generator).collect::<PyResult<_>>()?))
+}
+
+/// Binds a call's arguments to diffusers' parameter names: positionals in `params` order, then the
+/// keywords; too many positionals and duplicates are errors naming the call.
+fn bind<'py>(
+    what: &str,
+    params: &[&str],
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    let py = args.py();
+    if args.len() > params.len() {
+        return Err(argument_error(
+            py,
+            "args",
+            format!("{what} takes at most {} positional arguments ({}), got {}", params.len(), params.join(", "), args.len()),
+        ));
+    }
+    let mut bound: Vec<(String, Bound<'py, PyAny>)> =
+        params.iter().zip(args.iter()).map(|(n, v)| ((*n).to_owned(), v)).collect();
+    if let Some(kwargs) = kwargs {
+        for (k, v) in kwargs.iter() {
+            let key: String = k.extract()?;
+            if bound.iter().any(|(n, _)| *n == key) {
+                return Err(argument_error(py, &key, format!("{what} got multiple values for `{key}`")));
+            }
+            bound.push((key, v));
+        }
+    }
+    Ok(bound)
 }
 
 #[pymethods]
 impl PySchedulerMixin {
+    /// Builds the scheduler of this class from config values given as keywords (diffusers' defaults
+    /// for the rest), as `DDPMScheduler(beta_schedule="squaredcos_cap_v2")`.
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (**kwargs))]
+    fn py_new(cls: &Bound<'_, PyType>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let py = cls.py();
+        guarded(py, || {
+            // `_state`: a copy of another scheduler object (how `__copy__` and the loaders make an
+            // object of the right class).
+            if let Some(state) = kwargs.map(|k| k.get_item("_state")).transpose()?.flatten() {
+                let other = state.cast::<PySchedulerMixin>()?.get();
+                return Ok(Self {
+                    inner: Mutex::new(other.snapshot()),
+                    kind: other.kind,
+                    config: other.config.clone_ref(py),
+                });
+            }
+            let Some(kind) = class_kind(cls)? else {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    format!(
+                        "SchedulerMixin is the base class: construct a scheduler class ({}), or use \
+                         SchedulerMixin.from_pretrained / from_config",
+                        SchedulerKind::supported_list()
+                    ),
+                ));
+            };
+            Self::from_kwargs(py, kind, kwargs)
+        })
+    }
+
     /// Loads `scheduler_config.json` from a folder (or a pipeline folder's `scheduler/`); keywords
     /// override config values.
     #[classmethod]
@@ -241,92 +433,106 @@ impl PySchedulerMixin {
         self.config.clone_ref(py)
     }
 
-    /// Sets the inference timesteps: `num_inference_steps` evenly spaced per the config's
-    /// `timestep_spacing`, or the given descending `timesteps` (DDPM and DPM-Solver only). `device`
-    /// is accepted for diffusers compatibility and ignored (timesteps are numpy arrays).
-    #[pyo3(signature = (num_inference_steps=None, device=None, timesteps=None))]
-    fn set_timesteps(
-        &self,
-        py: Python<'_>,
-        num_inference_steps: Option<&Bound<'_, PyAny>>,
-        device: Option<&Bound<'_, PyAny>>,
-        timesteps: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    /// The classes that can be built from this one's config (diffusers' `compatibles`).
+    #[getter]
+    fn compatibles<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let module = py.import(CLASSES_MODULE)?;
+        self.kind.compatibles().into_iter().map(|k| module.getattr(k.class_name())).collect()
+    }
+
+    /// Sets the inference schedule: `num_inference_steps`, or explicit descending `timesteps` or
+    /// `sigmas` where the scheduler takes them, plus its own arguments (RePaint's `jump_length`, …)
+    /// by name. `device` is accepted for diffusers compatibility and ignored.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn set_timesteps(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         guarded(py, || {
-            let _ = device;
-            let steps = match num_inference_steps.filter(|n| !n.is_none()) {
-                None => None,
-                Some(n) => Some(int_arg(n, "num_inference_steps")?),
-            };
-            let custom = match timesteps.filter(|t| !t.is_none()) {
-                None => None,
-                Some(t) => Some(timesteps_arg(t)?),
-            };
-            let inner = &self.inner;
-            let class_name = self.kind.class_name();
-            run_detached(py, move || {
-                let mut scheduler = lock(inner);
-                match (steps, custom) {
-                    (Some(_), Some(_)) => {
-                        Err(Error::argument("timesteps", "give num_inference_steps or timesteps, not both"))
+            let what = format!("{}.set_timesteps", self.kind.class_name());
+            let bound = bind(&what, self.kind.set_timesteps_params(), args, kwargs)?;
+            let (mut steps, mut timesteps, mut sigmas, mut own) = (None, None, None, Args::new());
+            for (name, value) in bound {
+                match name.as_str() {
+                    _ if value.is_none() => {}
+                    "device" => {}
+                    "num_inference_steps" => {
+                        let n = int_arg(&value, "num_inference_steps")?;
+                        steps = Some(usize::try_from(n).map_err(|_| {
+                            argument_error(py, "num_inference_steps", format!("must be ≥ 1, got {n}"))
+                        })?);
                     }
-                    (None, None) => Err(Error::argument(
-                        "num_inference_steps",
-                        "missing: give the number of steps (or custom `timesteps`)",
-                    )),
-                    (Some(n), None) => {
-                        let n = usize::try_from(n)
-                            .map_err(|_| Error::argument("num_inference_steps", format!("must be ≥ 1, got {n}")))?;
-                        scheduler.set_timesteps(n)
-                    }
-                    (None, Some(ts)) => match &mut *scheduler {
-                        Scheduler::Ddpm(s) => s.set_custom_timesteps(&ts),
-                        Scheduler::DpmSolverMultistep(s) => s.set_custom_timesteps(&ts),
-                        Scheduler::Ddim(_) => Err(Error::argument(
-                            "timesteps",
-                            format!("{class_name} has no custom timesteps (as in diffusers); give num_inference_steps"),
-                        )),
-                    },
+                    "timesteps" => timesteps = Some(values_arg(&value, "timesteps")?),
+                    "sigmas" => sigmas = Some(values_arg(&value, "sigmas")?),
+                    n => own.insert(n, py_to_json(&value, n)?),
                 }
+            }
+            let inner = &self.inner;
+            run_detached(py, move || {
+                let spec = match (steps, &timesteps, &sigmas) {
+                    (Some(n), None, None) => TimestepsSpec::Count(n),
+                    (None, Some(ts), None) => TimestepsSpec::Timesteps(ts),
+                    (None, None, Some(s)) => TimestepsSpec::Sigmas(s),
+                    (None, None, None) => {
+                        return Err(Error::argument(
+                            "num_inference_steps",
+                            "missing: give the number of steps (or custom `timesteps` / `sigmas`)",
+                        ))
+                    }
+                    _ => {
+                        return Err(Error::argument(
+                            "timesteps",
+                            "give only one of num_inference_steps, timesteps and sigmas",
+                        ))
+                    }
+                };
+                lock(inner).set_timesteps_with(spec, &own)
             })
         })
     }
 
-    /// The timesteps to step through, descending (int64; before `set_timesteps`, every training
-    /// timestep, as diffusers).
+    /// The timesteps to step through: int64 for discrete schedulers, float32 for σ-space ones, as
+    /// diffusers keeps them (before `set_timesteps`, what diffusers shows then).
     #[getter]
-    fn timesteps<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        let timesteps = lock(&self.inner).timesteps().to_vec();
-        PyArray1::from_vec(py, timesteps)
+    fn timesteps<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        let scheduler = lock(&self.inner);
+        match scheduler.timestep_type() {
+            TimestepType::Integer => {
+                PyArray1::from_vec(py, scheduler.timesteps().iter().map(|&t| t as i64).collect()).into_any()
+            }
+            TimestepType::Float => {
+                PyArray1::from_vec(py, scheduler.timesteps().iter().map(|&t| t as f32).collect()).into_any()
+            }
+        }
+    }
+
+    /// σ of the inference schedule plus the final one (float32), for σ-space schedulers; else `None`.
+    #[getter]
+    fn sigmas<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
+        let scheduler = lock(&self.inner);
+        scheduler.sigmas().map(|s| PyArray1::from_vec(py, s.iter().map(|&v| v as f32).collect()))
     }
 
     /// The number of inference steps set by `set_timesteps` (`None` before).
     #[getter]
     fn num_inference_steps(&self) -> Option<usize> {
-        match &*lock(&self.inner) {
-            Scheduler::Ddpm(s) => s.num_inference_steps(),
-            Scheduler::Ddim(s) => s.num_inference_steps(),
-            Scheduler::DpmSolverMultistep(s) => s.num_inference_steps(),
-        }
+        lock(&self.inner).num_inference_steps()
     }
 
-    /// The standard deviation of the initial noise (1.0 for these schedulers).
+    /// The standard deviation of the initial noise.
     #[getter]
     fn init_noise_sigma(&self) -> f64 {
         lock(&self.inner).init_noise_sigma()
     }
 
-    /// Model evaluations per step (1).
+    /// Model evaluations per step (diffusers' `order`).
     #[getter]
     fn order(&self) -> usize {
         lock(&self.inner).order()
     }
 
-    /// ᾱₜ of the training schedule (float32, as diffusers keeps it).
+    /// ᾱₜ of the training schedule (float32, as diffusers keeps it), for schedulers that have one.
     #[getter]
-    fn alphas_cumprod<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
-        let values: Vec<f32> = lock(&self.inner).alphas_cumprod().iter().map(|&a| a as f32).collect();
-        PyArray1::from_vec(py, values)
+    fn alphas_cumprod<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
+        let scheduler = lock(&self.inner);
+        scheduler.alphas_cumprod().map(|a| PyArray1::from_vec(py, a.iter().map(|&v| v as f32).collect()))
     }
 
     /// `num_train_timesteps`, as diffusers' `len(scheduler)`.
@@ -334,121 +540,104 @@ impl PySchedulerMixin {
         lock(&self.inner).num_train_timesteps()
     }
 
-    /// Returns `sample` unchanged: these schedulers do not scale the model input (diffusers returns
-    /// the same object too).
+    /// The model input for `timestep` (σ-space schedulers divide by √(σ² + 1); the others return it
+    /// unchanged), as numpy or torch like `sample`.
     #[pyo3(signature = (sample, timestep=None))]
     fn scale_model_input<'py>(
         &self,
+        py: Python<'py>,
         sample: &Bound<'py, PyAny>,
         timestep: Option<&Bound<'py, PyAny>>,
-    ) -> Bound<'py, PyAny> {
-        let _ = timestep;
-        sample.clone()
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guarded(py, || {
+            let like = Like::of(sample)?;
+            let tensor = to_tensor(sample, "sample", Numbers::Float)?;
+            // diffusers' default: schedulers that do not scale ignore it; the others need it
+            let timestep = match timestep.filter(|t| !t.is_none()) {
+                Some(t) => Some(timestep_value(t)?),
+                None => None,
+            };
+            let inner = &self.inner;
+            let id = tensor.id();
+            let host = run_detached(py, move || {
+                let missing = || Error::argument("timestep", "missing: this scheduler scales the input by σ(timestep)");
+                let scaled = match (lock(inner).scale_model_input(&tensor, timestep.unwrap_or(f64::NAN)), timestep) {
+                    (Ok(scaled), _) => scaled,
+                    (Err(_), None) => return Err(missing()),
+                    (Err(e), Some(_)) => return Err(e),
+                };
+                // The identity hands back the same tensor: return the caller's object, as diffusers.
+                if scaled.id() == id {
+                    return Ok(None);
+                }
+                if timestep.is_none() {
+                    return Err(missing());
+                }
+                HostArray::from_tensor_exact(&scaled).map(Some)
+            })?;
+            match host {
+                Some(host) => like.convert(py, host),
+                None => Ok(sample.clone()),
+            }
+        })
     }
 
-    /// One reverse step from `sample` at `timestep` given the model's output there (see the stub).
-    #[pyo3(
-        signature = (
-            model_output,
-            timestep,
-            sample,
-            eta=None,
-            generator=None,
-            variance_noise=None,
-            return_dict=None,
-            *,
-            use_clipped_model_output=None
-        ),
-        text_signature = "(self, model_output, timestep, sample, eta=0.0, generator=None, \
-                          variance_noise=None, return_dict=True, *, use_clipped_model_output=False)"
-    )]
-    #[allow(clippy::too_many_arguments)]
+    /// One step from `sample` at `timestep` given the model's output there. Further arguments as
+    /// diffusers' class takes them, by position or name: `generator` (one, or a list with one per
+    /// image), `variance_noise`, `return_dict`, and the scheduler's own (`eta`, `s_churn`, …).
+    #[pyo3(signature = (model_output, timestep, sample, *args, **kwargs))]
     fn step<'py>(
         &self,
         py: Python<'py>,
         model_output: &Bound<'py, PyAny>,
         timestep: &Bound<'py, PyAny>,
         sample: &Bound<'py, PyAny>,
-        eta: Option<&Bound<'py, PyAny>>,
-        generator: Option<&Bound<'py, PyAny>>,
-        variance_noise: Option<&Bound<'py, PyAny>>,
-        return_dict: Option<&Bound<'py, PyAny>>,
-        use_clipped_model_output: Option<&Bound<'py, PyAny>>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guarded(py, || {
-            let like = Like::of(sample)?;
-            let model_output = to_tensor(model_output, "model_output", Numbers::Float)?;
-            let sample = to_tensor(sample, "sample", Numbers::Float)?;
-            let timestep = timestep_value(timestep)?;
-            let eta = float_arg(eta, "eta", 0.0)?;
-            let noise = match variance_noise.filter(|v| !v.is_none()) {
-                Some(v) => Some(to_tensor(v, "variance_noise", Numbers::Float)?),
-                None => None,
-            };
-            // Without a generator, stochastic steps draw from the default generator (as diffusers' steps
-            // draw from torch's global one); deterministic steps never advance it.
-            let generator: Option<Bound<'py, PyGenerator>> = match generator.filter(|g| !g.is_none()) {
-                Some(g) => Some(explicit_generator(g)?),
-                None if noise.is_none() => Some(default_generator(py)?.bind(py).clone()),
-                None => None,
-            };
-            let return_dict = bool_arg(return_dict, "return_dict", true)?;
-            let clipped = bool_arg(use_clipped_model_output, "use_clipped_model_output", false)?;
-
-            let generator_ref: Option<&PyGenerator> = generator.as_ref().map(|g| g.get());
-            let inner = &self.inner;
-            let class_name = self.kind.class_name();
-            let (prev, pred) = run_detached(py, move || {
-                let mut scheduler = lock(inner);
-                let mut generator = generator_ref.map(|g| g.lock());
-                let opts = StepOptions { eta, generator: generator.as_deref_mut(), variance_noise: noise.as_ref() };
-                let out = match (&mut *scheduler, clipped) {
-                    (Scheduler::Ddim(s), true) => {
-                        s.step_with_clipped_model_output(&model_output, timestep, &sample, opts, true)?
-                    }
-                    (_, true) => {
-                        return Err(Error::argument(
-                            "use_clipped_model_output",
-                            format!("only DDIMScheduler has this option, not {class_name}"),
-                        ))
-                    }
-                    (s, false) => s.step(&model_output, timestep, &sample, opts)?,
-                };
-                let prev = HostArray::from_tensor_exact(&out.prev_sample)?;
-                let pred = match &out.pred_original_sample {
-                    Some(p) => Some(HostArray::from_tensor_exact(p)?),
-                    None => None,
-                };
-                Ok((prev, pred))
-            })?;
-            let prev = like.convert(py, prev)?;
-            let pred = match pred {
-                Some(p) => like.convert(py, p)?,
-                None => py.None().into_bound(py),
-            };
-            if return_dict {
-                static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-                OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "SchedulerOutput")?.call1((prev, pred))
-            } else {
-                // As diffusers: DDPM and DDIM return (prev_sample, pred_original_sample), DPM-Solver
-                // (prev_sample,).
-                let items: Vec<Bound<'py, PyAny>> = if pred.is_none() || self.kind == SchedulerKind::DpmSolverMultistep
-                {
-                    vec![prev]
-                } else {
-                    vec![prev, pred]
-                };
-                Ok(PyTuple::new(py, items)?.into_any())
-            }
+            let what = format!("{}.step", self.kind.class_name());
+            let mut bound = vec![
+                ("model_output".to_owned(), model_output.clone()),
+                ("timestep".to_owned(), timestep.clone()),
+                ("sample".to_owned(), sample.clone()),
+            ];
+            bound.extend(bind(&what, self.kind.step_params(), args, kwargs)?);
+            let mut tensors = vec!["model_output", "sample"];
+            tensors.extend_from_slice(self.kind.step_tensors());
+            self.call(py, None, &tensors, bound)
         })
     }
 
-    fn __copy__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySchedulerMixin>> {
-        wrap(py, Self { inner: Mutex::new(self.snapshot()), kind: self.kind, config: self.config.clone_ref(py) })
+    /// A scheduler-specific method (`step_pred`, `step_correct`, `undo_step`, …) by name, with its
+    /// positional parameters as the registry lists them; the classes expose each as a method.
+    #[pyo3(signature = (method, *args, **kwargs))]
+    fn _call_method<'py>(
+        &self,
+        py: Python<'py>,
+        method: &str,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guarded(py, || {
+            let Some(spec) = self.kind.methods().iter().find(|m| m.name == method) else {
+                return Err(argument_error(py, "method", format!("{} has no method `{method}`", self.kind.class_name())));
+            };
+            let what = format!("{}.{method}", self.kind.class_name());
+            let mut params = spec.params.to_vec();
+            params.extend(["generator", "return_dict"]);
+            let bound = bind(&what, &params, args, kwargs)?;
+            let tensors: Vec<&str> = spec.params.iter().copied().filter(|p| *p != "timestep").collect();
+            self.call(py, Some(spec.name), &tensors, bound)
+        })
     }
 
-    fn __deepcopy__<'py>(&self, py: Python<'py>, _memo: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PySchedulerMixin>> {
-        self.__copy__(py)
+    fn __copy__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        copy_of(slf.py(), slf.as_any())
+    }
+
+    fn __deepcopy__<'py>(slf: &Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        copy_of(slf.py(), slf.as_any())
     }
 
     /// `DDPMScheduler {…config as JSON…}`, as diffusers.
@@ -463,6 +652,25 @@ impl PySchedulerMixin {
     }
 }
 
+/// A Python scheduler object of the class `scheduler` is, with its config.
+pub(crate) fn scheduler_object<'py>(
+    py: Python<'py>,
+    scheduler: Scheduler,
+    source: Option<&Value>,
+) -> PyResult<Bound<'py, PySchedulerMixin>> {
+    let base = Bound::new(py, PySchedulerMixin::new(py, scheduler, source)?)?;
+    Ok(copy_of(py, base.as_any())?.cast_into::<PySchedulerMixin>()?)
+}
+
+/// An object of `obj`'s scheduler class holding a copy of its state.
+fn copy_of<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let kind = obj.cast::<PySchedulerMixin>()?.get().kind;
+    let cls = py.import(CLASSES_MODULE)?.getattr(kind.class_name())?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("_state", obj)?;
+    cls.call((), Some(&kwargs))
+}
+
 /// The scheduler of class `cls` (or, for `SchedulerMixin` itself, of the config's `_class_name`)
 /// from `source` with `overrides`.
 fn build<'py>(
@@ -471,7 +679,7 @@ fn build<'py>(
     overrides: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PySchedulerMixin>> {
     let py = cls.py();
-    let kind = class_kind(cls);
+    let kind = class_kind(cls)?;
     let overrides = match overrides {
         Some(o) => py_to_json(o.as_any(), "")?,
         None => Value::Object(Map::new()),
@@ -485,8 +693,11 @@ fn build<'py>(
     if kind.is_none() && merged.get("_class_name").is_none() {
         return Err(ErrorKind::Config.err(
             py,
-            "the config has no `_class_name`, so the scheduler class is unknown: use \
-             DDPMScheduler, DDIMScheduler or DPMSolverMultistepScheduler.from_config(...)",
+            format!(
+                "the config has no `_class_name`, so the scheduler class is unknown: use one of {} \
+                 .from_config(...)",
+                SchedulerKind::supported_list()
+            ),
         ));
     }
     let scheduler = run_detached(py, move || match kind {
@@ -512,17 +723,14 @@ fn build<'py>(
     scheduler_object(py, scheduler, Some(&source))
 }
 
-/// The kind a class stands for; `None` for `SchedulerMixin` (and Python subclasses of it).
-fn class_kind(cls: &Bound<'_, PyType>) -> Option<SchedulerKind> {
-    let py = cls.py();
-    if cls.is(py.get_type::<PyDDPMScheduler>()) {
-        Some(SchedulerKind::Ddpm)
-    } else if cls.is(py.get_type::<PyDDIMScheduler>()) {
-        Some(SchedulerKind::Ddim)
-    } else if cls.is(py.get_type::<PyDPMSolverMultistepScheduler>()) {
-        Some(SchedulerKind::DpmSolverMultistep)
-    } else {
-        None
+/// The scheduler a class builds: its `_class_name`; `None` for `SchedulerMixin` itself.
+fn class_kind(cls: &Bound<'_, PyType>) -> PyResult<Option<SchedulerKind>> {
+    match cls.getattr("_class_name") {
+        Ok(name) => {
+            let name: String = name.extract()?;
+            Ok(Some(SchedulerKind::from_class_name(&name).map_err(|e| super::errors::to_py_err(cls.py(), e))?))
+        }
+        Err(_) => Ok(None),
     }
 }
 
@@ -550,127 +758,8 @@ fn config_object(py: Python<'_>, scheduler: &Scheduler, source: Option<&Value>) 
     Ok(FROZEN_DICT.import(py, OUTPUTS_MODULE, "FrozenDict")?.call1((dict,))?.unbind())
 }
 
-/// A JSON value as Python: objects become dicts, and the strings `"Infinity"`, `"-Infinity"`, `"NaN"`
-/// (how the crate writes non-finite config floats) become floats.
-fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match value {
-        Value::Null => py.None().into_bound(py),
-        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else {
-                PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any()
-            }
-        }
-        Value::String(s) => match s.as_str() {
-            "Infinity" => PyFloat::new(py, f64::INFINITY).into_any(),
-            "-Infinity" => PyFloat::new(py, f64::NEG_INFINITY).into_any(),
-            "NaN" => PyFloat::new(py, f64::NAN).into_any(),
-            other => PyString::new(py, other).into_any(),
-        },
-        Value::Array(items) => {
-            let list = PyList::empty(py);
-            for item in items {
-                list.append(json_to_py(py, item)?)?;
-            }
-            list.into_any()
-        }
-        Value::Object(map) => {
-            let dict = PyDict::new(py);
-            for (k, v) in map {
-                dict.set_item(k, json_to_py(py, v)?)?;
-            }
-            dict.into_any()
-        }
-    })
-}
-
-/// A Python config value as JSON: mappings, lists/tuples, numpy arrays and torch tensors (as lists),
-/// numpy scalars, bools, ints, floats (non-finite ones as the strings the crate reads), strings, None.
-/// `at` names the key for errors.
-fn py_to_json(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Value> {
-    py_to_json_within(obj, at, 0)
-}
-
-/// Deepest nesting of lists and dicts a config value may have: a real config nests two deep (a list
-/// of `[height, width]`); the bound keeps a self-referential list or a value nested 10,000 deep from
-/// recursing until the stack overflows.
-const MAX_CONFIG_DEPTH: usize = 32;
-
-/// [`py_to_json`] of a value `depth` containers deep.
-fn py_to_json_within(obj: &Bound<'_, PyAny>, at: &str, depth: usize) -> PyResult<Value> {
-    let py = obj.py();
-    let bad = |what: String| argument_error(py, "config", if at.is_empty() { what } else { format!("`{at}`: {what}") });
-    if obj.is_none() {
-        return Ok(Value::Null);
-    }
-    if let Ok(b) = obj.cast::<PyBool>() {
-        return Ok(Value::Bool(b.is_true()));
-    }
-    if obj.is_instance_of::<PyInt>() {
-        if let Ok(i) = obj.extract::<i64>() {
-            return Ok(Value::from(i));
-        }
-        if let Ok(u) = obj.extract::<u64>() {
-            return Ok(Value::from(u));
-        }
-        return Err(bad(format!("{obj} does not fit in 64 bits")));
-    }
-    if obj.is_instance_of::<PyFloat>() {
-        let f: f64 = obj.extract()?;
-        return Ok(match Number::from_f64(f) {
-            Some(n) => Value::Number(n),
-            None if f.is_nan() => Value::String("NaN".into()),
-            None if f > 0.0 => Value::String("Infinity".into()),
-            None => Value::String("-Infinity".into()),
-        });
-    }
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(s.extract::<String>()?));
-    }
-    if depth > MAX_CONFIG_DEPTH {
-        return Err(bad(format!(
-            "nests lists or dicts more than {MAX_CONFIG_DEPTH} deep (a list that contains itself?)"
-        )));
-    }
-    if obj.is_instance(&numpy_module(py)?.getattr("generic")?)? {
-        return py_to_json_within(&obj.call_method0("item")?, at, depth + 1);
-    }
-    if is_ndarray(obj) || is_torch_tensor(obj)? {
-        let list = obj
-            .call_method0("tolist")
-            .map_err(|e| argument_error_from(py, "config", format!("`{at}`: cannot be read"), e))?;
-        return py_to_json_within(&list, at, depth + 1);
-    }
-    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        let items: Vec<Value> =
-            obj.try_iter()?.map(|item| py_to_json_within(&item?, at, depth + 1)).collect::<PyResult<_>>()?;
-        return Ok(Value::Array(items));
-    }
-    if obj.hasattr("items")? && obj.hasattr("keys")? {
-        let mut map = Map::new();
-        for item in obj.call_method0("items")?.try_iter()? {
-            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
-            let key: String = k.extract().map_err(|_| bad(format!("keys must be str, got {}", type_name(&k))))?;
-            let value = py_to_json_within(&v, &key, depth + 1)?;
-            map.insert(key, value);
-        }
-        return Ok(Value::Object(map));
-    }
-    Err(bad(format!("{} cannot be a config value (use numbers, strings, bools, lists or None)", type_name(obj))))
-}
-
-/// Whether `obj` is an `os.PathLike`.
-fn is_path(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    obj.hasattr("__fspath__")
-}
-
-/// A timestep of `step`: an int, a numpy integer, or a one-element numpy array / torch tensor; an
-/// integral float is accepted too.
-fn timestep_value(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+/// A timestep: a Python or numpy number, or a one-element numpy array / torch tensor.
+fn timestep_value(obj: &Bound<'_, PyAny>) -> PyResult<f64> {
     let py = obj.py();
     let scalar = if is_torch_tensor(obj)? || is_ndarray(obj) {
         let shape: Vec<usize> = obj.getattr("shape")?.extract()?;
@@ -687,30 +776,21 @@ fn timestep_value(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     } else {
         obj.clone()
     };
-    if scalar.is_instance_of::<PyBool>() {
-        return Err(argument_error(py, "timestep", "must be an int, got a bool"));
+    if scalar.is_instance_of::<PyBool>() || scalar.is_instance_of::<PyString>() {
+        return Err(argument_error(py, "timestep", format!("must be a number, got {}", type_name(&scalar))));
     }
-    if scalar.is_instance_of::<PyInt>() {
-        return scalar
-            .extract::<i64>()
-            .map_err(|_| argument_error(py, "timestep", format!("{scalar} does not fit in 64 bits")));
-    }
-    if scalar.is_instance_of::<PyFloat>() {
-        let t: f64 = scalar.extract()?;
-        if t.is_finite() && t.fract() == 0.0 && t.abs() < 9.2e18 {
-            return Ok(t as i64);
-        }
-        return Err(argument_error(
+    let t: f64 = scalar.extract().map_err(|e| {
+        argument_error_from(
             py,
             "timestep",
-            format!("{t} is not an integer timestep (use one of scheduler.timesteps)"),
-        ));
+            format!("must be a number or a one-element array/tensor, got {}", type_name(obj)),
+            e,
+        )
+    })?;
+    if !t.is_finite() {
+        return Err(argument_error(py, "timestep", format!("must be finite, got {t}")));
     }
-    Err(argument_error(
-        py,
-        "timestep",
-        format!("must be an int, a numpy integer or a one-element array/tensor, got {}", type_name(obj)),
-    ))
+    Ok(t)
 }
 
 /// An integer argument (a Python or numpy int).
@@ -724,18 +804,17 @@ pub(crate) fn int_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
     obj.extract::<i64>().map_err(|_| argument_error(py, name, format!("{obj} does not fit in 64 bits")))
 }
 
-/// Custom timesteps: a sequence or array of integers.
-fn timesteps_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+/// Custom timesteps or σ: a 1-D sequence, array or tensor of numbers.
+fn values_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<f64>> {
     let py = obj.py();
-    let tensor = to_tensor(obj, "timesteps", Numbers::Real)?;
-    if tensor.dtype() != candle_core::DType::I64 || tensor.rank() != 1 {
-        return Err(argument_error(
-            py,
-            "timesteps",
-            format!("must be a 1-D sequence of integers, got {:?} values of shape {:?}", tensor.dtype(), tensor.dims()),
-        ));
+    let tensor = to_tensor(obj, name, Numbers::Real)?;
+    if tensor.rank() != 1 {
+        return Err(argument_error(py, name, format!("must be a 1-D sequence of numbers, got shape {:?}", tensor.dims())));
     }
-    tensor.to_vec1::<i64>().map_err(|e| super::errors::to_py_err(py, e.into()))
+    tensor
+        .to_dtype(candle_core::DType::F64)
+        .and_then(|t| t.to_vec1::<f64>())
+        .map_err(|e| super::errors::to_py_err(py, e.into()))
 }
 
 /// A float argument: a Python/numpy number or a 0-d array/tensor; `None` is `default`.

@@ -199,6 +199,12 @@ pub trait SchedulerAlgorithm: Clone + Debug + Send + Sync + 'static {
     /// Whether it is in diffusers' `KarrasDiffusionSchedulers`, the family whose members are each
     /// other's `_compatibles` (they all read a DDPM-style config).
     const KARRAS_FAMILY: bool = true;
+    /// `step`'s parameters after `(model_output, timestep, sample)` in diffusers' positional order
+    /// (its own arguments, `generator`, `variance_noise`, `return_dict`, extra tensors), so bindings
+    /// accept positional calls as diffusers does.
+    const STEP_PARAMS: &'static [&'static str] = &["generator", "return_dict"];
+    /// `set_timesteps`' parameters in diffusers' positional order.
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device", "timesteps"];
     /// Tensors `step` takes by name beyond the model output and sample.
     const STEP_TENSORS: &'static [&'static str] = &[];
     /// Methods beyond `step` (see [`Self::call_method`]).

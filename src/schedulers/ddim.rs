@@ -52,6 +52,9 @@ impl SchedulerAlgorithm for DdimScheduler {
     const SHORT_NAME: &'static str = "ddim";
     const SUMMARY: &'static str = "DDIM: deterministic with eta 0, good in about 50 steps";
     const DEFAULT_STEPS: usize = 50;
+    const STEP_PARAMS: &'static [&'static str] =
+        &["eta", "use_clipped_model_output", "generator", "variance_noise", "return_dict"];
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device"];
 
     type Config = DdimConfig;
     type TimestepArgs = NoArgs;

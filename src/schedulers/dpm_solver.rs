@@ -570,6 +570,8 @@ impl SchedulerAlgorithm for DpmSolverMultistepScheduler {
     const SHORT_NAME: &'static str = "dpmpp";
     const SUMMARY: &'static str = "DPM-Solver++ (multistep, 2nd order by default): good in about 20 steps";
     const DEFAULT_STEPS: usize = 20;
+    const STEP_PARAMS: &'static [&'static str] = &["generator", "variance_noise", "return_dict"];
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device", "mu", "timesteps"];
 
     type Config = DpmSolverMultistepConfig;
     type TimestepArgs = NoArgs;

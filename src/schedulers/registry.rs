@@ -20,6 +20,8 @@ pub struct SchedulerEntry {
     karras_family: bool,
     methods: &'static [MethodSpec],
     step_tensors: &'static [&'static str],
+    step_params: &'static [&'static str],
+    set_timesteps_params: &'static [&'static str],
     build: fn(&Value) -> Result<Scheduler>,
 }
 
@@ -33,6 +35,8 @@ const fn entry<S: SchedulerAlgorithm>() -> SchedulerEntry {
         karras_family: S::KARRAS_FAMILY,
         methods: S::METHODS,
         step_tensors: S::STEP_TENSORS,
+        step_params: S::STEP_PARAMS,
+        set_timesteps_params: S::SET_TIMESTEPS_PARAMS,
         build: build::<S>,
     }
 }
@@ -115,6 +119,16 @@ impl SchedulerKind {
     /// Tensors its `step` takes by name beyond the model output and sample.
     pub fn step_tensors(self) -> &'static [&'static str] {
         self.0.step_tensors
+    }
+
+    /// `step`'s parameters after `(model_output, timestep, sample)`, in diffusers' positional order.
+    pub fn step_params(self) -> &'static [&'static str] {
+        self.0.step_params
+    }
+
+    /// `set_timesteps`' parameters in diffusers' positional order.
+    pub fn set_timesteps_params(self) -> &'static [&'static str] {
+        self.0.set_timesteps_params
     }
 
     /// diffusers' `_compatibles`: the classes that can be built from this one's config (the
