@@ -161,7 +161,9 @@ fn bad_arguments_are_usage_errors() {
     let dir = workdir("usage");
     let base = ["sample", "--steps", "10", "--scheduler", "dpmpp"];
     let cases: &[(&[&str], &str)] = &[
-        (&["sample", "--scheduler", "euler"], "--scheduler"),
+        (&["sample", "--scheduler", "eulr"], "--scheduler"),
+        (&["sample", "--sigmas", "linear"], "--sigmas"),
+        (&["sample", "--step-arg", "s_churn"], "NAME=VALUE"),
         (&["sample", "--steps", "0"], "--steps"),
         (&["sample", "--batch", "0"], "--batch"),
         (&["sample", "--eta", "-1"], "--eta"),
@@ -196,6 +198,10 @@ fn runtime_errors_are_one_line_and_come_before_sampling() {
         (vec!["--out-dir", "a_file/sub"], "a_file/sub"),
         (vec!["--device", "tpu"], "tpu"),
         (vec!["sample", "--scheduler", "ddpm", "--steps", "5000"], "--steps 5000"),
+        // scheduler arguments the scheduler does not take, named before any sampling
+        (vec!["sample", "--scheduler", "ddpm", "--steps", "5", "--eta", "0.5"], "unknown argument `eta`"),
+        (vec!["sample", "--scheduler", "ddim", "--steps", "5", "--step-arg", "s_churn=1"], "s_churn"),
+        (vec!["sample", "--scheduler", "ddim", "--steps", "5", "--sigmas", "karras"], "no choice of σ schedule"),
     ];
     if !cfg!(feature = "cuda") {
         cases.push((vec!["--device", "cuda:0"], "built without CUDA support"));
@@ -238,8 +244,14 @@ fn help_and_version_succeed() {
         "--out",
         "--out-dir",
         "--scale",
+        "--sigmas",
+        "--step-arg",
     ] {
         assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+    // every registered scheduler is offered, by its CLI name and diffusers' class name
+    for kind in candle_unet2d::schedulers::SchedulerKind::all() {
+        assert!(help.contains(kind.short_name()) && help.contains(kind.class_name()), "{kind} missing from\n{help}");
     }
     assert!(ok(&unet2d(&dir, &["--version"])).starts_with("unet2d "));
 }
@@ -323,4 +335,37 @@ fn the_images_are_diffusers_images_for_the_same_seed() {
     }
     // The pipeline test allows 2/255 on the float images; quantising adds at most half a level.
     assert!(worst <= 2.5, "max pixel difference {worst}/255");
+}
+
+/// `unet2d sample --scheduler <name>` with a swapped-in scheduler gives diffusers' images
+/// (`tests/fixtures/family_pipelines/digits16_*`: the DDPMPipeline loop with `init_noise_sigma` and
+/// `scale_model_input`, classes 0..9).
+fn check_swapped(case: &str, scheduler: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/family_pipelines");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join(format!("{case}.json"))).unwrap()).unwrap();
+    let expected =
+        candle_core::safetensors::load(root.join(format!("{case}.safetensors")), &candle_core::Device::Cpu).unwrap();
+    let expected = expected["images"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (steps, seed) = (meta["num_inference_steps"].to_string(), meta["seed"].to_string());
+    let dir = workdir(case);
+    let args = ["sample", "--scheduler", scheduler, "--steps", &steps, "--seed", &seed, "--out-dir", "each"];
+    ok(&unet2d(&dir, &args));
+    let names = png_files(&dir.join("each"));
+    assert_eq!(names.len(), 10);
+    let mut worst = 0f32;
+    for (i, name) in names.iter().enumerate() {
+        let img = gray(&dir.join("each").join(name));
+        for (j, &p) in img.as_raw().iter().enumerate() {
+            worst = worst.max((f32::from(p) - expected[i * 256 + j] * 255.0).abs());
+        }
+    }
+    assert!(worst <= 2.5, "{case}: max pixel difference {worst}/255");
+}
+
+#[test]
+fn swapped_schedulers_give_diffusers_images() {
+    check_swapped("digits16_euler30_seed0", "euler");
+    check_swapped("digits16_unipc15_seed3", "unipc");
+    check_swapped("digits16_pndm25_seed4", "pndm");
 }

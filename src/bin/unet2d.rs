@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Sample(args) => sample::run(args),
+        Command::Sample(args) => sample::run(*args),
         Command::Info(args) => info::run(args),
     }
 }

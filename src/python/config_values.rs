@@ -127,4 +127,3 @@ fn py_to_json_within(obj: &Bound<'_, PyAny>, at: &str, depth: usize) -> PyResult
 pub(crate) fn is_path(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     obj.hasattr("__fspath__")
 }
-

@@ -275,16 +275,21 @@ impl PyUNet2DPipeline {
                 None => Some(generator_arg(py, generator)?),
             };
             let generator_ref = generator.as_ref().map(|g| g.get());
-            let per_image_refs: Option<Vec<&PyGenerator>> = per_image.as_ref().map(|l| l.iter().map(|g| g.get()).collect());
+            let per_image_refs: Option<Vec<&PyGenerator>> =
+                per_image.as_ref().map(|l| l.iter().map(|g| g.get()).collect());
             let mut step_args = Args::new();
-            if let Some(eta) = eta.filter(|e| !e.is_none()) {
-                step_args.insert("eta", float_arg(Some(eta), "eta", 0.0)?);
+            // η = 0 is every η-taking scheduler's default, so it is passed only when it changes something
+            // (a DDPM run with `eta=0.0` stays valid, as with diffusers' pipelines).
+            let eta = float_arg(eta, "eta", 0.0)?;
+            if eta != 0.0 {
+                step_args.insert("eta", eta);
             }
 
             let config = lock(&self.progress_config).clone_ref(py);
             let bar = helpers.getattr("_ProgressBar")?.call1((show_progress, config))?.unbind();
 
-            let options = SampleOptions { batch_size, num_inference_steps, class_labels, step_args, size: None, latents };
+            let options =
+                SampleOptions { batch_size, num_inference_steps, class_labels, step_args, size: None, latents };
             let mut scheduler = scheduler_ref.snapshot();
             let mut interrupt: Option<PyErr> = None;
             let result = run_detached(py, || {
@@ -317,7 +322,9 @@ impl PyUNet2DPipeline {
                         }
                         // Draws go through the shared generator (locked per draw), so threads sharing
                         // it get different noise and leave it where as many sequential runs would.
-                        (None, Some(g)) => pipeline::sample_shared(&unet, &mut scheduler, &options, g.mutex(), progress),
+                        (None, Some(g)) => {
+                            pipeline::sample_shared(&unet, &mut scheduler, &options, g.mutex(), progress)
+                        }
                         (None, None) => Err(Error::argument("generator", "no generator")),
                     }
                 }));

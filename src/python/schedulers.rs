@@ -59,7 +59,14 @@ pub(crate) fn scheduler_classes(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     for kind in SchedulerKind::all() {
         let methods: Vec<(&str, Vec<&str>)> = kind.methods().iter().map(|m| (m.name, m.params.to_vec())).collect();
         let compatibles: Vec<&str> = kind.compatibles().into_iter().map(|k| k.class_name()).collect();
-        list.append((kind.class_name(), kind.short_name(), kind.summary(), kind.default_steps(), methods, compatibles))?;
+        list.append((
+            kind.class_name(),
+            kind.short_name(),
+            kind.summary(),
+            kind.default_steps(),
+            methods,
+            compatibles,
+        ))?;
     }
     Ok(list)
 }
@@ -294,7 +301,12 @@ fn bind<'py>(
         return Err(argument_error(
             py,
             "args",
-            format!("{what} takes at most {} positional arguments ({}), got {}", params.len(), params.join(", "), args.len()),
+            format!(
+                "{what} takes at most {} positional arguments ({}), got {}",
+                params.len(),
+                params.join(", "),
+                args.len()
+            ),
         ));
     }
     let mut bound: Vec<(String, Bound<'py, PyAny>)> =
@@ -332,13 +344,11 @@ impl PySchedulerMixin {
                 });
             }
             let Some(kind) = class_kind(cls)? else {
-                return Err(pyo3::exceptions::PyTypeError::new_err(
-                    format!(
-                        "SchedulerMixin is the base class: construct a scheduler class ({}), or use \
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "SchedulerMixin is the base class: construct a scheduler class ({}), or use \
                          SchedulerMixin.from_pretrained / from_config",
-                        SchedulerKind::supported_list()
-                    ),
-                ));
+                    SchedulerKind::supported_list()
+                )));
             };
             Self::from_kwargs(py, kind, kwargs)
         })
@@ -444,7 +454,12 @@ impl PySchedulerMixin {
     /// `sigmas` where the scheduler takes them, plus its own arguments (RePaint's `jump_length`, …)
     /// by name. `device` is accepted for diffusers compatibility and ignored.
     #[pyo3(signature = (*args, **kwargs))]
-    fn set_timesteps(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    fn set_timesteps(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
         guarded(py, || {
             let what = format!("{}.set_timesteps", self.kind.class_name());
             let bound = bind(&what, self.kind.set_timesteps_params(), args, kwargs)?;
@@ -455,9 +470,10 @@ impl PySchedulerMixin {
                     "device" => {}
                     "num_inference_steps" => {
                         let n = int_arg(&value, "num_inference_steps")?;
-                        steps = Some(usize::try_from(n).map_err(|_| {
-                            argument_error(py, "num_inference_steps", format!("must be ≥ 1, got {n}"))
-                        })?);
+                        steps =
+                            Some(usize::try_from(n).map_err(|_| {
+                                argument_error(py, "num_inference_steps", format!("must be ≥ 1, got {n}"))
+                            })?);
                     }
                     "timesteps" => timesteps = Some(values_arg(&value, "timesteps")?),
                     "sigmas" => sigmas = Some(values_arg(&value, "sigmas")?),
@@ -621,7 +637,11 @@ impl PySchedulerMixin {
     ) -> PyResult<Bound<'py, PyAny>> {
         guarded(py, || {
             let Some(spec) = self.kind.methods().iter().find(|m| m.name == method) else {
-                return Err(argument_error(py, "method", format!("{} has no method `{method}`", self.kind.class_name())));
+                return Err(argument_error(
+                    py,
+                    "method",
+                    format!("{} has no method `{method}`", self.kind.class_name()),
+                ));
             };
             let what = format!("{}.{method}", self.kind.class_name());
             let mut params = spec.params.to_vec();
@@ -809,7 +829,11 @@ fn values_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<f64>> {
     let py = obj.py();
     let tensor = to_tensor(obj, name, Numbers::Real)?;
     if tensor.rank() != 1 {
-        return Err(argument_error(py, name, format!("must be a 1-D sequence of numbers, got shape {:?}", tensor.dims())));
+        return Err(argument_error(
+            py,
+            name,
+            format!("must be a 1-D sequence of numbers, got shape {:?}", tensor.dims()),
+        ));
     }
     tensor
         .to_dtype(candle_core::DType::F64)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import candle_unet2d
 from candle_unet2d import (
     DDIMScheduler,
     DDPMScheduler,
@@ -404,3 +405,53 @@ def test_interrupt_stops_the_run(fast: UNet2DPipeline, fake_tqdm: type[FakeTqdm]
 def test_gil_is_released_while_sampling(fast: UNet2DPipeline) -> None:
     labels = list(range(10)) * 2
     assert_gil_released(lambda scale: run(fast, class_labels=labels, output_type="np", num_inference_steps=10 * scale))
+
+
+# --- swapped schedulers and generator lists --------------------------------------------------------------
+
+FAMILY = Path(__file__).resolve().parents[1] / "fixtures" / "family_pipelines"
+
+
+@pytest.mark.parametrize("case", sorted(FAMILY.glob("digits16_*.json")), ids=lambda p: p.stem)
+def test_swapped_schedulers_match_diffusers(pipe: UNet2DPipeline, case: Path) -> None:
+    # diffusers: pipe.scheduler = Cls.from_config(pipe.scheduler.config), then the DDPMPipeline loop with
+    # init_noise_sigma and scale_model_input
+    meta = json.loads(case.read_text())
+    arrays = load_file(str(case.with_suffix(".safetensors")))
+    cls = getattr(candle_unet2d, meta["scheduler"])
+    runner = UNet2DPipeline(pipe.unet, cls.from_config(pipe.scheduler.config, **meta["scheduler_overrides"]))
+    images = runner(
+        class_labels=meta["class_labels"],
+        num_inference_steps=meta["num_inference_steps"],
+        generator=Generator().manual_seed(meta["seed"]),
+        output_type="np",
+        progress=False,
+    ).images
+    diff = float(np.max(np.abs(images - arrays["images"])))
+    assert diff <= PIXEL_TOLERANCE, f"{meta['scheduler']}: max pixel diff {diff * 255:.2f}/255"
+
+
+def test_generator_lists_make_each_image_its_own(pipe: UNet2DPipeline) -> None:
+    runner = UNet2DPipeline(pipe.unet, DDIMScheduler.from_config(pipe.scheduler.config))
+    kwargs: dict[str, Any] = {"num_inference_steps": 4, "output_type": "np", "progress": False, "eta": 1.0}
+    gens = [Generator().manual_seed(s) for s in (5, 6, 7)]
+    batch = runner(class_labels=[2, 7, 9], generator=gens, **kwargs).images
+    for i, (seed, label) in enumerate([(5, 2), (6, 7), (7, 9)]):
+        alone = runner(class_labels=[label], generator=Generator().manual_seed(seed), **kwargs).images
+        np.testing.assert_allclose(batch[i], alone[0], atol=1e-5)
+    # the generators advanced as four single runs would have moved them
+    fresh = Generator().manual_seed(5)
+    runner(class_labels=[2], generator=fresh, **kwargs)
+    assert randn(3, generator=gens[0]).tolist() == randn(3, generator=fresh).tolist()
+    with pytest.raises(InvalidArgumentError, match="one per image"):
+        runner(class_labels=[1, 2], generator=[Generator()], **kwargs)
+
+
+def test_scheduler_steps_take_generator_lists() -> None:
+    s = DDPMScheduler()
+    s.set_timesteps(10)
+    x = np.ones((2, 1, 2, 2), np.float32)
+    both = s.step(x, 900, x, generator=[Generator().manual_seed(1), Generator().manual_seed(2)]).prev_sample
+    for i, seed in enumerate((1, 2)):
+        one = s.step(x[i : i + 1], 900, x[i : i + 1], generator=Generator().manual_seed(seed)).prev_sample
+        np.testing.assert_array_equal(both[i : i + 1], one)

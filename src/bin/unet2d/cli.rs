@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Draw images from a model and write them as PNG (one grid, or one file per image).
-    Sample(SampleArgs),
+    Sample(Box<SampleArgs>),
     /// Describe a model: its config in brief, size, compute cost, weights and scheduler.
     Info(InfoArgs),
 }
