@@ -223,12 +223,15 @@ CPU generator: it starts in the state of a fresh ``torch.Generator()`` and advan
 def manual_seed(seed: int) -> Generator:
     """Seeds ``default_generator`` and returns it, as ``torch.manual_seed``."""
 
-def randn(*size: int | Sequence[int], generator: Generator | None = None) -> npt.NDArray[np.float32]:
+def randn(
+    *size: int | Sequence[int], generator: Generator | Sequence[Generator] | None = None
+) -> npt.NDArray[np.float32]:
     """``torch.randn(*size, generator=generator)`` as a float32 numpy array: the same numbers, and the
     generator advances as torch's does.
 
     ``randn(2, 3)``, ``randn((2, 3))`` and ``randn([2, 3])`` are the same; ``randn(())`` is a 0-d array.
-    Without ``generator``, ``default_generator`` is used.
+    Without ``generator``, ``default_generator`` is used. A list of generators is diffusers' ``randn_tensor``:
+    item ``i`` of the first dimension comes from generator ``i`` (one per item).
 
     Raises:
         InvalidArgumentError: (a ``ValueError``) a bad shape (negative, not ints) or generator.
@@ -478,7 +481,7 @@ class UNet2DPipeline:
         batch_size: int | None = None,
         num_inference_steps: int | None = None,
         class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
-        generator: Generator | None = None,
+        generator: Generator | Sequence[Generator] | None = None,
         latents: Any | None = None,
         eta: float = 0.0,
         output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
@@ -491,7 +494,7 @@ class UNet2DPipeline:
         batch_size: int | None = None,
         num_inference_steps: int | None = None,
         class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
-        generator: Generator | None = None,
+        generator: Generator | Sequence[Generator] | None = None,
         latents: Any | None = None,
         eta: float = 0.0,
         output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
@@ -505,7 +508,7 @@ class UNet2DPipeline:
         batch_size: int | None = None,
         num_inference_steps: int | None = None,
         class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
-        generator: Generator | None = None,
+        generator: Generator | Sequence[Generator] | None = None,
         latents: Any | None = None,
         eta: float = 0.0,
         output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
@@ -516,14 +519,17 @@ class UNet2DPipeline:
 
         Args:
             batch_size: the number of images; default 1, or the number of ``class_labels``.
-            num_inference_steps: denoising steps; default 1000 for DDPM, 50 for DDIM, 20 for DPM-Solver.
+            num_inference_steps: denoising steps; default the scheduler's usual count (1000 for DDPM, 50
+                for DDIM and Euler, 20 for DPM-Solver++ and UniPC, …).
             class_labels: for class-conditional models: one class id per image (a list, array or tensor),
                 or one int for every image.
             generator: the initial noise and every stochastic step draw from it (its state advances as
                 torch's would; threads sharing one draw from it in turn, each getting its own numbers);
-                ``None``: ``default_generator``.
+                a list with one per image: image ``i`` draws everything from generator ``i``, so it is
+                the image a batch of one with that generator gives; ``None``: ``default_generator``.
             latents: the initial noise ``[batch, channels, height, width]`` instead of drawing it.
-            eta: DDIM's η; ignored by the other schedulers.
+            eta: η for schedulers that take it (DDIM); 0 (the default) is passed to none, any other
+                value to a scheduler without η is an ``InvalidArgumentError``.
             output_type: ``"pil"``: a list of ``PIL.Image`` (needs Pillow); ``"np"``: float32
                 ``[batch, height, width, channels]`` in ``[0, 1]``; ``"uint8"``: the same as uint8.
             return_dict: return an ``ImagePipelineOutput`` (default) or a 1-tuple ``(images,)``.

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyInt, PyString, PyTuple};
+use pyo3::types::{PyInt, PyList, PyString, PyTuple};
 
 use super::arrays::{is_ndarray, is_torch, is_torch_tensor, numpy_module, owned_f32_array};
 use super::errors::{argument_error, guarded, run_detached};
@@ -129,12 +129,24 @@ pub(crate) fn explicit_generator<'py>(g: &Bound<'py, PyAny>) -> PyResult<Bound<'
          candle_unet2d.Generator().manual_seed(seed), which draws the same numbers as \
          torch.Generator().manual_seed(seed) on the CPU"
             .to_string()
-    } else if g.is_instance_of::<pyo3::types::PyList>() || g.is_instance_of::<PyTuple>() {
-        "a list of generators (one per image) is not supported; pass one candle_unet2d.Generator".into()
+    } else if g.is_instance_of::<PyList>() || g.is_instance_of::<PyTuple>() {
+        "a list of generators (one per image) is not accepted here; pass one candle_unet2d.Generator".into()
     } else {
         format!("must be a candle_unet2d.Generator or None, got {}", type_name(g))
     };
     Err(argument_error(py, "generator", hint))
+}
+
+/// A list or tuple of generators (one per image), or `None` when `obj` is not a list or tuple.
+pub(crate) fn generator_list<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Vec<Bound<'py, PyGenerator>>>> {
+    if !(obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
+        return Ok(None);
+    }
+    let items: Vec<Bound<'py, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
+    if items.is_empty() {
+        return Err(argument_error(obj.py(), "generator", "an empty list of generators (give one per image)"));
+    }
+    Ok(Some(items.iter().map(explicit_generator).collect::<PyResult<_>>()?))
 }
 
 /// Seeds a generator, as `torch.manual_seed`: the default generator (used when no generator is given)
@@ -147,7 +159,8 @@ pub(crate) fn manual_seed<'py>(py: Python<'py>, seed: &Bound<'py, PyAny>) -> PyR
     Ok(generator)
 }
 
-/// `torch.randn(*size, generator=generator)` as a float32 numpy array.
+/// `torch.randn(*size, generator=generator)` as a float32 numpy array; with a list of generators,
+/// diffusers' `randn_tensor`: item `i` of the first dimension drawn from generator `i`.
 #[pyfunction]
 #[pyo3(signature = (*size, generator=None))]
 pub(crate) fn randn<'py>(
@@ -157,6 +170,19 @@ pub(crate) fn randn<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     guarded(py, || {
         let shape = shape_arg(size)?;
+        if let Some(list) = generator.filter(|g| !g.is_none()).map(generator_list).transpose()?.flatten() {
+            let refs: Vec<&PyGenerator> = list.iter().map(|g| g.get()).collect();
+            let dims = shape.clone();
+            let data = run_detached(py, move || {
+                let mut generators: Vec<Generator> = refs.iter().map(|g| g.snapshot()).collect();
+                let result = crate::schedulers::noise::randn_per_image(&mut generators, &dims, &candle_core::Device::Cpu);
+                for (g, state) in refs.iter().zip(generators) {
+                    *g.lock() = state;
+                }
+                Ok(result?.flatten_all()?.to_vec1::<f32>()?)
+            })?;
+            return owned_f32_array(py, &shape, data);
+        }
         let generator = generator_arg(py, generator)?;
         let g = generator.get();
         let dims = shape.clone();

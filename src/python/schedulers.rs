@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use super::arrays::{is_ndarray, is_torch_tensor, numpy_module, to_tensor, HostArray, Like, Numbers};
 use super::config_values::{is_path, json_to_py, py_to_json};
 use super::errors::{argument_error, argument_error_from, guarded, run_detached, ErrorKind};
-use super::rng::{default_generator, explicit_generator, lock, type_name, PyGenerator};
+use super::rng::{default_generator, explicit_generator, generator_list, lock, type_name, PyGenerator};
 use crate::error::Error;
 use crate::loading::hub;
 use crate::rng::Generator;
@@ -274,18 +274,6 @@ impl NoiseRef<'_> {
             }
         }
     }
-}
-
-/// A list or tuple of generators (one per image), or `None` when `obj` is not a list or tuple.
-pub(crate) fn generator_list<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Vec<Bound<'py, PyGenerator>>>> {
-    if !(obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
-        return Ok(None);
-    }
-    let items: Vec<Bound<'py, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
-    if items.is_empty() {
-        return Err(argument_error(obj.py(), "generator", "an empty list of generators (give one per image)"));
-    }
-    Ok(Some(items.iter().map(explicit_generator).collect::<PyResult<_>>()?))
 }
 
 /// Binds a call's arguments to diffusers' parameter names: positionals in `params` order, then the

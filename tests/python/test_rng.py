@@ -193,3 +193,12 @@ def test_shared_generator_between_threads() -> None:
     drawn = np.stack(results)
     # Rows come out in some interleaving, each one a row of the serial stream; compare as sets of rows.
     assert sorted(map(tuple, drawn.tolist())) == sorted(map(tuple, serial.tolist()))
+
+
+def test_a_list_of_generators_draws_one_item_each() -> None:
+    # diffusers' randn_tensor(shape, generator=[...]): item i from generator i
+    both = randn((2, 3), generator=[Generator().manual_seed(1), Generator().manual_seed(2)])
+    for i, seed in enumerate((1, 2)):
+        np.testing.assert_array_equal(both[i : i + 1], randn((1, 3), generator=Generator().manual_seed(seed)))
+    with pytest.raises(InvalidArgumentError, match="one per image"):
+        randn((3, 3), generator=[Generator(), Generator()])
