@@ -54,6 +54,8 @@ pub mod config;
 pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
+pub mod edm;
+pub mod sigmas;
 pub mod timesteps;
 
 pub use config::{
