@@ -57,8 +57,10 @@ pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
 mod dynamic;
+pub mod edm;
 pub mod noise;
 pub mod registry;
+pub mod sigmas;
 pub mod timesteps;
 
 pub use algorithm::{
