@@ -120,6 +120,13 @@ fn py_to_json_within(obj: &Bound<'_, PyAny>, at: &str, depth: usize) -> PyResult
         }
         return Ok(Value::Object(map));
     }
+    // Anything else that converts to a float (`__float__`): a Ctrl-C or SystemExit raised meanwhile
+    // reaches the caller untouched.
+    match obj.extract::<f64>() {
+        Ok(f) => return py_to_json_within(&PyFloat::new(py, f).into_any(), at, depth + 1),
+        Err(e) if !e.is_instance_of::<pyo3::exceptions::PyException>(py) => return Err(e),
+        Err(_) => {}
+    }
     Err(bad(format!("{} cannot be a config value (use numbers, strings, bools, lists or None)", type_name(obj))))
 }
 

@@ -157,7 +157,7 @@ def test_default_generator_is_torchs_global_one() -> None:
         pytest.param(lambda: randn((2, None)), "int", id="none-dim"),
         pytest.param(lambda: randn(), "missing", id="no-shape"),
         pytest.param(lambda: randn(3, generator="g"), "Generator", id="bad-generator"),
-        pytest.param(lambda: randn(3, generator=[Generator()]), "list", id="generator-list"),
+        pytest.param(lambda: randn(3, generator=[Generator()]), "one per image", id="generator-list-length"),
         pytest.param(lambda: Generator().manual_seed(1.5), "int", id="float-seed"),
         pytest.param(lambda: Generator().manual_seed(2**64), "outside", id="seed-too-big"),
         pytest.param(lambda: Generator().manual_seed("1"), "int", id="str-seed"),
