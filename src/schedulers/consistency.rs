@@ -30,8 +30,10 @@ use super::algorithm::TimestepsSpec;
 use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType};
 use super::betas::{linspace, round_f32};
 use super::common::{check_float, compute_dtype, lin_comb, require_timesteps};
-use super::edm_euler::{karras_from_ramp, validate_edm_sigmas, validate_train_timesteps};
+use super::edm::{c_out, c_skip, cm_boundary_scalings, cm_karras_sigmas, cm_sigma_to_t};
+use super::edm_euler::{validate_edm_sigmas, validate_train_timesteps};
 use super::kdpm2::{resolve_step_index, step_tensors};
+use super::sigmas::karras_sigmas_from_ramp;
 
 /// `CMStochasticIterativeScheduler`'s config, with diffusers' defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,7 +84,7 @@ impl SchedulerConfig for ConsistencyConfig {
 
 /// diffusers' `sigma_to_t`: `1000 · ¼ · log(σ + 1e-44)` in float64.
 pub fn sigma_to_t(sigma: f64) -> f64 {
-    1000.0 * 0.25 * (sigma + 1e-44).ln()
+    cm_sigma_to_t(sigma)
 }
 
 /// diffusers' `CMStochasticIterativeScheduler`.
@@ -117,28 +119,18 @@ impl CmStochasticIterativeScheduler {
 
     /// diffusers' `get_scalings_for_boundary_condition(σ)`: `(c_skip, c_out)`.
     pub fn scalings_for_boundary_condition(&self, sigma: f64) -> (f64, f64) {
-        let c = &self.config;
-        let sd2 = c.sigma_data * c.sigma_data;
-        let d = sigma - c.sigma_min;
-        (sd2 / (d * d + sd2), d * c.sigma_data / (sigma * sigma + sd2).sqrt())
+        cm_boundary_scalings(sigma, self.config.sigma_min, self.config.sigma_data)
     }
 
     /// diffusers' `get_scalings(σ)`: EDM's `(c_skip, c_out)` without the boundary shift.
     pub fn scalings(&self, sigma: f64) -> (f64, f64) {
-        let sd2 = self.config.sigma_data * self.config.sigma_data;
-        (sd2 / (sigma * sigma + sd2), sigma * self.config.sigma_data / (sigma * sigma + sd2).sqrt())
-    }
-
-    /// The Karras σ of a ramp, with this config's σ range and ρ (f64).
-    fn karras(&self, ramp: &[f64]) -> Vec<f64> {
-        karras_from_ramp(ramp, self.config.sigma_min, self.config.sigma_max, self.config.rho)
+        (c_skip(sigma, self.config.sigma_data), c_out(sigma, self.config.sigma_data))
     }
 
     /// Lays out σ and timesteps for descending training steps `train_steps`.
     fn install(&mut self, train_steps: &[i64], custom: bool) {
-        let denom = (self.config.num_train_timesteps - 1) as f64;
-        let ramp: Vec<f64> = train_steps.iter().rev().map(|&t| t as f64 / denom).collect();
-        let sigmas = self.karras(&ramp);
+        let c = &self.config;
+        let sigmas = cm_karras_sigmas(train_steps, c.num_train_timesteps, c.sigma_min, c.sigma_max, c.rho);
         self.timesteps = sigmas.iter().map(|&s| sigma_to_t(s)).collect();
         self.sigmas = sigmas.into_iter().map(round_f32).collect();
         self.sigmas.push(round_f32(self.config.sigma_min));
@@ -218,7 +210,9 @@ impl SchedulerAlgorithm for CmStochasticIterativeScheduler {
             begin_index: None,
         };
         // the constructor's table: the ramp linspace(0, 1, N), σ kept in f64, no final σ_min
-        let sigmas = s.karras(&linspace(0.0, 1.0, s.config.num_train_timesteps));
+        let c = &s.config;
+        let sigmas =
+            karras_sigmas_from_ramp(&linspace(0.0, 1.0, c.num_train_timesteps), c.sigma_min, c.sigma_max, c.rho);
         s.timesteps = sigmas.iter().map(|&v| sigma_to_t(v)).collect();
         s.sigmas = sigmas;
         Ok(s)

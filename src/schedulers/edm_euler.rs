@@ -29,9 +29,12 @@ use crate::error::{Error, Result};
 
 use super::algorithm::NoArgs;
 use super::algorithm::{SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType, TimestepsSpec};
-use super::betas::{round_f32, torch_linspace_f32};
+use super::betas::round_f32;
 use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
 use super::config::{FinalSigmasType, PredictionType, MAX_TRAIN_TIMESTEPS};
+use super::edm::{
+    c_in, c_out, c_skip, edm_exponential_sigmas, edm_karras_sigmas, edm_ramp, edm_train_ramp, precondition_noise,
+};
 use super::kdpm2::{resolve_step_index, step_tensors};
 
 /// How EDMEuler spaces σ between `sigma_max` and `sigma_min`.
@@ -182,31 +185,6 @@ impl EdmEulerStepArgs {
     }
 }
 
-/// EDM's Karras σ for `ramp` in float64 (`(σ_max^{1/ρ} + ramp·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ`), the
-/// formula of EDMEuler's `_compute_karras_sigmas` and CMStochasticIterative's `_convert_to_karras`.
-pub(crate) fn karras_from_ramp(ramp: &[f64], sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f64> {
-    let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    ramp.iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect()
-}
-
-/// `torch.linspace(start, end, n, dtype=torch.float64)` (ATen's CPU kernel: the first half counts up
-/// from `start`, the second down from `end`, each value one fused multiply-add).
-fn torch_linspace_f64(start: f64, end: f64, n: usize) -> Vec<f64> {
-    match n {
-        0 => Vec::new(),
-        1 => vec![start],
-        _ => {
-            let step = (end - start) / (n - 1) as f64;
-            let half = n / 2;
-            (0..n)
-                .map(
-                    |i| if i < half { step.mul_add(i as f64, start) } else { (-step).mul_add((n - i - 1) as f64, end) },
-                )
-                .collect()
-        }
-    }
-}
-
 /// diffusers' `EDMEulerScheduler`.
 #[derive(Clone, Debug)]
 pub struct EdmEulerScheduler {
@@ -231,22 +209,17 @@ impl EdmEulerScheduler {
         self.begin_index = Some(begin_index);
     }
 
-    /// `c_in = 1 / √(σ² + σ_data²)`.
-    fn c_in(&self, sigma: f64) -> f64 {
-        1.0 / (sigma * sigma + self.config.sigma_data * self.config.sigma_data).sqrt()
-    }
-
     /// diffusers' `precondition_inputs`: `sample · c_in(σ)`, the model input.
     pub fn precondition_inputs(&self, sample: &Tensor, sigma: f64) -> Result<Tensor> {
         check_float("sample", sample)?;
         let dtype = compute_dtype(sample.dtype());
-        Ok(sample.to_dtype(dtype)?.affine(self.c_in(sigma), 0.0)?.to_dtype(sample.dtype())?)
+        Ok(sample.to_dtype(dtype)?.affine(c_in(sigma, self.config.sigma_data), 0.0)?.to_dtype(sample.dtype())?)
     }
 
     /// diffusers' `precondition_noise`: `c_noise = ¼·log σ` (in float32, as diffusers computes it on
     /// a float32 σ), the timestep the model is given.
     pub fn precondition_noise(&self, sigma: f64) -> f64 {
-        round_f32(0.25 * round_f32(round_f32(sigma).ln()))
+        precondition_noise(sigma)
     }
 
     /// diffusers' `precondition_outputs`: the denoised sample `c_skip(σ)·sample + c_out(σ)·model_output`
@@ -258,30 +231,24 @@ impl EdmEulerScheduler {
 
     fn denoise(&self, x: &Tensor, model_output: &Tensor, sigma: f64) -> Result<Tensor> {
         let sd = self.config.sigma_data;
-        let c_skip = sd * sd / (sigma * sigma + sd * sd);
-        let c_out = sigma * sd / (sigma * sigma + sd * sd).sqrt();
-        let c_out = if self.config.prediction_type == PredictionType::VPrediction { -c_out } else { c_out };
-        lin_comb(&[(x, c_skip), (model_output, c_out)])
+        let c_out = if self.config.prediction_type == PredictionType::VPrediction {
+            -c_out(sigma, sd)
+        } else {
+            c_out(sigma, sd)
+        };
+        lin_comb(&[(x, c_skip(sigma, sd)), (model_output, c_out)])
     }
 
     /// σ for `ramp` under the configured schedule (f64 Karras, or float32 exponential), as float32
     /// values.
     fn sigmas_for(&self, ramp: &[f64]) -> Vec<f64> {
         let c = &self.config;
-        match c.sigma_schedule {
-            SigmaSchedule::Karras => {
-                karras_from_ramp(ramp, c.sigma_min, c.sigma_max, c.rho).into_iter().map(round_f32).collect()
-            }
-            SigmaSchedule::Exponential => {
-                // torch.linspace(log σ_min, log σ_max, len(ramp)).exp().flip(0): float32 throughout
-                let mut s: Vec<f64> = torch_linspace_f32(c.sigma_min.ln(), c.sigma_max.ln(), ramp.len())
-                    .into_iter()
-                    .map(|v| round_f32(v.exp()))
-                    .collect();
-                s.reverse();
-                s
-            }
-        }
+        let sigmas = match c.sigma_schedule {
+            SigmaSchedule::Karras => edm_karras_sigmas(ramp, c.sigma_min, c.sigma_max, c.rho),
+            // float32 throughout in diffusers; only the ramp's length matters
+            SigmaSchedule::Exponential => edm_exponential_sigmas(ramp.len(), c.sigma_min, c.sigma_max),
+        };
+        sigmas.into_iter().map(round_f32).collect()
     }
 
     /// Installs σ (float32 values) and their timesteps, appends the final σ and resets the run.
@@ -321,9 +288,7 @@ impl SchedulerAlgorithm for EdmEulerScheduler {
             begin_index: None,
         };
         // the constructor's schedule: the ramp arange(N + 1) / N (stepping still needs set_timesteps)
-        let n = s.config.num_train_timesteps;
-        let ramp: Vec<f64> = (0..=n).map(|i| i as f64 / n as f64).collect();
-        let sigmas = s.sigmas_for(&ramp);
+        let sigmas = s.sigmas_for(&edm_train_ramp(s.config.num_train_timesteps));
         s.install(sigmas);
         Ok(s)
     }
@@ -337,7 +302,7 @@ impl SchedulerAlgorithm for EdmEulerScheduler {
             TimestepsSpec::Count(0) => {
                 return Err(Error::argument("num_inference_steps", "must be at least 1, got 0"));
             }
-            TimestepsSpec::Count(n) => torch_linspace_f64(0.0, 1.0, n),
+            TimestepsSpec::Count(n) => edm_ramp(n),
             TimestepsSpec::Sigmas(ramp) => {
                 if ramp.is_empty() {
                     return Err(Error::argument("sigmas", "must not be empty"));

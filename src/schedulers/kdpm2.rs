@@ -18,7 +18,7 @@
 //!
 //! Differences from diffusers, all on inputs it does not handle:
 //! * `prediction_type: sample` is refused by the config (diffusers raises `NotImplementedError` at
-//!   the first step); so is `use_beta_sigmas` until the shared beta-quantile code lands;
+//!   the first step;
 //! * `step` or `scale_model_input` before `set_timesteps` is an error (diffusers uses the
 //!   constructor's `num_train_timesteps`-step schedule), as is a step after the last entry or with a
 //!   timestep other than the schedule's next one (diffusers ignores the timestep after the first
@@ -35,10 +35,14 @@ use crate::error::{Error, Result};
 
 use super::algorithm::TimestepsSpec;
 use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType};
-use super::betas::{linspace, round_f32, NoiseSchedule};
+use super::betas::{round_f32, NoiseSchedule};
 use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
 use super::config::{validate_classic_beta_schedule, validate_common, BetaSchedule, PredictionType, TimestepSpacing};
-use super::timesteps::{arange_f64, round_half_even};
+use super::sigmas::{
+    beta_sigmas, exponential_sigmas, interp_sigmas, karras_sigmas, log_sigmas, sigma_timesteps, sigma_to_t,
+    sigma_to_t_f32, train_sigmas, Float32Path, BETA_SIGMAS_ALPHA, BETA_SIGMAS_BETA, KARRAS_RHO,
+};
+use super::timesteps::round_half_even;
 
 /// `KDPM2DiscreteScheduler`'s config (also `KDPM2AncestralDiscreteScheduler`'s), with diffusers'
 /// defaults.
@@ -100,24 +104,16 @@ impl Kdpm2Config {
                 "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be true",
             ));
         }
-        if self.use_beta_sigmas {
-            return Err(Error::config(
-                "use_beta_sigmas",
-                "beta sigmas are not supported yet by this implementation; use use_karras_sigmas or \
-                 use_exponential_sigmas",
-            ));
-        }
         if self.prediction_type == PredictionType::Sample {
             return Err(Error::config(
                 "prediction_type",
                 format!("`sample` is not implemented for {class_name} (as in diffusers); use epsilon or v_prediction"),
             ));
         }
-        let converted = self.use_karras_sigmas || self.use_exponential_sigmas;
-        if converted && self.num_train_timesteps < 2 {
+        if kinds.iter().any(|b| *b) && self.num_train_timesteps < 2 {
             return Err(Error::config(
                 "num_train_timesteps",
-                "Karras and exponential sigmas need at least 2 training timesteps",
+                "Karras, exponential and beta sigmas need at least 2 training timesteps",
             ));
         }
         Ok(())
@@ -153,81 +149,6 @@ pub struct Kdpm2TimestepArgs {
     /// The training range the timesteps are spaced over (`None` or 0: the config's, as diffusers'
     /// `num_train_timesteps or self.config.num_train_timesteps`).
     pub num_train_timesteps: Option<usize>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// σ math (private until the shared `sigmas.rs` lands)
-// ---------------------------------------------------------------------------------------------
-
-/// The float timesteps of `set_timesteps(n)` before any σ conversion (descending, float32 values),
-/// as numpy computes them: `linspace(0, N − 1, n, dtype=float32)`, `(arange(n) · (N // n)).round()`
-/// plus `steps_offset`, or `arange(N, 0, −N/n).round() − 1`.
-pub(crate) fn spaced_timesteps(spacing: TimestepSpacing, big_n: usize, n: usize, steps_offset: i64) -> Vec<f64> {
-    match spacing {
-        TimestepSpacing::Linspace => linspace(0.0, big_n as f64 - 1.0, n).into_iter().rev().map(round_f32).collect(),
-        TimestepSpacing::Leading => {
-            let step_ratio = (big_n / n) as f64;
-            (0..n).rev().map(|i| round_f32(round_f32(i as f64 * step_ratio) + steps_offset as f64)).collect()
-        }
-        TimestepSpacing::Trailing => arange_f64(big_n as f64, 0.0, -(big_n as f64 / n as f64))
-            .into_iter()
-            .map(|v| round_f32(round_f32(round_half_even(v)) - 1.0))
-            .collect(),
-    }
-}
-
-/// `((1 − ᾱ) / ᾱ) ** 0.5` in torch float32 (each operation rounded to float32).
-pub(crate) fn train_sigmas(alphas_cumprod: &[f64]) -> Vec<f64> {
-    let r = round_f32;
-    alphas_cumprod.iter().map(|&a| r(r(r(1.0 - a) / a).sqrt())).collect()
-}
-
-/// `np.interp(x, arange(len(fp)), fp)`: linear interpolation on the integer grid, clamped to the ends.
-pub(crate) fn interp_on_grid(x: f64, fp: &[f64]) -> f64 {
-    let last = fp.len() - 1;
-    if x.is_nan() {
-        return f64::NAN;
-    }
-    if x <= 0.0 {
-        return fp[0];
-    }
-    if x >= last as f64 {
-        return fp[last];
-    }
-    let j = x.floor() as usize;
-    if x == j as f64 {
-        return fp[j];
-    }
-    let slope = fp[j + 1] - fp[j];
-    slope * (x - j as f64) + fp[j]
-}
-
-/// The index `_sigma_to_t` interpolates from: the last `i` with `log_sigmas[i] ≤ log_sigma` (0 when
-/// there is none), at most `len − 2`. The table is ascending, so this is a binary search where
-/// diffusers' `cumsum(dists >= 0).argmax()` scans.
-fn low_index(log_sigma: f64, log_sigmas: &[f64]) -> usize {
-    let count = log_sigmas.partition_point(|&l| l <= log_sigma);
-    count.saturating_sub(1).min(log_sigmas.len() - 2)
-}
-
-/// diffusers' `_sigma_to_t` on an f64 σ (numpy, the Karras / exponential paths).
-pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
-    let log_sigma = sigma.max(1e-10).ln();
-    let low_idx = low_index(log_sigma, log_sigmas);
-    let (low, high) = (log_sigmas[low_idx], log_sigmas[low_idx + 1]);
-    let w = ((low - log_sigma) / (low - high)).clamp(0.0, 1.0);
-    (1.0 - w) * low_idx as f64 + w * (low_idx + 1) as f64
-}
-
-/// diffusers' `_sigma_to_t` on torch float32 tensors (the interpolated σ): every operation in
-/// float32, the result too.
-pub(crate) fn sigma_to_t_f32(sigma: f64, log_sigmas: &[f64]) -> f64 {
-    let r = round_f32;
-    let log_sigma = r(r(sigma).max(r(1e-10)).ln());
-    let low_idx = low_index(log_sigma, log_sigmas);
-    let (low, high) = (log_sigmas[low_idx], log_sigmas[low_idx + 1]);
-    let w = r(r(low - log_sigma) / r(low - high)).clamp(0.0, 1.0);
-    r(r(r(1.0 - w) * low_idx as f64) + r(w * (low_idx + 1) as f64))
 }
 
 /// torch's float32 `start.lerp(end, 0.5)` (`end − (end − start)·0.5`), as its CPU kernel computes
@@ -292,22 +213,25 @@ pub(crate) fn build_tables(
         ));
     }
     let train = train_sigmas(alphas_cumprod);
-    // np.log of the float32 table is a float32 log
-    let log_sigmas: Vec<f64> = train.iter().map(|s| round_f32(s.ln())).collect();
-    let mut timesteps = spaced_timesteps(config.timestep_spacing, big_n, n, config.steps_offset);
-    let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp_on_grid(t, &train)).collect();
-    if config.use_karras_sigmas || config.use_exponential_sigmas {
+    let log_sigmas = log_sigmas(&train);
+    let mut timesteps = sigma_timesteps(config.timestep_spacing, big_n, n, config.steps_offset);
+    let mut sigmas = interp_sigmas(&timesteps, &train)?;
+    let converted = config.use_karras_sigmas || config.use_exponential_sigmas || config.use_beta_sigmas;
+    if converted {
         // `_convert_to_*` take σ_min and σ_max from the interpolated σ (not the training table)
         let (sigma_max, sigma_min) = (sigmas[0], sigmas[sigmas.len() - 1]);
-        if config.use_karras_sigmas {
-            let rho = 7.0;
-            let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-            sigmas = linspace(0.0, 1.0, n).into_iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect();
-            timesteps = sigmas.iter().map(|&s| round_half_even(sigma_to_t(s, &log_sigmas))).collect();
+        sigmas = if config.use_karras_sigmas {
+            karras_sigmas(sigma_min, sigma_max, n, KARRAS_RHO)
+        } else if config.use_exponential_sigmas {
+            exponential_sigmas(sigma_min, sigma_max, n)
         } else {
-            sigmas = linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect();
-            timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas)).collect();
-        }
+            beta_sigmas(sigma_min, sigma_max, n, BETA_SIGMAS_ALPHA, BETA_SIGMAS_BETA)?
+        };
+        // float64 timesteps, rounded (half to even) for Karras only, as diffusers
+        timesteps = sigmas
+            .iter()
+            .map(|&s| sigma_to_t(s, &log_sigmas).map(|t| if config.use_karras_sigmas { round_half_even(t) } else { t }))
+            .collect::<Result<_>>()?;
     }
     // np.concatenate([sigmas, [0.0]]).astype(np.float32)
     let mut sigmas: Vec<f64> = sigmas.into_iter().map(round_f32).collect();
@@ -340,7 +264,8 @@ pub(crate) fn build_tables(
         (interpol, Vec::new(), Vec::new())
     };
 
-    let timesteps_interpol: Vec<f64> = interpol.iter().map(|&s| sigma_to_t_f32(s, &log_sigmas)).collect();
+    let timesteps_interpol: Vec<f64> =
+        interpol.iter().map(|&s| sigma_to_t_f32(s, &log_sigmas, Float32Path::Torch)).collect::<Result<_>>()?;
     // KDPM2 pairs σ_i with the midpoint before it (interpol[1..n]); the ancestral one pairs σ_{i+1}
     // with the midpoint after σ_i (interpol[0..n−1]).
     let interp_slice = if ancestral { &timesteps_interpol[..len - 2] } else { &timesteps_interpol[1..len - 1] };
@@ -735,18 +660,6 @@ mod tests {
         assert!(e.to_string().contains("expected timestep"), "{e}");
         assert_eq!(s.step_index(), Some(1));
         assert!(!s.state_in_first_order());
-    }
-
-    #[test]
-    fn sigma_to_t_inverts_the_table() {
-        let s = scheduler(Kdpm2Config::default());
-        let train = train_sigmas(&s.schedule.alphas_cumprod);
-        let log: Vec<f64> = train.iter().map(|v| round_f32(v.ln())).collect();
-        for t in [0usize, 1, 17, 500, 999] {
-            assert!((sigma_to_t(train[t], &log) - t as f64).abs() < 1e-3, "t={t}");
-        }
-        assert_eq!(interp_on_grid(-1.0, &train), train[0]);
-        assert_eq!(interp_on_grid(2000.0, &train), train[999]);
     }
 
     /// `(timesteps, sigmas, init_noise_sigma)` of diffusers 0.42.1's `set_timesteps(7)`.

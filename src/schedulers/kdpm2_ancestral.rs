@@ -267,8 +267,17 @@ mod tests {
         let y = Tensor::ones((2, 2), DType::F32, &Device::Cpu).unwrap();
         assert!(s.step(StepInput::new(&y, 999.0, &x), &NoArgs {}).is_err());
         assert!(s.set_timesteps_with(TimestepsSpec::Timesteps(&[999.0]), &Kdpm2TimestepArgs::default()).is_err());
-        let bad = Kdpm2AncestralConfig(Kdpm2Config { use_beta_sigmas: true, ..Default::default() });
-        assert!(Kdpm2AncestralDiscreteScheduler::new(bad).is_err());
+        let two =
+            Kdpm2AncestralConfig(Kdpm2Config { use_beta_sigmas: true, use_karras_sigmas: true, ..Default::default() });
+        assert!(Kdpm2AncestralDiscreteScheduler::new(two).is_err());
+        // beta sigmas: from σ_max down to σ_min of the interpolated schedule
+        let beta = Kdpm2AncestralConfig(Kdpm2Config { use_beta_sigmas: true, ..Default::default() });
+        let mut s = Kdpm2AncestralDiscreteScheduler::new(beta).unwrap();
+        s.set_timesteps(6).unwrap();
+        let sig = s.sigmas().unwrap();
+        assert_eq!(sig.len(), 14);
+        assert!(sig.windows(2).all(|w| w[0] >= w[1]), "{sig:?}");
+        assert!((sig[0] - 25.146116256713867).abs() < 1e-4 && (sig[10] - 0.02916753478348255).abs() < 1e-6);
     }
 
     #[test]

@@ -58,11 +58,13 @@ pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
 mod dynamic;
+pub mod edm;
 pub mod edm_euler;
 pub mod kdpm2;
 pub mod kdpm2_ancestral;
 pub mod noise;
 pub mod registry;
+pub mod sigmas;
 pub mod timesteps;
 
 pub use algorithm::{
