@@ -171,6 +171,10 @@ class_fixtures! {
     ddpm_matches_diffusers => "DDPMScheduler",
     ddim_matches_diffusers => "DDIMScheduler",
     dpm_solver_multistep_matches_diffusers => "DPMSolverMultistepScheduler",
+    kdpm2_matches_diffusers => "KDPM2DiscreteScheduler",
+    kdpm2_ancestral_matches_diffusers => "KDPM2AncestralDiscreteScheduler",
+    edm_euler_matches_diffusers => "EDMEulerScheduler",
+    consistency_matches_diffusers => "CMStochasticIterativeScheduler",
 }
 
 /// Every class a fixture names is registered (so each is tested above).

@@ -53,11 +53,15 @@ pub mod args;
 pub mod betas;
 pub mod common;
 pub mod config;
+pub mod consistency;
 pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
 mod dynamic;
 pub mod edm;
+pub mod edm_euler;
+pub mod kdpm2;
+pub mod kdpm2_ancestral;
 pub mod noise;
 pub mod registry;
 pub mod sigmas;
@@ -72,9 +76,13 @@ pub use config::{
     AlgorithmType, BetaSchedule, DdimConfig, DdpmConfig, DpmSolverMultistepConfig, FinalSigmasType, PredictionType,
     SolverType, TimestepSpacing, VarianceType,
 };
+pub use consistency::{CmStochasticIterativeScheduler, ConsistencyConfig};
 pub use ddim::{DdimScheduler, DdimStepArgs};
 pub use ddpm::DdpmScheduler;
 pub use dpm_solver::DpmSolverMultistepScheduler;
+pub use edm_euler::{EdmEulerConfig, EdmEulerScheduler, EdmEulerStepArgs, SigmaSchedule};
+pub use kdpm2::{Kdpm2Config, Kdpm2DiscreteScheduler, Kdpm2TimestepArgs};
+pub use kdpm2_ancestral::{Kdpm2AncestralConfig, Kdpm2AncestralDiscreteScheduler};
 pub use noise::Noise;
 pub use registry::SchedulerKind;
 

@@ -46,8 +46,15 @@ fn build<S: SchedulerAlgorithm>(config: &Value) -> Result<Scheduler> {
 }
 
 /// The supported schedulers, in the order `--help` lists them.
-static SCHEDULERS: &[SchedulerEntry] =
-    &[entry::<super::DdpmScheduler>(), entry::<super::DdimScheduler>(), entry::<super::DpmSolverMultistepScheduler>()];
+static SCHEDULERS: &[SchedulerEntry] = &[
+    entry::<super::DdpmScheduler>(),
+    entry::<super::DdimScheduler>(),
+    entry::<super::DpmSolverMultistepScheduler>(),
+    entry::<super::Kdpm2DiscreteScheduler>(),
+    entry::<super::Kdpm2AncestralDiscreteScheduler>(),
+    entry::<super::EdmEulerScheduler>(),
+    entry::<super::CmStochasticIterativeScheduler>(),
+];
 
 /// A scheduler class of the registry.
 #[derive(Clone, Copy)]

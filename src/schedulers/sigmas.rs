@@ -348,9 +348,14 @@ fn lower_ppf(q: f64, a: f64, b: f64) -> f64 {
 /// The index i of the interpolation interval [i, i + 1] `_sigma_to_t` picks for `log_sigma`:
 /// `np.cumsum(log_sigma − log_sigmas >= 0).argmax()` is the last i with `log_sigmas[i] ≤ log_sigma`
 /// (0 when there is none), then clipped to N − 2.
+///
+/// The tables are ascending (σ grows with t for every valid β schedule), so this is a binary search
+/// (the same index as numpy's scan): the schedulers call it once per timestep, and a linear scan made
+/// their constructors (a `num_train_timesteps`-step schedule) quadratic in `num_train_timesteps`.
+/// A NaN `log_sigma` gives 0, as in numpy.
 fn low_index(log_sigma: f64, log_sigmas: &[f64]) -> usize {
-    let last_below = log_sigmas.iter().rposition(|&ls| log_sigma - ls >= 0.0).unwrap_or(0);
-    last_below.min(log_sigmas.len() - 2)
+    let count = log_sigmas.partition_point(|&ls| log_sigma - ls >= 0.0);
+    count.saturating_sub(1).min(log_sigmas.len() - 2)
 }
 
 /// `np.maximum`: NaN propagates (`f64::max` would drop it).
