@@ -59,6 +59,8 @@ pub mod dpm_solver;
 mod dynamic;
 pub mod noise;
 pub mod registry;
+pub mod repaint;
+pub mod score_sde_ve;
 pub mod timesteps;
 
 pub use algorithm::{
@@ -75,6 +77,8 @@ pub use ddpm::DdpmScheduler;
 pub use dpm_solver::DpmSolverMultistepScheduler;
 pub use noise::Noise;
 pub use registry::SchedulerKind;
+pub use repaint::{RePaintConfig, RePaintScheduler, RePaintStepArgs, RePaintTimestepArgs};
+pub use score_sde_ve::{ScoreSdeVeConfig, ScoreSdeVeScheduler, ScoreSdeVeTimestepArgs};
 
 use dynamic::DynScheduler;
 

@@ -42,8 +42,13 @@ fn build<S: SchedulerAlgorithm>(config: &Value) -> Result<Scheduler> {
 }
 
 /// The supported schedulers, in the order `--help` lists them.
-static SCHEDULERS: &[SchedulerEntry] =
-    &[entry::<super::DdpmScheduler>(), entry::<super::DdimScheduler>(), entry::<super::DpmSolverMultistepScheduler>()];
+static SCHEDULERS: &[SchedulerEntry] = &[
+    entry::<super::DdpmScheduler>(),
+    entry::<super::DdimScheduler>(),
+    entry::<super::DpmSolverMultistepScheduler>(),
+    entry::<super::ScoreSdeVeScheduler>(),
+    entry::<super::RePaintScheduler>(),
+];
 
 /// A scheduler class of the registry.
 #[derive(Clone, Copy)]
