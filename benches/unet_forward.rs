@@ -50,7 +50,11 @@ fn celebahq(c: &mut Criterion) {
 fn digits16_ddim50(c: &mut Criterion) {
     let pipe =
         UNet2DPipeline::from_pretrained(root().join("models").join("digits16"), &LoadOptions::default()).unwrap();
-    let ddim = Scheduler::from_json_as(SchedulerKind::from_class_name("DDIMScheduler").unwrap(), &pipe.scheduler.config_json()).unwrap();
+    let ddim = Scheduler::from_json_as(
+        SchedulerKind::from_class_name("DDIMScheduler").unwrap(),
+        &pipe.scheduler.config_json(),
+    )
+    .unwrap();
     let labels: Vec<i64> = (0..64).map(|i| i % 10).collect();
     let options = SampleOptions {
         batch_size: 64,

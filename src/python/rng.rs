@@ -175,7 +175,8 @@ pub(crate) fn randn<'py>(
             let dims = shape.clone();
             let data = run_detached(py, move || {
                 let mut generators: Vec<Generator> = refs.iter().map(|g| g.snapshot()).collect();
-                let result = crate::schedulers::noise::randn_per_image(&mut generators, &dims, &candle_core::Device::Cpu);
+                let result =
+                    crate::schedulers::noise::randn_per_image(&mut generators, &dims, &candle_core::Device::Cpu);
                 for (g, state) in refs.iter().zip(generators) {
                     *g.lock() = state;
                 }

@@ -64,6 +64,8 @@ pub mod kdpm2;
 pub mod kdpm2_ancestral;
 pub mod noise;
 pub mod registry;
+pub mod repaint;
+pub mod score_sde_ve;
 pub mod sigmas;
 pub mod timesteps;
 
@@ -85,6 +87,8 @@ pub use kdpm2::{Kdpm2Config, Kdpm2DiscreteScheduler, Kdpm2TimestepArgs};
 pub use kdpm2_ancestral::{Kdpm2AncestralConfig, Kdpm2AncestralDiscreteScheduler};
 pub use noise::Noise;
 pub use registry::SchedulerKind;
+pub use repaint::{RePaintConfig, RePaintScheduler, RePaintStepArgs, RePaintTimestepArgs};
+pub use score_sde_ve::{ScoreSdeVeConfig, ScoreSdeVeScheduler, ScoreSdeVeTimestepArgs};
 
 use dynamic::DynScheduler;
 

@@ -54,6 +54,8 @@ static SCHEDULERS: &[SchedulerEntry] = &[
     entry::<super::Kdpm2AncestralDiscreteScheduler>(),
     entry::<super::EdmEulerScheduler>(),
     entry::<super::CmStochasticIterativeScheduler>(),
+    entry::<super::ScoreSdeVeScheduler>(),
+    entry::<super::RePaintScheduler>(),
 ];
 
 /// A scheduler class of the registry.
