@@ -171,6 +171,10 @@ class_fixtures! {
     ddpm_matches_diffusers => "DDPMScheduler",
     ddim_matches_diffusers => "DDIMScheduler",
     dpm_solver_multistep_matches_diffusers => "DPMSolverMultistepScheduler",
+    euler_discrete_matches_diffusers => "EulerDiscreteScheduler",
+    euler_ancestral_discrete_matches_diffusers => "EulerAncestralDiscreteScheduler",
+    heun_discrete_matches_diffusers => "HeunDiscreteScheduler",
+    lms_discrete_matches_diffusers => "LMSDiscreteScheduler",
 }
 
 /// Every class a fixture names is registered (so each is tested above).

@@ -57,6 +57,10 @@ pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
 mod dynamic;
+pub mod euler_ancestral;
+pub mod euler_discrete;
+pub mod heun;
+pub mod lms;
 pub mod noise;
 pub mod registry;
 pub mod timesteps;
@@ -73,6 +77,12 @@ pub use config::{
 pub use ddim::{DdimScheduler, DdimStepArgs};
 pub use ddpm::DdpmScheduler;
 pub use dpm_solver::DpmSolverMultistepScheduler;
+pub use euler_ancestral::{EulerAncestralDiscreteConfig, EulerAncestralDiscreteScheduler};
+pub use euler_discrete::{
+    EulerDiscreteConfig, EulerDiscreteScheduler, EulerStepArgs, EulerTimestepType, InterpolationType,
+};
+pub use heun::{HeunDiscreteConfig, HeunDiscreteScheduler, HeunTimestepArgs};
+pub use lms::{LmsDiscreteConfig, LmsDiscreteScheduler, LmsStepArgs};
 pub use noise::Noise;
 pub use registry::SchedulerKind;
 
