@@ -24,7 +24,7 @@ use super::betas::round_f32;
 use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
 use super::config::{validate_steps_offset, BetaSchedule, PredictionType, TimestepSpacing};
 use super::euler_discrete::family::{self, StepIndex, TrainSigmas};
-use super::euler_discrete::sigma_math;
+use super::sigmas as sigma_math;
 
 /// `EulerAncestralDiscreteScheduler`'s config, with diffusers' defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -23,8 +23,9 @@
 //! * scalar coefficients are f64 (diffusers: float32 0-d tensors), which moves results by ~1e-7
 //!   relative.
 //!
-//! This file also holds what the Euler family (Euler, Euler ancestral, Heun, LMS) shares: the
-//! inference σ schedule, the step-index bookkeeping and the x₀ estimate ([`family`]).
+//! This file also holds what the Euler family (Euler, Euler ancestral, Heun, LMS) shares on top of
+//! [`super::sigmas`]: the σ conversion choice, the config and argument checks, the step-index
+//! bookkeeping and the x₀ estimate (`family`).
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,7 @@ use super::config::{
     validate_classic_beta_schedule, validate_common, validate_steps_offset, BetaSchedule, FinalSigmasType,
     PredictionType, TimestepSpacing,
 };
+use super::sigmas as sigma_math;
 use family::{SigmaConversion, StepIndex, TrainSigmas};
 
 /// How `set_timesteps(n)` gets σ at the inference timesteps before any Karras/exponential/beta
@@ -775,158 +777,6 @@ pub(crate) mod family {
     }
 }
 
-/// Interim σ math (the subset the Euler family needs, under the names of the shared
-/// `schedulers::sigmas` module being written on another branch, which replaces it once merged).
-pub(crate) mod sigma_math {
-    use crate::error::{Error, Result};
-
-    use super::super::betas::{linspace, round_f32};
-    use super::super::config::TimestepSpacing;
-    use super::super::timesteps::{arange_f64, round_half_even};
-
-    pub(crate) const KARRAS_RHO: f64 = 7.0;
-    pub(crate) const BETA_SIGMAS_ALPHA: f64 = 0.6;
-    pub(crate) const BETA_SIGMAS_BETA: f64 = 0.6;
-
-    /// `((1 − ᾱ) / ᾱ) ** 0.5` with each torch float32 operation rounded.
-    pub(crate) fn train_sigmas(alphas_cumprod: &[f64]) -> Vec<f64> {
-        let r = round_f32;
-        alphas_cumprod.iter().map(|&a| r(r(r(1.0 - a) / a).sqrt())).collect()
-    }
-
-    /// The float32 log of a float32 σ table.
-    pub(crate) fn log_sigmas(sigmas: &[f64]) -> Vec<f64> {
-        sigmas.iter().map(|s| round_f32(s.ln())).collect()
-    }
-
-    /// The Euler family's float32 `timestep_spacing` schedule (descending).
-    pub(crate) fn sigma_timesteps(spacing: TimestepSpacing, big_n: usize, n: usize, steps_offset: i64) -> Vec<f64> {
-        match spacing {
-            TimestepSpacing::Linspace => {
-                linspace(0.0, big_n as f64 - 1.0, n).into_iter().rev().map(round_f32).collect()
-            }
-            TimestepSpacing::Leading => {
-                let step_ratio = (big_n / n) as f64;
-                (0..n).rev().map(|i| round_f32(round_f32(i as f64 * step_ratio) + steps_offset as f64)).collect()
-            }
-            TimestepSpacing::Trailing => arange_f64(big_n as f64, 0.0, -(big_n as f64 / n as f64))
-                .into_iter()
-                .map(|v| round_f32(round_f32(round_half_even(v)) - 1.0))
-                .collect(),
-        }
-    }
-
-    /// `np.interp(timesteps, arange(len(sigmas)), sigmas)`.
-    pub(crate) fn interp_sigmas(timesteps: &[f64], sigmas: &[f64]) -> Result<Vec<f64>> {
-        if sigmas.is_empty() {
-            return Err(Error::argument("sigmas", "must not be empty"));
-        }
-        let last = sigmas.len() - 1;
-        Ok(timesteps
-            .iter()
-            .map(|&v| {
-                if v.is_nan() {
-                    v
-                } else if v >= last as f64 {
-                    sigmas[last]
-                } else if v <= 0.0 {
-                    sigmas[0]
-                } else {
-                    let j = v.floor() as usize;
-                    if j as f64 == v {
-                        sigmas[j]
-                    } else {
-                        (sigmas[j + 1] - sigmas[j]) * (v - j as f64) + sigmas[j]
-                    }
-                }
-            })
-            .collect())
-    }
-
-    pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize, rho: f64) -> Vec<f64> {
-        let min_inv = sigma_min.powf(1.0 / rho);
-        let max_inv = sigma_max.powf(1.0 / rho);
-        linspace(0.0, 1.0, n).iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect()
-    }
-
-    pub(crate) fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
-        linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect()
-    }
-
-    pub(crate) fn beta_sigmas(_lo: f64, _hi: f64, _n: usize, _a: f64, _b: f64) -> Result<Vec<f64>> {
-        Err(Error::config("use_beta_sigmas", "beta sigmas need the shared Beta quantile (not merged yet)"))
-    }
-
-    fn low_index(log_sigma: f64, log_sigmas: &[f64]) -> usize {
-        let last_below = log_sigmas.iter().rposition(|&ls| log_sigma - ls >= 0.0).unwrap_or(0);
-        last_below.min(log_sigmas.len() - 2)
-    }
-
-    fn check_log_sigmas(log_sigmas: &[f64]) -> Result<()> {
-        if log_sigmas.len() < 2 {
-            return Err(Error::argument("log_sigmas", "needs at least 2 values to interpolate"));
-        }
-        Ok(())
-    }
-
-    /// `_sigma_to_t` with an f64 σ.
-    pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> Result<f64> {
-        check_log_sigmas(log_sigmas)?;
-        let log_sigma = sigma.max(1e-10).ln();
-        let low_idx = low_index(log_sigma, log_sigmas);
-        let (low, high) = (log_sigmas[low_idx], log_sigmas[low_idx + 1]);
-        let w = ((low - log_sigma) / (low - high)).clamp(0.0, 1.0);
-        Ok((1.0 - w) * low_idx as f64 + w * (low_idx + 1) as f64)
-    }
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(crate) enum Float32Path {
-        Numpy,
-    }
-
-    /// `_sigma_to_t` with a float32 σ (numpy float32 arithmetic up to `w`).
-    pub(crate) fn sigma_to_t_f32(sigma: f64, log_sigmas: &[f64], _path: Float32Path) -> Result<f64> {
-        check_log_sigmas(log_sigmas)?;
-        let r = round_f32;
-        let log_sigma = r(r(sigma).max(r(1e-10)).ln());
-        let low_idx = low_index(log_sigma, log_sigmas);
-        let (low, high) = (log_sigmas[low_idx], log_sigmas[low_idx + 1]);
-        let w = r(r(low - log_sigma) / r(low - high)).clamp(0.0, 1.0);
-        Ok(r(1.0 - w) * low_idx as f64 + w * (low_idx + 1) as f64)
-    }
-
-    /// `0.25·log σ` in float32.
-    pub(crate) fn continuous_timestep(sigma: f64) -> f64 {
-        round_f32(0.25 * round_f32(round_f32(sigma).ln()))
-    }
-
-    /// The exact integral over [σₜ, σₜ₊₁] of the Lagrange basis polynomial `current_order` on
-    /// σₜ, σₜ₋₁, …, σₜ₋ₒᵣ𝒹ₑᵣ₊₁ (what diffusers' `get_lms_coefficient` approximates with quad).
-    pub(crate) fn lms_coefficient(sigmas: &[f64], order: usize, t: usize, current_order: usize) -> Result<f64> {
-        if order == 0 || current_order >= order || t + 1 < order || t + 1 >= sigmas.len() {
-            return Err(Error::argument(
-                "order",
-                format!("no LMS coefficient for order {order}, current order {current_order} at step {t}"),
-            ));
-        }
-        let a = sigmas[t];
-        let h = sigmas[t + 1] - a;
-        let node = sigmas[t - current_order];
-        let mut poly = vec![1.0];
-        for k in (0..order).filter(|&k| k != current_order) {
-            let s_k = sigmas[t - k];
-            let (shift, den) = (a - s_k, node - s_k);
-            let mut next = vec![0.0; poly.len() + 1];
-            for (i, c) in poly.iter().enumerate() {
-                next[i] += c * shift / den;
-                next[i + 1] += c / den;
-            }
-            poly = next;
-        }
-        Ok(poly.iter().enumerate().rev().fold(0.0, |acc, (i, c)| acc * h + c / (i + 1) as f64) * h)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device};
@@ -1084,6 +934,52 @@ mod tests {
         assert_eq!(args.s_tmax, f64::INFINITY);
         assert_eq!(args.s_noise, 1.0);
         assert!(crate::schedulers::Args::new().with("eta", 0.5).parse::<EulerStepArgs>("step").is_err());
+    }
+
+    #[test]
+    fn beta_and_exponential_sigmas_match_diffusers() {
+        // EulerDiscreteScheduler(use_beta_sigmas=True, scaled_linear 0.00085–0.012).set_timesteps(6)
+        let mut s = scheduler(EulerDiscreteConfig {
+            use_beta_sigmas: true,
+            beta_schedule: BetaSchedule::ScaledLinear,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            ..Default::default()
+        });
+        s.set_timesteps(6).unwrap();
+        let sigmas = [
+            14.614646911621094,
+            12.82177448272705,
+            9.324479103088379,
+            5.319335460662842,
+            1.8220402002334595,
+            0.02916753478348255,
+            0.0,
+        ];
+        let timesteps = [999.0, 977.0966796875, 920.731201171875, 808.697021484375, 535.184814453125, 0.0];
+        for (a, b) in s.sigmas().unwrap().iter().zip(sigmas) {
+            assert!((a - b).abs() <= 1e-6 * b.max(1.0), "{a} vs {b}");
+        }
+        for (a, b) in s.timesteps().iter().zip(timesteps) {
+            assert!((a - b).abs() <= 1e-4, "{a} vs {b}");
+        }
+        // use_exponential_sigmas with sigma_min/sigma_max overrides and final_sigmas_type sigma_min
+        let mut s = scheduler(EulerDiscreteConfig {
+            use_exponential_sigmas: true,
+            sigma_min: Some(0.1),
+            sigma_max: Some(20.0),
+            final_sigmas_type: FinalSigmasType::SigmaMin,
+            ..Default::default()
+        });
+        s.set_timesteps(4).unwrap();
+        let sigmas = [20.0, 3.419951915740967, 0.5848035216331482, 0.10000000149011612, 0.010001329705119133];
+        let timesteps = [768.2537231445312, 498.7767639160156, 166.29617309570312, 26.409259796142578];
+        for (a, b) in s.sigmas().unwrap().iter().zip(sigmas) {
+            assert!((a - b).abs() <= 1e-6 * b.max(1.0), "{a} vs {b}");
+        }
+        for (a, b) in s.timesteps().iter().zip(timesteps) {
+            assert!((a - b).abs() <= 1e-4, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use super::config::{
     validate_clip_range, validate_steps_offset, BetaSchedule, PredictionType, TimestepSpacing, MAX_TRAIN_TIMESTEPS,
 };
 use super::euler_discrete::family::{self, SigmaConversion, StepIndex, TrainSigmas};
-use super::euler_discrete::sigma_math;
+use super::sigmas as sigma_math;
 
 /// `HeunDiscreteScheduler`'s config, with diffusers' defaults (note `beta_start` 0.00085 and
 /// `beta_end` 0.012, unlike the other schedulers).

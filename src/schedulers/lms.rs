@@ -29,7 +29,7 @@ use super::betas::round_f32;
 use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
 use super::config::{validate_steps_offset, BetaSchedule, PredictionType, TimestepSpacing};
 use super::euler_discrete::family::{self, SigmaConversion, StepIndex, TrainSigmas};
-use super::euler_discrete::sigma_math;
+use super::sigmas as sigma_math;
 
 /// `LMSDiscreteScheduler`'s config, with diffusers' defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -57,12 +57,14 @@ pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
 mod dynamic;
+pub mod edm;
 pub mod euler_ancestral;
 pub mod euler_discrete;
 pub mod heun;
 pub mod lms;
 pub mod noise;
 pub mod registry;
+pub mod sigmas;
 pub mod timesteps;
 
 pub use algorithm::{
