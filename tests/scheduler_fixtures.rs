@@ -175,6 +175,10 @@ class_fixtures! {
     kdpm2_ancestral_matches_diffusers => "KDPM2AncestralDiscreteScheduler",
     edm_euler_matches_diffusers => "EDMEulerScheduler",
     consistency_matches_diffusers => "CMStochasticIterativeScheduler",
+    euler_discrete_matches_diffusers => "EulerDiscreteScheduler",
+    euler_ancestral_discrete_matches_diffusers => "EulerAncestralDiscreteScheduler",
+    heun_discrete_matches_diffusers => "HeunDiscreteScheduler",
+    lms_discrete_matches_diffusers => "LMSDiscreteScheduler",
 }
 
 /// Every class a fixture names is registered (so each is tested above).

@@ -60,8 +60,12 @@ pub mod dpm_solver;
 mod dynamic;
 pub mod edm;
 pub mod edm_euler;
+pub mod euler_ancestral;
+pub mod euler_discrete;
+pub mod heun;
 pub mod kdpm2;
 pub mod kdpm2_ancestral;
+pub mod lms;
 pub mod noise;
 pub mod registry;
 pub mod repaint;
@@ -83,8 +87,14 @@ pub use ddim::{DdimScheduler, DdimStepArgs};
 pub use ddpm::DdpmScheduler;
 pub use dpm_solver::DpmSolverMultistepScheduler;
 pub use edm_euler::{EdmEulerConfig, EdmEulerScheduler, EdmEulerStepArgs, SigmaSchedule};
+pub use euler_ancestral::{EulerAncestralDiscreteConfig, EulerAncestralDiscreteScheduler};
+pub use euler_discrete::{
+    EulerDiscreteConfig, EulerDiscreteScheduler, EulerStepArgs, EulerTimestepType, InterpolationType,
+};
+pub use heun::{HeunDiscreteConfig, HeunDiscreteScheduler, HeunTimestepArgs};
 pub use kdpm2::{Kdpm2Config, Kdpm2DiscreteScheduler, Kdpm2TimestepArgs};
 pub use kdpm2_ancestral::{Kdpm2AncestralConfig, Kdpm2AncestralDiscreteScheduler};
+pub use lms::{LmsDiscreteConfig, LmsDiscreteScheduler, LmsStepArgs};
 pub use noise::Noise;
 pub use registry::SchedulerKind;
 pub use repaint::{RePaintConfig, RePaintScheduler, RePaintStepArgs, RePaintTimestepArgs};
