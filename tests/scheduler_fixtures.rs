@@ -171,6 +171,10 @@ class_fixtures! {
     ddpm_matches_diffusers => "DDPMScheduler",
     ddim_matches_diffusers => "DDIMScheduler",
     dpm_solver_multistep_matches_diffusers => "DPMSolverMultistepScheduler",
+    pndm_matches_diffusers => "PNDMScheduler",
+    deis_matches_diffusers => "DEISMultistepScheduler",
+    unipc_matches_diffusers => "UniPCMultistepScheduler",
+    dpm_solver_singlestep_matches_diffusers => "DPMSolverSinglestepScheduler",
 }
 
 /// Every class a fixture names is registered (so each is tested above).

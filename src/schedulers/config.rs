@@ -775,7 +775,7 @@ pub fn read_config_json(dir: &Path) -> Result<Value> {
 
 /// (De)serializes an `f64` as a JSON number, or as `"Infinity"`, `"-Infinity"`, `"NaN"` when it is
 /// not finite (the tokens Python's `json` writes, quoted by [`parse_json_text`]).
-mod json_float {
+pub(crate) mod json_float {
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
     use std::fmt;

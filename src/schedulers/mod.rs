@@ -55,11 +55,16 @@ pub mod common;
 pub mod config;
 pub mod ddim;
 pub mod ddpm;
+pub mod deis;
+mod dpm_common;
 pub mod dpm_solver;
+pub mod dpm_solver_singlestep;
 mod dynamic;
 pub mod noise;
+pub mod pndm;
 pub mod registry;
 pub mod timesteps;
+pub mod unipc;
 
 pub use algorithm::{
     MethodInput, MethodSpec, NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TensorArgs,
@@ -72,9 +77,13 @@ pub use config::{
 };
 pub use ddim::{DdimScheduler, DdimStepArgs};
 pub use ddpm::DdpmScheduler;
+pub use deis::{DeisConfig, DeisMultistepScheduler};
 pub use dpm_solver::DpmSolverMultistepScheduler;
+pub use dpm_solver_singlestep::{DpmSolverSinglestepConfig, DpmSolverSinglestepScheduler};
 pub use noise::Noise;
+pub use pndm::{PndmConfig, PndmScheduler};
 pub use registry::SchedulerKind;
+pub use unipc::{UniPcConfig, UniPcMultistepScheduler};
 
 use dynamic::DynScheduler;
 

@@ -42,8 +42,15 @@ fn build<S: SchedulerAlgorithm>(config: &Value) -> Result<Scheduler> {
 }
 
 /// The supported schedulers, in the order `--help` lists them.
-static SCHEDULERS: &[SchedulerEntry] =
-    &[entry::<super::DdpmScheduler>(), entry::<super::DdimScheduler>(), entry::<super::DpmSolverMultistepScheduler>()];
+static SCHEDULERS: &[SchedulerEntry] = &[
+    entry::<super::DdpmScheduler>(),
+    entry::<super::DdimScheduler>(),
+    entry::<super::DpmSolverMultistepScheduler>(),
+    entry::<super::PndmScheduler>(),
+    entry::<super::DeisMultistepScheduler>(),
+    entry::<super::UniPcMultistepScheduler>(),
+    entry::<super::DpmSolverSinglestepScheduler>(),
+];
 
 /// A scheduler class of the registry.
 #[derive(Clone, Copy)]
