@@ -225,7 +225,7 @@ impl DpmSolverSinglestepScheduler {
                 _ => [repeat(&[1, 2, 3], steps / 3), vec![1, 2]].concat(),
             },
             (true, 2) => {
-                if steps % 2 == 0 {
+                if steps.is_multiple_of(2) {
                     [repeat(&[1, 2], (steps / 2).saturating_sub(1)), vec![1, 1]].concat()
                 } else {
                     [repeat(&[1, 2], steps / 2), vec![1]].concat()
@@ -259,7 +259,7 @@ impl DpmSolverSinglestepScheduler {
         sigmas.push(self.final_sigma());
         let n = timesteps.len();
         let c = &mut self.config;
-        if !c.lower_order_final && (n % c.solver_order != 0 || c.final_sigmas_type == FinalSigmasType::Zero) {
+        if !c.lower_order_final && (!n.is_multiple_of(c.solver_order) || c.final_sigmas_type == FinalSigmasType::Zero) {
             c.lower_order_final = true;
         }
         self.order_list = self.get_order_list(n);

@@ -12,8 +12,8 @@
 //! Stricter than diffusers: each call's timestep must be the schedule's next entry (diffusers uses
 //! whatever it is given, with its counter), `num_inference_steps` must be at most
 //! `num_train_timesteps` (diffusers accepts more and repeats timesteps), PRK needs at least 4 steps
-//! (diffusers fails with a numpy broadcast error), and a schedule whose PRK midpoints fall beyond the
-//! training range is refused by `set_timesteps` (diffusers fails with an IndexError mid-run). A failed
+//! (diffusers fails with a numpy broadcast error), and a schedule whose timesteps fall beyond the
+//! training range (a large `steps_offset`) is refused by `set_timesteps` (diffusers fails with an IndexError mid-run). A failed
 //! step leaves the state untouched. Prediction types: `epsilon` and `v_prediction` (diffusers refuses
 //! `sample`, so does the config here).
 
@@ -484,7 +484,7 @@ mod tests {
         assert!(s.step(StepInput::new(&x, 0.0, &x), &NoArgs {}).is_err(), "after the last");
         let sample = PndmConfig { prediction_type: PredictionType::Sample, ..Default::default() };
         assert!(PndmScheduler::new(sample).is_err());
-        let offset = PndmConfig { timestep_spacing: TimestepSpacing::Linspace, ..Default::default() };
-        assert!(PndmScheduler::new(offset).unwrap().set_timesteps(10).is_err(), "PRK beyond N − 1");
+        let offset = PndmConfig { steps_offset: 100, ..Default::default() };
+        assert!(PndmScheduler::new(offset).unwrap().set_timesteps(10).is_err(), "timestep 1000 beyond N − 1");
     }
 }
