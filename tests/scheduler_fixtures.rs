@@ -179,6 +179,10 @@ class_fixtures! {
     euler_ancestral_discrete_matches_diffusers => "EulerAncestralDiscreteScheduler",
     heun_discrete_matches_diffusers => "HeunDiscreteScheduler",
     lms_discrete_matches_diffusers => "LMSDiscreteScheduler",
+    pndm_matches_diffusers => "PNDMScheduler",
+    deis_matches_diffusers => "DEISMultistepScheduler",
+    unipc_matches_diffusers => "UniPCMultistepScheduler",
+    dpm_solver_singlestep_matches_diffusers => "DPMSolverSinglestepScheduler",
 }
 
 /// Every class a fixture names is registered (so each is tested above).

@@ -31,6 +31,10 @@ use super::common::{
 use super::config::{
     AlgorithmType, BetaSchedule, DpmSolverMultistepConfig, FinalSigmasType, PredictionType, SolverType,
 };
+use super::dpm_common::{
+    alpha_sigma, drop_variance_channels, exponential_sigmas, karras_sigmas, lambda_of, resolve_step_index, sigma_to_t,
+    TrainTables,
+};
 use super::timesteps::{check_num_inference_steps, dpm_timesteps, round_half_even};
 
 /// diffusers' `DPMSolverMultistepScheduler`.
@@ -52,41 +56,6 @@ pub struct DpmSolverMultistepScheduler {
     begin_index: Option<usize>,
 }
 
-/// (α_t, σ_t) from the DPM σ = σ_t/α_t: α = 1/√(σ²+1), σ_t = σ·α.
-fn alpha_sigma(sigma: f64) -> (f64, f64) {
-    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
-    (alpha, sigma * alpha)
-}
-
-fn lambda_of(alpha: f64, sigma: f64) -> f64 {
-    alpha.ln() - sigma.ln()
-}
-
-/// diffusers' `_sigma_to_t`: the fractional training timestep whose log σ interpolates to `sigma`.
-fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
-    let n = log_sigmas.len();
-    let log_sigma = sigma.max(1e-10).ln();
-    // low_idx = cumsum(dists >= 0).argmax(), clipped to n − 2
-    let mut cum = 0usize;
-    let mut best: Option<usize> = None;
-    let mut low_idx = 0usize;
-    for (i, ls) in log_sigmas.iter().enumerate() {
-        if log_sigma - ls >= 0.0 {
-            cum += 1;
-        }
-        if best.is_none_or(|b| cum > b) {
-            best = Some(cum);
-            low_idx = i;
-        }
-    }
-    let low_idx = low_idx.min(n - 2);
-    let high_idx = low_idx + 1;
-    let low = log_sigmas[low_idx];
-    let high = log_sigmas[high_idx];
-    let w = ((low - log_sigma) / (low - high)).clamp(0.0, 1.0);
-    (1.0 - w) * low_idx as f64 + w * high_idx as f64
-}
-
 impl DpmSolverMultistepScheduler {
     fn build(config: DpmSolverMultistepConfig) -> Result<Self> {
         config.validate()?;
@@ -102,10 +71,8 @@ impl DpmSolverMultistepScheduler {
                 *last = 2f64.powi(-24);
             }
         }
-        let train_sigmas: Vec<f64> =
-            schedule.alphas_cumprod.iter().map(|a| round_f32(((1.0 - a) / a).sqrt())).collect();
-        let train_lambdas: Vec<f64> =
-            schedule.alphas_cumprod.iter().map(|a| lambda_of(a.sqrt(), (1.0 - a).sqrt())).collect();
+        let TrainTables { sigmas: train_sigmas, lambdas: train_lambdas, .. } =
+            TrainTables::new(&schedule.alphas_cumprod);
         let timesteps = (0..config.num_train_timesteps).rev().map(|t| t as f64).collect();
         let solver_order = config.solver_order;
         Ok(DpmSolverMultistepScheduler {
@@ -224,18 +191,13 @@ impl DpmSolverMultistepScheduler {
         let (sigma_min, sigma_max) = (train[0], train[big_n - 1]);
         let ramp = linspace(0.0, 1.0, n);
         let (mut sigmas, round): (Vec<f64>, bool) = if c.use_karras_sigmas {
-            let rho = 7.0;
-            let min_inv = sigma_min.powf(1.0 / rho);
-            let max_inv = sigma_max.powf(1.0 / rho);
-            let s = ramp.iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect();
-            (s, c.beta_schedule != BetaSchedule::SquaredcosCapV2)
+            (karras_sigmas(sigma_min, sigma_max, n), c.beta_schedule != BetaSchedule::SquaredcosCapV2)
         } else if c.use_lu_lambdas {
             let (lmin, lmax) = (log_sigmas[0], log_sigmas[big_n - 1]);
             let s = ramp.iter().map(|r| (lmax + r * (lmin - lmax)).exp()).collect();
             (s, c.beta_schedule != BetaSchedule::SquaredcosCapV2)
         } else if c.use_exponential_sigmas {
-            let s = linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect();
-            (s, false)
+            (exponential_sigmas(sigma_min, sigma_max, n), false)
         } else {
             // np.interp(timesteps, arange(N), sigmas): integer timesteps, clamped to the ends
             let s = timesteps.iter().map(|&t| train[t.clamp(0, big_n as i64 - 1) as usize]).collect();
@@ -273,35 +235,7 @@ impl DpmSolverMultistepScheduler {
     /// The step index this call works at: the current one, or on the first step the `set_begin_index`
     /// one or the index of `timestep` in the schedule.
     fn resolve_step_index(&self, timestep: f64) -> Result<usize> {
-        let len = self.timesteps.len();
-        let index = match self.step_index {
-            Some(i) => i,
-            None => match self.begin_index {
-                Some(b) => b,
-                // diffusers takes the second match of a repeated timestep (meant for img2img runs
-                // that start mid-schedule), which makes a full run overflow its σ table on the last
-                // step; a fresh run starts at the first match here (set_begin_index starts elsewhere).
-                None => self.timesteps.iter().position(|t| *t == timestep).ok_or_else(|| {
-                    Error::argument(
-                        "timestep",
-                        format!("{timestep} is not in the scheduler's timesteps {:?}", self.timesteps),
-                    )
-                })?,
-            },
-        };
-        if index >= len {
-            return Err(Error::argument(
-                "timestep",
-                format!("all {len} steps of the schedule are done: call set_timesteps to start again"),
-            ));
-        }
-        if self.timesteps[index] != timestep {
-            return Err(Error::argument(
-                "timestep",
-                format!("expected timestep {} (step {index} of {len}), got {timestep}", self.timesteps[index]),
-            ));
-        }
-        Ok(index)
+        resolve_step_index(&self.timesteps, self.step_index, self.begin_index, timestep)
     }
 
     /// diffusers' `convert_model_output`: x₀ for the `++` algorithms, ε for the others. Also returns
@@ -360,18 +294,7 @@ impl DpmSolverMultistepScheduler {
         let shape = sample.dims().to_vec();
 
         // drop predicted-variance channels
-        let model_output = match c.variance_type {
-            Some(v) if v.is_learned() && shape.len() >= 2 && model_output.rank() == shape.len() => {
-                let mut doubled = shape.clone();
-                doubled[1] *= 2;
-                if model_output.dims() == doubled.as_slice() {
-                    model_output.narrow(1, 0, shape[1])?
-                } else {
-                    model_output.clone()
-                }
-            }
-            _ => model_output.clone(),
-        };
+        let model_output = drop_variance_channels(model_output, &shape, c.variance_type)?;
         check_shape("model_output", &model_output, &shape)?;
 
         let n = self.timesteps.len();
@@ -619,16 +542,6 @@ impl SchedulerAlgorithm for DpmSolverMultistepScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sigma_to_t_inverts_the_training_sigmas() {
-        let s = DpmSolverMultistepScheduler::build(DpmSolverMultistepConfig::default()).unwrap();
-        let log_sigmas: Vec<f64> = s.train_sigmas.iter().map(|v| v.ln()).collect();
-        for t in [0usize, 1, 17, 500, 998, 999] {
-            let back = sigma_to_t(s.train_sigmas[t], &log_sigmas);
-            assert!((back - t as f64).abs() < 1e-9, "t={t} back={back}");
-        }
-    }
 
     #[test]
     fn karras_schedule_is_descending_and_reset() {

@@ -56,7 +56,10 @@ pub mod config;
 pub mod consistency;
 pub mod ddim;
 pub mod ddpm;
+pub mod deis;
+mod dpm_common;
 pub mod dpm_solver;
+pub mod dpm_solver_singlestep;
 mod dynamic;
 pub mod edm;
 pub mod edm_euler;
@@ -67,11 +70,13 @@ pub mod kdpm2;
 pub mod kdpm2_ancestral;
 pub mod lms;
 pub mod noise;
+pub mod pndm;
 pub mod registry;
 pub mod repaint;
 pub mod score_sde_ve;
 pub mod sigmas;
 pub mod timesteps;
+pub mod unipc;
 
 pub use algorithm::{
     MethodInput, MethodSpec, NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TensorArgs,
@@ -85,7 +90,9 @@ pub use config::{
 pub use consistency::{CmStochasticIterativeScheduler, ConsistencyConfig};
 pub use ddim::{DdimScheduler, DdimStepArgs};
 pub use ddpm::DdpmScheduler;
+pub use deis::{DeisConfig, DeisMultistepScheduler};
 pub use dpm_solver::DpmSolverMultistepScheduler;
+pub use dpm_solver_singlestep::{DpmSolverSinglestepConfig, DpmSolverSinglestepScheduler};
 pub use edm_euler::{EdmEulerConfig, EdmEulerScheduler, EdmEulerStepArgs, SigmaSchedule};
 pub use euler_ancestral::{EulerAncestralDiscreteConfig, EulerAncestralDiscreteScheduler};
 pub use euler_discrete::{
@@ -96,9 +103,11 @@ pub use kdpm2::{Kdpm2Config, Kdpm2DiscreteScheduler, Kdpm2TimestepArgs};
 pub use kdpm2_ancestral::{Kdpm2AncestralConfig, Kdpm2AncestralDiscreteScheduler};
 pub use lms::{LmsDiscreteConfig, LmsDiscreteScheduler, LmsStepArgs};
 pub use noise::Noise;
+pub use pndm::{PndmConfig, PndmScheduler};
 pub use registry::SchedulerKind;
 pub use repaint::{RePaintConfig, RePaintScheduler, RePaintStepArgs, RePaintTimestepArgs};
 pub use score_sde_ve::{ScoreSdeVeConfig, ScoreSdeVeScheduler, ScoreSdeVeTimestepArgs};
+pub use unipc::{UniPcConfig, UniPcMultistepScheduler};
 
 use dynamic::DynScheduler;
 

@@ -49,7 +49,11 @@ fn build<S: SchedulerAlgorithm>(config: &Value) -> Result<Scheduler> {
 static SCHEDULERS: &[SchedulerEntry] = &[
     entry::<super::DdpmScheduler>(),
     entry::<super::DdimScheduler>(),
+    entry::<super::PndmScheduler>(),
     entry::<super::DpmSolverMultistepScheduler>(),
+    entry::<super::DpmSolverSinglestepScheduler>(),
+    entry::<super::DeisMultistepScheduler>(),
+    entry::<super::UniPcMultistepScheduler>(),
     entry::<super::EulerDiscreteScheduler>(),
     entry::<super::EulerAncestralDiscreteScheduler>(),
     entry::<super::HeunDiscreteScheduler>(),
