@@ -273,6 +273,8 @@ impl SchedulerAlgorithm for DeisMultistepScheduler {
     const SHORT_NAME: &'static str = "deis";
     const SUMMARY: &'static str = "DEIS (multistep exponential integrator, 2nd/3rd order): good in about 20-25 steps";
     const DEFAULT_STEPS: usize = 25;
+    const STEP_PARAMS: &'static [&'static str] = &["return_dict"];
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device", "mu"];
 
     type Config = DeisConfig;
     type TimestepArgs = NoArgs;

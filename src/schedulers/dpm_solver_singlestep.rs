@@ -477,6 +477,7 @@ impl SchedulerAlgorithm for DpmSolverSinglestepScheduler {
     const SHORT_NAME: &'static str = "dpm_single";
     const SUMMARY: &'static str = "DPM-Solver++ singlestep (2nd/3rd order groups): good in about 20 steps";
     const DEFAULT_STEPS: usize = 20;
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device", "mu", "timesteps"];
 
     type Config = DpmSolverSinglestepConfig;
     type TimestepArgs = NoArgs;

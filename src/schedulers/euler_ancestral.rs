@@ -127,6 +127,7 @@ impl SchedulerAlgorithm for EulerAncestralDiscreteScheduler {
     const SHORT_NAME: &'static str = "euler_a";
     const SUMMARY: &'static str = "Euler ancestral (adds noise every step): varied samples in 20–50 steps";
     const DEFAULT_STEPS: usize = 50;
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device"];
 
     type Config = EulerAncestralDiscreteConfig;
     type TimestepArgs = NoArgs;

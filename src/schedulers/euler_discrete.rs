@@ -352,6 +352,9 @@ impl SchedulerAlgorithm for EulerDiscreteScheduler {
     const SHORT_NAME: &'static str = "euler";
     const SUMMARY: &'static str = "Euler (σ space, deterministic unless s_churn > 0): fast and simple, 20–50 steps";
     const DEFAULT_STEPS: usize = 50;
+    const STEP_PARAMS: &'static [&'static str] =
+        &["s_churn", "s_tmin", "s_tmax", "s_noise", "generator", "return_dict"];
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device", "timesteps", "sigmas"];
 
     type Config = EulerDiscreteConfig;
     type TimestepArgs = NoArgs;

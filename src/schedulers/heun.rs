@@ -236,6 +236,9 @@ impl SchedulerAlgorithm for HeunDiscreteScheduler {
     const SHORT_NAME: &'static str = "heun";
     const SUMMARY: &'static str = "Heun (2nd order, two model calls per step): accurate in about 25 steps";
     const DEFAULT_STEPS: usize = 25;
+    const STEP_PARAMS: &'static [&'static str] = &["return_dict"];
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] =
+        &["num_inference_steps", "device", "num_train_timesteps", "timesteps"];
 
     type Config = HeunDiscreteConfig;
     type TimestepArgs = HeunTimestepArgs;

@@ -168,6 +168,8 @@ impl SchedulerAlgorithm for LmsDiscreteScheduler {
     const SHORT_NAME: &'static str = "lms";
     const SUMMARY: &'static str = "linear multistep (order 4 by default): smooth results in about 50 steps";
     const DEFAULT_STEPS: usize = 50;
+    const STEP_PARAMS: &'static [&'static str] = &["order", "return_dict"];
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device"];
 
     type Config = LmsDiscreteConfig;
     type TimestepArgs = NoArgs;

@@ -316,6 +316,8 @@ impl SchedulerAlgorithm for PndmScheduler {
     const SHORT_NAME: &'static str = "pndm";
     const SUMMARY: &'static str = "PNDM / PLMS (linear multistep, Stable Diffusion's original sampler): about 50 steps";
     const DEFAULT_STEPS: usize = 50;
+    const STEP_PARAMS: &'static [&'static str] = &["return_dict"];
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device"];
 
     type Config = PndmConfig;
     type TimestepArgs = NoArgs;

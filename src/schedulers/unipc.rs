@@ -452,6 +452,8 @@ impl SchedulerAlgorithm for UniPcMultistepScheduler {
     const SHORT_NAME: &'static str = "unipc";
     const SUMMARY: &'static str = "UniPC (multistep predictor-corrector): good in 10-20 steps";
     const DEFAULT_STEPS: usize = 20;
+    const STEP_PARAMS: &'static [&'static str] = &["return_dict"];
+    const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device", "sigmas", "mu"];
 
     type Config = UniPcConfig;
     type TimestepArgs = NoArgs;
