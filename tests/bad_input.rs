@@ -2030,7 +2030,7 @@ mod cli {
             ("batch_negative", (vec!["sample".into(), "--batch=-3".into()], 2, "invalid value '-3' for '--batch <N>'")),
             (
                 "scheduler_unknown",
-                (vec!["sample".into(), "--scheduler".into(), "euler".into()], 2, "invalid value 'euler'"),
+                (vec!["sample".into(), "--scheduler".into(), "euler_x".into()], 2, "invalid value 'euler_x'"),
             ),
             ("eta_negative", (vec!["sample".into(), "--eta".into(), "-1".into()], 2, "must be a finite number")),
             ("eta_nan", (vec!["sample".into(), "--eta".into(), "NaN".into()], 2, "must be a finite number")),
