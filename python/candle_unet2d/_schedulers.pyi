@@ -104,4 +104,4 @@ class RePaintScheduler(SchedulerMixin):
     """diffusers' ``RePaintScheduler``: RePaint inpainting with jumps."""
 
     def undo_step(self, sample: Any, timestep: _Timestep1, generator: _GeneratorArg = None) -> Any:
-        """diffusers' ``undo_step``: noise the sample back up one step of the jump schedule."""
+        """diffusers' ``undo_step``: noise the sample back up one step of the jump schedule (returns it, of ``sample``'s type)."""

@@ -636,7 +636,12 @@ impl PySchedulerMixin {
             params.extend(["generator", "return_dict"]);
             let bound = bind(&what, &params, args, kwargs)?;
             let tensors: Vec<&str> = spec.params.iter().copied().filter(|p| *p != "timestep").collect();
-            self.call(py, Some(spec.name), &tensors, bound)
+            let out = self.call(py, Some(spec.name), &tensors, bound)?;
+            if spec.returns_sample {
+                // diffusers returns the tensor itself (the output's only field)
+                return out.get_item(0);
+            }
+            Ok(out)
         })
     }
 

@@ -69,6 +69,8 @@ pub struct MethodSpec {
     pub name: &'static str,
     /// Its positional parameters in diffusers' order: tensors by name, and `timestep`.
     pub params: &'static [&'static str],
+    /// diffusers returns the sample itself rather than an output object (RePaint's `undo_step`).
+    pub returns_sample: bool,
 }
 
 /// Named tensor arguments of a call beyond the model output and sample (RePaint's `original_image`

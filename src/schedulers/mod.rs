@@ -6,8 +6,14 @@
 //!   [`Scheduler`] (the dynamic scheduler a pipeline holds), `from_pretrained`'s dispatch on
 //!   `_class_name`, `_compatibles`, the Python classes and the CLI's `--scheduler` values.
 //! * Shared math has its own modules: [`betas`] (training schedules), [`timesteps`] (spacings),
-//!   [`common`] (prediction types, clipping, thresholding, linear combinations), [`noise`] (where a
-//!   stochastic step's noise comes from, including one generator per image).
+//!   [`sigmas`] (Karras / exponential / beta σ, σ↔t, the LMS coefficient), [`edm`] (EDM and
+//!   consistency-model preconditioning), `dpm_common` (DPM-Solver's α/σ/λ, shared by the
+//!   DPM-Solvers, DEIS and UniPC), [`common`] (clipping, thresholding, linear combinations, checks),
+//!   [`noise`] (where a stochastic step's noise comes from, including one generator per image).
+//!
+//! The schedulers: DDPM, DDIM, PNDM, DPM-Solver multistep and singlestep, DEIS, UniPC, Euler, Euler
+//! ancestral, Heun, LMS, KDPM2 (+ ancestral), EDM Euler, consistency models (CMStochasticIterative),
+//! ScoreSdeVe and RePaint; `docs/schedulers.md` lists them and how to add one.
 //!
 //! ```no_run
 //! use candle_unet2d::rng::Generator;

@@ -310,7 +310,8 @@ impl SchedulerAlgorithm for RePaintScheduler {
         &["num_inference_steps", "jump_length", "jump_n_sample", "device"];
     const KARRAS_FAMILY: bool = false;
     const STEP_TENSORS: &'static [&'static str] = &["original_image", "mask"];
-    const METHODS: &'static [MethodSpec] = &[MethodSpec { name: "undo_step", params: &["sample", "timestep"] }];
+    const METHODS: &'static [MethodSpec] =
+        &[MethodSpec { name: "undo_step", params: &["sample", "timestep"], returns_sample: true }];
 
     type Config = RePaintConfig;
     type TimestepArgs = RePaintTimestepArgs;

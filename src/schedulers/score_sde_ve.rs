@@ -319,8 +319,8 @@ impl SchedulerAlgorithm for ScoreSdeVeScheduler {
     const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "sampling_eps", "device"];
     const KARRAS_FAMILY: bool = false;
     const METHODS: &'static [MethodSpec] = &[
-        MethodSpec { name: "step_pred", params: &["model_output", "timestep", "sample"] },
-        MethodSpec { name: "step_correct", params: &["model_output", "sample"] },
+        MethodSpec { name: "step_pred", params: &["model_output", "timestep", "sample"], returns_sample: false },
+        MethodSpec { name: "step_correct", params: &["model_output", "sample"], returns_sample: false },
     ];
 
     type Config = ScoreSdeVeConfig;

@@ -429,9 +429,9 @@ X = np.zeros((1, 1, 4, 4), np.float32)
         pytest.param(lambda: DDPMScheduler.from_config({"x": object()}), InvalidArgumentError, "`x`", id="object"),
         pytest.param(lambda: SchedulerMixin.from_config({}), ConfigError, "_class_name", id="no-class"),
         pytest.param(
-            lambda: SchedulerMixin.from_config({"_class_name": "PNDMScheduler"}),
+            lambda: SchedulerMixin.from_config({"_class_name": "FlowMatchEulerDiscreteScheduler"}),
             ConfigError,
-            "PNDMScheduler",
+            "FlowMatchEulerDiscreteScheduler",
             id="unsupported-class",
         ),
         pytest.param(
@@ -506,3 +506,58 @@ def test_torch_tensors_in_and_out(ddim_case) -> None:
     np.testing.assert_array_equal(out.prev_sample.numpy(), ref)
     half = s.step(mo, t, torch.from_numpy(x).half(), eta=eta, variance_noise=nz).prev_sample
     assert half.dtype == torch.float16
+
+
+# --- every scheduler through one binding -----------------------------------------------------------------
+
+
+def test_scheduler_specific_methods_are_exposed() -> None:
+    sde = candle_unet2d.ScoreSdeVeScheduler()
+    sde.set_timesteps(10)
+    assert sde.timesteps.dtype == np.float32 and sde.sigmas is not None
+    x = np.full((1, 1, 2, 2), 0.5, np.float32)
+    corrected = sde.step_correct(-x, x, generator=Generator().manual_seed(0))
+    assert corrected.keys() == ("prev_sample",)
+    out = sde.step_pred(-x, sde.timesteps[0], corrected.prev_sample, generator=Generator().manual_seed(1))
+    assert out.keys() == ("prev_sample", "prev_sample_mean")
+    with pytest.raises(InvalidArgumentError, match="step_pred"):
+        sde.step(-x, sde.timesteps[0], x)
+
+    rp = candle_unet2d.RePaintScheduler()
+    rp.set_timesteps(10, 2, 2)  # diffusers' positional order: num_inference_steps, jump_length, jump_n_sample
+    t = rp.timesteps[0]
+    image, mask = np.zeros_like(x), np.ones_like(x)
+    g = Generator().manual_seed(2)
+    prev = rp.step(x, t, x, image, mask, g).prev_sample  # positional original_image, mask, generator
+    assert prev.shape == x.shape
+    back = rp.undo_step(prev, rp.timesteps[1], generator=Generator().manual_seed(3))
+    assert isinstance(back, np.ndarray) and back.shape == x.shape  # the tensor itself, as diffusers
+    with pytest.raises(InvalidArgumentError, match="original_image"):
+        rp.step(x, t, x)
+
+
+def test_step_arguments_bind_by_position_and_name_as_diffusers() -> None:
+    e = candle_unet2d.EulerDiscreteScheduler()
+    e.set_timesteps(5)
+    x = np.ones((1, 1, 2, 2), np.float32)
+    t = e.timesteps[0]
+    a = e.step(x, t, x, 0.0, 0.0, float("inf"), 1.0, Generator().manual_seed(0)).prev_sample
+    e.set_timesteps(5)
+    b = e.step(x, t, x, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0).prev_sample
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(InvalidArgumentError, match="multiple values"):
+        e.step(x, t, x, 0.0, s_churn=0.0)
+    with pytest.raises(InvalidArgumentError, match="s_chrun"):
+        e.step(x, t, x, s_chrun=0.5)
+    with pytest.raises(InvalidArgumentError, match="positional"):
+        e.step(x, t, x, *range(9))
+
+
+def test_every_class_builds_from_a_ddpm_config_and_lists_its_compatibles() -> None:
+    base = DDPMScheduler.from_pretrained(DIGITS16, subfolder="scheduler")
+    for name, cls in CLASSES.items():
+        s = cls.from_config(base.config)
+        assert type(s) is cls and s.config._class_name == name
+        assert all(issubclass(c, SchedulerMixin) for c in s.compatibles)
+    assert candle_unet2d.EulerDiscreteScheduler in base.compatibles
+    assert candle_unet2d.RePaintScheduler.from_config(base.config).compatibles == []
