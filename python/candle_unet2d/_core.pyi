@@ -6,15 +6,12 @@ from typing import Any, Literal, final, overload
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self, TypeAlias, disjoint_base
+from typing_extensions import Self, TypeAlias
 
-from ._outputs import FrozenDict, ImagePipelineOutput, SchedulerOutput, UNet2DOutput
+from ._outputs import FrozenDict, ImagePipelineOutput, UNet2DOutput
 
 __all__ = [
     "WITH_CUDA",
-    "DDIMScheduler",
-    "DDPMScheduler",
-    "DPMSolverMultistepScheduler",
     "Generator",
     "SchedulerMixin",
     "UNet2DModel",
@@ -25,6 +22,7 @@ __all__ = [
     "default_generator",
     "manual_seed",
     "randn",
+    "scheduler_classes",
 ]
 
 __version__: str

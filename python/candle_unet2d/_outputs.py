@@ -125,7 +125,9 @@ class SchedulerOutput(_Output, Generic[T]):
     __slots__ = ("pred_original_sample", "prev_sample", "prev_sample_mean")
     _fields = ("prev_sample", "prev_sample_mean", "pred_original_sample")
 
-    def __init__(self, prev_sample: T, pred_original_sample: T | None = None, prev_sample_mean: T | None = None) -> None:
+    def __init__(
+        self, prev_sample: T, pred_original_sample: T | None = None, prev_sample_mean: T | None = None
+    ) -> None:
         self.prev_sample = prev_sample
         self.pred_original_sample = pred_original_sample
         self.prev_sample_mean = prev_sample_mean

@@ -41,5 +41,5 @@ __all__: list[str] = []
 for _entry in scheduler_classes():
     _cls = _make_class(*_entry)
     globals()[_cls.__name__] = _cls
-    __all__.append(_cls.__name__)
+    __all__ += [_cls.__name__]
 del _entry, _cls

@@ -6,23 +6,23 @@ from typing import Any, final
 from ._core import SchedulerMixin, _GeneratorArg, _Timestep1
 
 __all__ = [
-    "DDPMScheduler",
+    "CMStochasticIterativeScheduler",
     "DDIMScheduler",
-    "DPMSolverMultistepScheduler",
-    "PNDMScheduler",
-    "EulerDiscreteScheduler",
-    "EulerAncestralDiscreteScheduler",
-    "HeunDiscreteScheduler",
-    "KDPM2DiscreteScheduler",
-    "KDPM2AncestralDiscreteScheduler",
-    "LMSDiscreteScheduler",
+    "DDPMScheduler",
     "DEISMultistepScheduler",
-    "UniPCMultistepScheduler",
+    "DPMSolverMultistepScheduler",
     "DPMSolverSinglestepScheduler",
     "EDMEulerScheduler",
-    "CMStochasticIterativeScheduler",
-    "ScoreSdeVeScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "PNDMScheduler",
     "RePaintScheduler",
+    "ScoreSdeVeScheduler",
+    "UniPCMultistepScheduler",
 ]
 
 @final
@@ -90,7 +90,12 @@ class ScoreSdeVeScheduler(SchedulerMixin):
     """diffusers' ``ScoreSdeVeScheduler``: the variance-exploding SDE's predictor-corrector (NCSN++)."""
 
     def step_pred(
-        self, model_output: Any, timestep: _Timestep1, sample: Any, generator: _GeneratorArg = None, return_dict: bool = True
+        self,
+        model_output: Any,
+        timestep: _Timestep1,
+        sample: Any,
+        generator: _GeneratorArg = None,
+        return_dict: bool = True,
     ) -> Any:
         """diffusers' ``step_pred``."""
 
@@ -104,4 +109,5 @@ class RePaintScheduler(SchedulerMixin):
     """diffusers' ``RePaintScheduler``: RePaint inpainting with jumps."""
 
     def undo_step(self, sample: Any, timestep: _Timestep1, generator: _GeneratorArg = None) -> Any:
-        """diffusers' ``undo_step``: noise the sample back up one step of the jump schedule (returns it, of ``sample``'s type)."""
+        """diffusers' ``undo_step``: noise the sample back up one step of the jump schedule; returns it, of
+        ``sample``'s type."""

@@ -64,7 +64,8 @@ def test_classes_match_the_registry_and_the_stub() -> None:
     stubbed = set(re.findall(r"^class (\w+)\(SchedulerMixin\)", stub, flags=re.MULTILINE))
     assert stubbed == set(CLASSES)
     for name, cls in CLASSES.items():
-        assert cls.__name__ == name and cls._class_name == name
+        assert cls.__name__ == name
+        assert cls._class_name == name
         assert issubclass(cls, SchedulerMixin)
         assert name in candle_unet2d.__all__
 
@@ -99,7 +100,9 @@ def test_trajectory(scheduler_case: Path) -> None:
     samples, outputs, noises = arrays["samples"], arrays["model_outputs"], arrays["noises"]
     for i, t in enumerate(timesteps):
         if "scaled_inputs" in arrays:
-            _assert_close(f"scale_model_input {i}", scheduler.scale_model_input(samples[i], t), arrays["scaled_inputs"][i])
+            _assert_close(
+                f"scale_model_input {i}", scheduler.scale_model_input(samples[i], t), arrays["scaled_inputs"][i]
+            )
         out = scheduler.step(outputs[i], t, samples[i], variance_noise=noises[i], **step_kwargs)
         prev = out.prev_sample
         assert isinstance(prev, np.ndarray)
@@ -328,7 +331,7 @@ def test_use_clipped_model_output() -> None:
     assert not np.array_equal(plain, clipped.prev_sample)
     d = DDPMScheduler()
     d.set_timesteps(10)
-    with pytest.raises(InvalidArgumentError, match="DDPMScheduler.step: unknown argument `use_clipped_model_output`"):
+    with pytest.raises(InvalidArgumentError, match=r"DDPMScheduler\.step: unknown argument `use_clipped_model_output`"):
         d.step(a["model_outputs"][0], d.timesteps[0], a["samples"][0], use_clipped_model_output=True)
 
 
@@ -514,7 +517,8 @@ def test_torch_tensors_in_and_out(ddim_case) -> None:
 def test_scheduler_specific_methods_are_exposed() -> None:
     sde = candle_unet2d.ScoreSdeVeScheduler()
     sde.set_timesteps(10)
-    assert sde.timesteps.dtype == np.float32 and sde.sigmas is not None
+    assert sde.timesteps.dtype == np.float32
+    assert sde.sigmas is not None
     x = np.full((1, 1, 2, 2), 0.5, np.float32)
     corrected = sde.step_correct(-x, x, generator=Generator().manual_seed(0))
     assert corrected.keys() == ("prev_sample",)
@@ -531,7 +535,8 @@ def test_scheduler_specific_methods_are_exposed() -> None:
     prev = rp.step(x, t, x, image, mask, g).prev_sample  # positional original_image, mask, generator
     assert prev.shape == x.shape
     back = rp.undo_step(prev, rp.timesteps[1], generator=Generator().manual_seed(3))
-    assert isinstance(back, np.ndarray) and back.shape == x.shape  # the tensor itself, as diffusers
+    assert isinstance(back, np.ndarray)
+    assert back.shape == x.shape
     with pytest.raises(InvalidArgumentError, match="original_image"):
         rp.step(x, t, x)
 
@@ -557,7 +562,8 @@ def test_every_class_builds_from_a_ddpm_config_and_lists_its_compatibles() -> No
     base = DDPMScheduler.from_pretrained(DIGITS16, subfolder="scheduler")
     for name, cls in CLASSES.items():
         s = cls.from_config(base.config)
-        assert type(s) is cls and s.config._class_name == name
+        assert type(s) is cls
+        assert s.config._class_name == name
         assert all(issubclass(c, SchedulerMixin) for c in s.compatibles)
     assert candle_unet2d.EulerDiscreteScheduler in base.compatibles
     assert candle_unet2d.RePaintScheduler.from_config(base.config).compatibles == []
