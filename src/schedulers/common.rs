@@ -82,6 +82,16 @@ pub fn check_float(name: &str, t: &Tensor) -> Result<()> {
     }
 }
 
+/// The checks every step starts with: both tensors are float tensors and the model output has the
+/// sample's shape. Returns that shape.
+pub fn check_step_tensors(model_output: &Tensor, sample: &Tensor) -> Result<Vec<usize>> {
+    check_float("sample", sample)?;
+    check_float("model_output", model_output)?;
+    let shape = sample.dims().to_vec();
+    check_shape("model_output", model_output, &shape)?;
+    Ok(shape)
+}
+
 /// Checks that `t` has exactly the shape `expected` (the sample's).
 pub fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
     if t.dims() != expected {

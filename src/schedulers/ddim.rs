@@ -13,9 +13,7 @@ use crate::error::{Error, Result};
 
 use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerOutput, StepInput, TimestepsSpec};
 use super::betas::NoiseSchedule;
-use super::common::{
-    check_float, check_shape, compute_dtype, ddpm_ddim_methods, lin_comb, require_timesteps, train_index,
-};
+use super::common::{check_step_tensors, compute_dtype, ddpm_ddim_methods, lin_comb, require_timesteps, train_index};
 use super::config::{DdimConfig, PredictionType};
 
 /// diffusers' `DDIMScheduler`.
@@ -112,10 +110,7 @@ impl SchedulerAlgorithm for DdimScheduler {
             return Err(Error::argument("eta", format!("must be a finite number ≥ 0, got {eta}")));
         }
         let timestep = train_index(timestep, self.config.num_train_timesteps)?;
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        let shape = check_step_tensors(model_output, sample)?;
 
         // 1. previous step value
         let prev_timestep = timestep - (self.config.num_train_timesteps / num_inference_steps) as i64;

@@ -21,7 +21,7 @@ use super::algorithm::{
     NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType, TimestepsSpec,
 };
 use super::betas::round_f32;
-use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
+use super::common::{check_step_tensors, compute_dtype, lin_comb, require_timesteps};
 use super::config::{validate_steps_offset, BetaSchedule, PredictionType, TimestepSpacing};
 use super::euler_discrete::family::{self, StepIndex, TrainSigmas};
 use super::sigmas as sigma_math;
@@ -216,10 +216,7 @@ impl SchedulerAlgorithm for EulerAncestralDiscreteScheduler {
     fn step(&mut self, input: StepInput<'_>, _args: &NoArgs) -> Result<SchedulerOutput> {
         let StepInput { model_output, timestep, sample, mut noise, .. } = input;
         require_timesteps(self.num_inference_steps)?;
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        let shape = check_step_tensors(model_output, sample)?;
         let i = self.index.resolve(&self.timesteps, timestep, false)?;
         let (sigma, sigma_to) = (self.sigmas[i], self.sigmas[i + 1]);
         let sigma_up = (sigma_to * sigma_to * (sigma * sigma - sigma_to * sigma_to) / (sigma * sigma)).sqrt();

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use super::algorithm::TimestepsSpec;
 use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType};
 use super::betas::{round_f32, torch_linspace_f32};
-use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
+use super::common::{check_step_tensors, compute_dtype, lin_comb, require_timesteps};
 use super::config::{
     validate_classic_beta_schedule, validate_common, validate_steps_offset, BetaSchedule, FinalSigmasType,
     PredictionType, TimestepSpacing,
@@ -314,10 +314,7 @@ impl EulerDiscreteScheduler {
         let StepInput { model_output, timestep, sample, mut noise, .. } = input;
         require_timesteps(self.num_inference_steps)?;
         args.validate()?;
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        let shape = check_step_tensors(model_output, sample)?;
         let i = self.index.resolve(&self.timesteps, timestep, false)?;
         let sigma = self.sigmas[i];
         let sigma_next = self.sigmas[i + 1];

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 
 use super::algorithm::{SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType, TimestepsSpec};
 use super::betas::round_f32;
-use super::common::{check_float, check_shape, clip, compute_dtype, lin_comb, require_timesteps};
+use super::common::{check_step_tensors, clip, compute_dtype, lin_comb, require_timesteps};
 use super::config::{
     validate_clip_range, validate_steps_offset, BetaSchedule, PredictionType, TimestepSpacing, MAX_TRAIN_TIMESTEPS,
 };
@@ -325,10 +325,7 @@ impl SchedulerAlgorithm for HeunDiscreteScheduler {
     fn step(&mut self, input: StepInput<'_>, _args: &super::algorithm::NoArgs) -> Result<SchedulerOutput> {
         let StepInput { model_output, timestep, sample, .. } = input;
         require_timesteps(self.num_inference_steps)?;
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        check_step_tensors(model_output, sample)?;
         let i = self.index.resolve(&self.timesteps, timestep, true)?;
         if self.pending.is_none() && i % 2 == 1 {
             return Err(Error::argument(

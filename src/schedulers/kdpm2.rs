@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use super::algorithm::TimestepsSpec;
 use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType};
 use super::betas::{round_f32, NoiseSchedule};
-use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
+use super::common::{check_float, check_shape, check_step_tensors, compute_dtype, lin_comb, require_timesteps};
 use super::config::{validate_classic_beta_schedule, validate_common, BetaSchedule, PredictionType, TimestepSpacing};
 use super::sigmas::{
     beta_sigmas, exponential_sigmas, interp_sigmas, karras_sigmas, log_sigmas, sigma_timesteps, sigma_to_t,
@@ -327,10 +327,7 @@ pub(crate) fn step_tensors(
     model_output: &Tensor,
     sample: &Tensor,
 ) -> Result<(Tensor, Tensor, Vec<usize>, candle_core::DType)> {
-    check_float("sample", sample)?;
-    check_float("model_output", model_output)?;
-    let shape = sample.dims().to_vec();
-    check_shape("model_output", model_output, &shape)?;
+    let shape = check_step_tensors(model_output, sample)?;
     let out_dtype = sample.dtype();
     let dtype = compute_dtype(out_dtype);
     Ok((model_output.to_dtype(dtype)?, sample.to_dtype(dtype)?, shape, out_dtype))

@@ -26,7 +26,7 @@ use super::algorithm::{
     NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType, TimestepsSpec,
 };
 use super::betas::round_f32;
-use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
+use super::common::{check_step_tensors, compute_dtype, lin_comb, require_timesteps};
 use super::config::{validate_steps_offset, BetaSchedule, PredictionType, TimestepSpacing};
 use super::euler_discrete::family::{self, SigmaConversion, StepIndex, TrainSigmas};
 use super::sigmas as sigma_math;
@@ -266,10 +266,7 @@ impl SchedulerAlgorithm for LmsDiscreteScheduler {
         if args.order == 0 {
             return Err(Error::argument("order", "must be at least 1, got 0"));
         }
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        check_step_tensors(model_output, sample)?;
         let i = self.index.resolve(&self.timesteps, timestep, false)?;
         let sigma = self.sigmas[i];
 

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 
 use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepsSpec};
 use super::betas::NoiseSchedule;
-use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
+use super::common::{check_step_tensors, compute_dtype, lin_comb, require_timesteps};
 use super::config::{
     json_float, validate_classic_beta_schedule, validate_common, validate_steps_offset, BetaSchedule, PredictionType,
     TimestepSpacing,
@@ -392,10 +392,7 @@ impl SchedulerAlgorithm for PndmScheduler {
     fn step(&mut self, input: StepInput<'_>, _args: &NoArgs) -> Result<SchedulerOutput> {
         let StepInput { model_output, timestep, sample, .. } = input;
         require_timesteps(self.num_inference_steps)?;
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        check_step_tensors(model_output, sample)?;
         let len = self.timesteps.len();
         let Some(&expected) = self.timesteps.get(self.counter) else {
             return Err(Error::argument(

@@ -51,7 +51,7 @@ use super::algorithm::{
 };
 use super::args::Args;
 use super::betas::NoiseSchedule;
-use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps, train_index};
+use super::common::{check_float, check_step_tensors, compute_dtype, lin_comb, require_timesteps, train_index};
 use super::config::{json_float, validate_common, BetaSchedule};
 use super::noise::Noise;
 
@@ -381,10 +381,7 @@ impl SchedulerAlgorithm for RePaintScheduler {
         check_eta(eta, Error::argument)?;
         let stride = self.stride()?;
         let t = self.scheduled_index(timestep)?;
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        let shape = check_step_tensors(model_output, sample)?;
         let original_image = tensors.require("original_image", "RePaintScheduler.step")?;
         let mask = tensors.require("mask", "RePaintScheduler.step")?;
 

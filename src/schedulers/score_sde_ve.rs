@@ -48,7 +48,7 @@ use super::algorithm::{
 };
 use super::args::Args;
 use super::betas::{round_f32, torch_linspace_f32};
-use super::common::{check_float, check_shape, compute_dtype, lin_comb, require_timesteps};
+use super::common::{check_step_tensors, compute_dtype, lin_comb, require_timesteps};
 use super::config::{json_float, MAX_TRAIN_TIMESTEPS};
 use super::noise::Noise;
 
@@ -212,10 +212,7 @@ impl ScoreSdeVeScheduler {
         mut noise: Noise<'_>,
     ) -> Result<SchedulerOutput> {
         let n = require_timesteps(self.num_inference_steps)?;
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        let shape = check_step_tensors(model_output, sample)?;
         if !self.timesteps.contains(&round_f32(timestep)) {
             return Err(Error::argument(
                 "timestep",
@@ -260,10 +257,7 @@ impl ScoreSdeVeScheduler {
         mut noise: Noise<'_>,
     ) -> Result<SchedulerOutput> {
         require_timesteps(self.num_inference_steps)?;
-        check_float("sample", sample)?;
-        check_float("model_output", model_output)?;
-        let shape = sample.dims().to_vec();
-        check_shape("model_output", model_output, &shape)?;
+        let shape = check_step_tensors(model_output, sample)?;
         if shape.is_empty() {
             return Err(Error::argument("sample", "must be batched ([B, …]): the corrector takes per-image norms"));
         }
