@@ -368,4 +368,7 @@ fn swapped_schedulers_give_diffusers_images() {
     check_swapped("digits16_euler30_seed0", "euler");
     check_swapped("digits16_unipc15_seed3", "unipc");
     check_swapped("digits16_pndm25_seed4", "pndm");
+    check_swapped("digits16_heun15_seed2", "heun");
+    check_swapped("digits16_lms25_seed5", "lms");
+    check_swapped("digits16_euler_ancestral30_seed1", "euler_a");
 }

@@ -129,6 +129,7 @@ pub fn make_betas(
         BetaSchedule::ScaledLinear => scaled_linear_betas(beta_start, beta_end, num_train_timesteps),
         BetaSchedule::SquaredcosCapV2 => betas_for_alpha_bar(num_train_timesteps, MAX_BETA, AlphaTransform::Cosine),
         BetaSchedule::Laplace => betas_for_alpha_bar(num_train_timesteps, MAX_BETA, AlphaTransform::Laplace),
+        BetaSchedule::Exp => betas_for_alpha_bar(num_train_timesteps, MAX_BETA, AlphaTransform::Exp),
         BetaSchedule::Sigmoid => sigmoid_betas(beta_start, beta_end, num_train_timesteps),
     })
 }

@@ -46,6 +46,9 @@ pub enum BetaSchedule {
     /// The laplace `alpha_bar` schedule (DDPMScheduler only, as in diffusers).
     #[serde(rename = "laplace")]
     Laplace,
+    /// `betas_for_alpha_bar` with ᾱ(t) = exp(−12t) (HeunDiscreteScheduler only, as in diffusers).
+    #[serde(rename = "exp")]
+    Exp,
 }
 
 impl BetaSchedule {
@@ -57,6 +60,7 @@ impl BetaSchedule {
             BetaSchedule::SquaredcosCapV2 => "squaredcos_cap_v2",
             BetaSchedule::Sigmoid => "sigmoid",
             BetaSchedule::Laplace => "laplace",
+            BetaSchedule::Exp => "exp",
         }
     }
 }
@@ -543,6 +547,12 @@ impl DdpmConfig {
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
         self.validate_common()?;
+        if self.trained_betas.is_none() && self.beta_schedule == BetaSchedule::Exp {
+            return Err(Error::config(
+                "beta_schedule",
+                "`exp` is not implemented for DDPMScheduler (diffusers has it only in HeunDiscreteScheduler)",
+            ));
+        }
         validate_clip_range(self.clip_sample_range)?;
         validate_steps_offset(self.steps_offset)
     }

@@ -7,8 +7,8 @@
 //! and sample the scheduler keeps; the second averages that derivative with the one at the Euler
 //! point and redoes the step from the kept sample. The last entry is a plain Euler step to σ = 0.
 //!
-//! Supported: every config key diffusers accepts except `beta_schedule: exp` (not in this crate's
-//! beta schedules): `use_karras_sigmas` / `use_exponential_sigmas` / `use_beta_sigmas`,
+//! Supported: every config key diffusers accepts, `beta_schedule: exp` included (diffusers has it
+//! only here): `use_karras_sigmas` / `use_exponential_sigmas` / `use_beta_sigmas`,
 //! `clip_sample` / `clip_sample_range`, `timestep_spacing`, `steps_offset`, all three prediction
 //! types; `set_timesteps` with a count (and the optional `num_train_timesteps` argument,
 //! [`HeunTimestepArgs`]) or explicit `timesteps`.
@@ -86,11 +86,13 @@ impl HeunDiscreteConfig {
 
 impl SchedulerConfig for HeunDiscreteConfig {
     fn validate(&self) -> Result<()> {
+        // `exp` is Heun's own beta schedule; the rest as the other σ-space schedulers
+        let classic = if self.beta_schedule == BetaSchedule::Exp { BetaSchedule::Linear } else { self.beta_schedule };
         family::validate_schedule(
             self.num_train_timesteps,
             self.beta_start,
             self.beta_end,
-            self.beta_schedule,
+            classic,
             self.trained_betas.as_deref(),
             "HeunDiscreteScheduler",
         )?;
@@ -376,6 +378,32 @@ mod tests {
 
     use super::*;
     use crate::schedulers::NoArgs;
+
+    #[test]
+    fn exp_beta_schedule_is_diffusers() {
+        // diffusers 0.42.1: HeunDiscreteScheduler(beta_schedule="exp"): alphas_cumprod[0, 500, 999],
+        // then set_timesteps(5): sigmas and timesteps
+        let config = HeunDiscreteConfig { beta_schedule: BetaSchedule::Exp, ..Default::default() };
+        let mut s = HeunDiscreteScheduler::new(config).unwrap();
+        let ac = s.alphas_cumprod().unwrap();
+        for (i, want) in [(0, 0.9880717396736145), (500, 0.0024492181837558746), (999, 6.144378858152777e-06)] {
+            assert!((ac[i] - want).abs() <= 1e-6 * want, "alphas_cumprod[{i}] = {} vs {want}", ac[i]);
+        }
+        s.set_timesteps(5).unwrap();
+        assert_eq!(s.timesteps(), &[999.0, 749.25, 749.25, 499.5, 499.5, 249.75, 249.75, 0.0, 0.0]);
+        let want = [403.4220886230469, 90.1460952758789, 20.121002197265625, 4.389431953430176, 0.10987384617328644];
+        let sig = s.sigmas().unwrap();
+        for (k, w) in want.iter().enumerate() {
+            let i = if k == 0 { 0 } else { 2 * k - 1 };
+            assert!((sig[i] - w).abs() <= 1e-5 * w, "sigma {i}: {} vs {w}", sig[i]);
+        }
+        // the other schedulers refuse it, as diffusers does
+        for class in ["DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "RePaintScheduler"] {
+            let kind = crate::schedulers::SchedulerKind::from_class_name(class).unwrap();
+            let e = kind.build(&serde_json::json!({"beta_schedule": "exp"})).unwrap_err();
+            assert!(e.to_string().contains("beta_schedule"), "{class}: {e}");
+        }
+    }
 
     #[test]
     fn schedule_repeats_entries() {

@@ -107,10 +107,10 @@ impl SchedulerConfig for RePaintConfig {
             0.995,
             1.0,
         )?;
-        if self.trained_betas.is_none() && self.beta_schedule == BetaSchedule::Laplace {
+        if self.trained_betas.is_none() && matches!(self.beta_schedule, BetaSchedule::Laplace | BetaSchedule::Exp) {
             return Err(Error::config(
                 "beta_schedule",
-                "`laplace` is not implemented for RePaintScheduler (as in diffusers); use linear, scaled_linear, \
+                "`laplace` and `exp` are not implemented for RePaintScheduler (as in diffusers); use linear, scaled_linear, \
                  squaredcos_cap_v2 or sigmoid",
             ));
         }
