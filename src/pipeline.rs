@@ -122,6 +122,16 @@ fn run(
     mut random: Randomness<'_>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Tensor> {
+    let kind = scheduler.kind();
+    if !kind.runs_in_standard_loop() {
+        return Err(Error::argument(
+            "scheduler",
+            format!(
+                "{kind} does not sample with the standard denoising loop (it needs its own: ScoreSdeVe's \
+                 predictor-corrector, RePaint's inpainting); choose another scheduler"
+            ),
+        ));
+    }
     let config = unet.config();
     let labels = class_labels_for(unet, options)?;
     let batch = match (&labels, options.batch_size) {

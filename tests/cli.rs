@@ -202,6 +202,8 @@ fn runtime_errors_are_one_line_and_come_before_sampling() {
         (vec!["sample", "--scheduler", "ddpm", "--steps", "5", "--eta", "0.5"], "unknown argument `eta`"),
         (vec!["sample", "--scheduler", "ddim", "--steps", "5", "--step-arg", "s_churn=1"], "s_churn"),
         (vec!["sample", "--scheduler", "ddim", "--steps", "5", "--sigmas", "karras"], "no choice of σ schedule"),
+        (vec!["sample", "--scheduler", "score_sde_ve", "--steps", "5"], "its own sampling loop"),
+        (vec!["sample", "--scheduler", "repaint", "--steps", "5"], "its own sampling loop"),
     ];
     if !cfg!(feature = "cuda") {
         cases.push((vec!["--device", "cuda:0"], "built without CUDA support"));

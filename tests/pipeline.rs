@@ -185,3 +185,18 @@ fn per_image_generators_make_images_independent_of_the_batch() {
         candle_unet2d::pipeline::sample_per_image(&pipe.unet, &mut scheduler, &options, &mut one, |_| {}).unwrap_err();
     assert!(e.to_string().contains("one per image"), "{e}");
 }
+
+/// Schedulers that need their own loop are refused before anything runs.
+#[test]
+fn schedulers_with_their_own_loop_are_refused_up_front() {
+    let pipe = UNet2DPipeline::from_pretrained(shipped_model(), &LoadOptions::default()).unwrap();
+    for class in ["ScoreSdeVeScheduler", "RePaintScheduler"] {
+        let kind = SchedulerKind::from_class_name(class).unwrap();
+        let mut scheduler = Scheduler::from_json_as(kind, &pipe.scheduler.config_json()).unwrap();
+        let options = SampleOptions { class_labels: Some(vec![1]), num_inference_steps: 2, ..Default::default() };
+        let mut steps = 0;
+        let e = sample(&pipe.unet, &mut scheduler, &options, &mut Generator::from_seed(0), |_| steps += 1).unwrap_err();
+        assert!(e.to_string().contains("standard denoising loop"), "{class}: {e}");
+        assert_eq!(steps, 0);
+    }
+}

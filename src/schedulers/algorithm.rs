@@ -207,6 +207,10 @@ pub trait SchedulerAlgorithm: Clone + Debug + Send + Sync + 'static {
     const STEP_PARAMS: &'static [&'static str] = &["generator", "return_dict"];
     /// `set_timesteps`' parameters in diffusers' positional order.
     const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device", "timesteps"];
+    /// Whether the standard loop (`x = step(model(scale_model_input(x, t), t), t, x)` per timestep)
+    /// samples with it; ScoreSdeVe's predictor-corrector and RePaint's inpainting loop need their
+    /// own.
+    const STANDARD_LOOP: bool = true;
     /// Tensors `step` takes by name beyond the model output and sample.
     const STEP_TENSORS: &'static [&'static str] = &[];
     /// Methods beyond `step` (see [`Self::call_method`]).

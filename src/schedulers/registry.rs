@@ -21,6 +21,7 @@ pub struct SchedulerEntry {
     methods: &'static [MethodSpec],
     step_tensors: &'static [&'static str],
     step_params: &'static [&'static str],
+    standard_loop: bool,
     set_timesteps_params: &'static [&'static str],
     build: fn(&Value) -> Result<Scheduler>,
 }
@@ -36,6 +37,7 @@ const fn entry<S: SchedulerAlgorithm>() -> SchedulerEntry {
         methods: S::METHODS,
         step_tensors: S::STEP_TENSORS,
         step_params: S::STEP_PARAMS,
+        standard_loop: S::STANDARD_LOOP,
         set_timesteps_params: S::SET_TIMESTEPS_PARAMS,
         build: build::<S>,
     }
@@ -141,6 +143,11 @@ impl SchedulerKind {
     /// `step`'s parameters after `(model_output, timestep, sample)`, in diffusers' positional order.
     pub fn step_params(self) -> &'static [&'static str] {
         self.0.step_params
+    }
+
+    /// Whether the standard sampling loop can drive it (see `SchedulerAlgorithm::STANDARD_LOOP`).
+    pub fn runs_in_standard_loop(self) -> bool {
+        self.0.standard_loop
     }
 
     /// `set_timesteps`' parameters in diffusers' positional order.

@@ -310,6 +310,7 @@ impl SchedulerAlgorithm for ScoreSdeVeScheduler {
     const SUMMARY: &'static str =
         "variance-exploding SDE predictor-corrector (NCSN++ models; step_pred/step_correct, ~2000 steps)";
     const DEFAULT_STEPS: usize = 2000;
+    const STANDARD_LOOP: bool = false;
     const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "sampling_eps", "device"];
     const KARRAS_FAMILY: bool = false;
     const METHODS: &'static [MethodSpec] = &[

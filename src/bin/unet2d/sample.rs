@@ -89,6 +89,14 @@ impl Plan {
 
         let (batch, labels) = batch_and_labels(&model, args.class, args.batch)?;
         let scheduler = choose_scheduler(&model.scheduler, args.scheduler.as_deref(), args.sigmas)?;
+        if !scheduler.kind().runs_in_standard_loop() {
+            bail!(
+                "--scheduler {}: {} needs its own sampling loop (predictor-corrector or inpainting), which `sample` \
+                 does not run; choose another scheduler",
+                scheduler.kind().short_name(),
+                scheduler.kind().class_name()
+            );
+        }
         let steps = args.steps.unwrap_or_else(|| default_steps(&scheduler));
         // set_timesteps refuses step counts the schedule cannot take; find out now, not later.
         scheduler
