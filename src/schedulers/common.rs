@@ -57,6 +57,72 @@ macro_rules! ddpm_ddim_methods {
 
 pub(crate) use ddpm_ddim_methods;
 
+/// How a call's timestep is compared with the schedule's entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestepMatch {
+    /// Exactly (the DPM-Solver family's integer schedules).
+    Exact,
+    /// At float32 precision, as diffusers compares against its float32 timestep tensor.
+    Float32,
+}
+
+impl TimestepMatch {
+    fn same(self, ours: f64, given: f64) -> bool {
+        match self {
+            TimestepMatch::Exact => ours == given,
+            TimestepMatch::Float32 => (ours as f32) == (given as f32),
+        }
+    }
+}
+
+/// diffusers' `_step_index` / `index_for_timestep`: the index a call at `timestep` works at. That is
+/// `current` (the step index, else the `set_begin_index` one), or on a run's first call the
+/// occurrence of `timestep` in the schedule: the first, or with `second_occurrence` the second of a
+/// repeated timestep (Heun's first-order entry). Errors when the run is over or `timestep` is not
+/// the schedule's entry at that index.
+///
+/// diffusers takes the second match of a repeated timestep for every scheduler (meant for img2img
+/// runs that start mid-schedule), which makes a full run overflow its σ table on the last step;
+/// a fresh run starts at the first match here unless the scheduler's own layout needs the second.
+/// diffusers also ignores the timestep after the first step; here it must be the schedule's next.
+pub fn resolve_step_index(
+    timesteps: &[f64],
+    current: Option<usize>,
+    timestep: f64,
+    matching: TimestepMatch,
+    second_occurrence: bool,
+) -> Result<usize> {
+    let len = timesteps.len();
+    let index = match current {
+        Some(i) => i,
+        None => {
+            let mut matches =
+                timesteps.iter().enumerate().filter(|(_, t)| matching.same(**t, timestep)).map(|(i, _)| i);
+            let first = matches.next().ok_or_else(|| {
+                Error::argument("timestep", format!("{timestep} is not in the scheduler's timesteps {timesteps:?}"))
+            })?;
+            if second_occurrence {
+                matches.next().unwrap_or(first)
+            } else {
+                first
+            }
+        }
+    };
+    if index >= len {
+        return Err(Error::argument(
+            "timestep",
+            format!("all {len} steps of the schedule are done: call set_timesteps to start again"),
+        ));
+    }
+    if !matching.same(timesteps[index], timestep) {
+        return Err(Error::argument(
+            "timestep",
+            format!("expected timestep {} (step {index} of {len}), got {timestep}", timesteps[index]),
+        ));
+    }
+    Ok(index)
+}
+
 /// The inference step count `set_timesteps` stored, or the error of a step taken before it.
 pub fn require_timesteps(num_inference_steps: Option<usize>) -> Result<usize> {
     num_inference_steps.ok_or_else(|| {

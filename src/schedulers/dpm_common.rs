@@ -12,6 +12,7 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 
 use super::betas::{linspace, round_f32};
+use super::common::{self, TimestepMatch};
 use super::config::{PredictionType, VarianceType};
 use super::timesteps::round_half_even;
 
@@ -195,29 +196,7 @@ pub(crate) fn resolve_step_index(
     begin_index: Option<usize>,
     timestep: f64,
 ) -> Result<usize> {
-    let len = timesteps.len();
-    let index = match step_index {
-        Some(i) => i,
-        None => match begin_index {
-            Some(b) => b,
-            None => timesteps.iter().position(|t| *t == timestep).ok_or_else(|| {
-                Error::argument("timestep", format!("{timestep} is not in the scheduler's timesteps {timesteps:?}"))
-            })?,
-        },
-    };
-    if index >= len {
-        return Err(Error::argument(
-            "timestep",
-            format!("all {len} steps of the schedule are done: call set_timesteps to start again"),
-        ));
-    }
-    if timesteps[index] != timestep {
-        return Err(Error::argument(
-            "timestep",
-            format!("expected timestep {} (step {index} of {len}), got {timestep}", timesteps[index]),
-        ));
-    }
-    Ok(index)
+    common::resolve_step_index(timesteps, step_index.or(begin_index), timestep, TimestepMatch::Exact, false)
 }
 
 /// Drops the predicted-variance channels of a `learned`/`learned_range` model output (twice the

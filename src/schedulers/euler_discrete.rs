@@ -445,7 +445,7 @@ pub(crate) mod family {
     use crate::error::{Error, Result};
 
     use super::super::betas::NoiseSchedule;
-    use super::super::common::{check_float, lin_comb};
+    use super::super::common::{check_float, lin_comb, resolve_step_index, TimestepMatch};
     use super::super::config::{BetaSchedule, PredictionType, TimestepSpacing};
     use super::*;
 
@@ -688,39 +688,9 @@ pub(crate) mod family {
         /// Checks that the timestep is the one at that index and that the run is not over. Changes
         /// nothing ([`Self::settle`] and [`Self::advance`] do).
         pub(crate) fn resolve(&self, timesteps: &[f64], timestep: f64, second_match: bool) -> Result<usize> {
-            let len = timesteps.len();
             // diffusers compares in float32 (the schedule is a float32 tensor)
-            let same = |t: f64| (t as f32) == (timestep as f32);
-            let index = match (self.step_index, self.begin_index) {
-                (Some(i), _) | (None, Some(i)) => i,
-                (None, None) => {
-                    let mut matches = timesteps.iter().enumerate().filter(|(_, t)| same(**t)).map(|(i, _)| i);
-                    let first = matches.next().ok_or_else(|| {
-                        Error::argument(
-                            "timestep",
-                            format!("{timestep} is not in the scheduler's timesteps {timesteps:?}"),
-                        )
-                    })?;
-                    if second_match {
-                        matches.next().unwrap_or(first)
-                    } else {
-                        first
-                    }
-                }
-            };
-            if index >= len {
-                return Err(Error::argument(
-                    "timestep",
-                    format!("all {len} steps of the schedule are done: call set_timesteps to start again"),
-                ));
-            }
-            if !same(timesteps[index]) {
-                return Err(Error::argument(
-                    "timestep",
-                    format!("expected timestep {} (step {index} of {len}), got {timestep}", timesteps[index]),
-                ));
-            }
-            Ok(index)
+            let current = self.step_index.or(self.begin_index);
+            resolve_step_index(timesteps, current, timestep, TimestepMatch::Float32, second_match)
         }
 
         /// Records `index` as the current step (a `scale_model_input` on a run's first call).

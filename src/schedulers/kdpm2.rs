@@ -36,7 +36,9 @@ use crate::error::{Error, Result};
 use super::algorithm::TimestepsSpec;
 use super::algorithm::{NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType};
 use super::betas::{round_f32, NoiseSchedule};
-use super::common::{check_float, check_shape, check_step_tensors, compute_dtype, lin_comb, require_timesteps};
+use super::common::{
+    check_float, check_shape, check_step_tensors, compute_dtype, lin_comb, require_timesteps, TimestepMatch,
+};
 use super::config::{validate_classic_beta_schedule, validate_common, BetaSchedule, PredictionType, TimestepSpacing};
 use super::sigmas::{
     beta_sigmas, exponential_sigmas, interp_sigmas, karras_sigmas, log_sigmas, sigma_timesteps, sigma_to_t,
@@ -284,41 +286,17 @@ pub(crate) fn build_tables(
     })
 }
 
-/// Whether `given` is the schedule's timestep `ours` (exactly, or at float32 precision, for callers
-/// that hold the timesteps as float32 as diffusers' tensors do).
-pub(crate) fn same_timestep(ours: f64, given: f64) -> bool {
-    ours == given || (ours as f32) == (given as f32)
-}
-
 /// The step index a call at `timestep` works at: the current one, or on a run's first call the
-/// `begin_index` or the first occurrence of `timestep`. Errors when the run is over or `timestep` is
-/// not the schedule's entry there.
+/// `begin_index` or the first occurrence of `timestep` (compared at float32 precision, for callers
+/// that hold the timesteps as float32 as diffusers' tensors do). See
+/// [`common::resolve_step_index`](super::common::resolve_step_index).
 pub(crate) fn resolve_step_index(
     timesteps: &[f64],
     step_index: Option<usize>,
     begin_index: Option<usize>,
     timestep: f64,
 ) -> Result<usize> {
-    let len = timesteps.len();
-    let index = match step_index.or(begin_index) {
-        Some(i) => i,
-        None => timesteps.iter().position(|t| same_timestep(*t, timestep)).ok_or_else(|| {
-            Error::argument("timestep", format!("{timestep} is not in the scheduler's timesteps {timesteps:?}"))
-        })?,
-    };
-    if index >= len {
-        return Err(Error::argument(
-            "timestep",
-            format!("all {len} calls of the schedule are done: call set_timesteps to start again"),
-        ));
-    }
-    if !same_timestep(timesteps[index], timestep) {
-        return Err(Error::argument(
-            "timestep",
-            format!("expected timestep {} (call {index} of {len}), got {timestep}", timesteps[index]),
-        ));
-    }
-    Ok(index)
+    super::common::resolve_step_index(timesteps, step_index.or(begin_index), timestep, TimestepMatch::Float32, false)
 }
 
 /// The model output and sample of a step, checked (float tensors of one shape) and in the compute
