@@ -467,6 +467,9 @@ fn too_many_inference_steps_is_an_error() {
     for mut s in all_kinds() {
         let name = s.kind().class_name();
         assert!(s.set_timesteps(0).is_err(), "{name}: 0 steps");
+        // a count no schedule can hold is refused before anything is laid out (not an abort)
+        let e = s.set_timesteps(1_000_000_000_000).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "num_inference_steps"), "{name}: {e}");
         let n = s.num_train_timesteps();
         assert!(s.set_timesteps(n.min(10)).is_ok(), "{name}: 10 steps");
         let too_many = s.set_timesteps(n + 1);

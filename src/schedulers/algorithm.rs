@@ -259,6 +259,7 @@ pub trait SchedulerAlgorithm: Clone + Debug + Send + Sync + 'static {
 
     /// `set_timesteps(num_inference_steps)` with default arguments.
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
+        super::timesteps::check_inference_count(num_inference_steps)?;
         self.set_timesteps_with(TimestepsSpec::Count(num_inference_steps), &Self::TimestepArgs::default())
     }
 

@@ -69,6 +69,9 @@ impl<S: SchedulerAlgorithm> DynScheduler for S {
     }
 
     fn set_timesteps_with(&mut self, spec: TimestepsSpec<'_>, args: &Args) -> Result<()> {
+        if let TimestepsSpec::Count(n) = spec {
+            super::timesteps::check_inference_count(n)?;
+        }
         let parsed: S::TimestepArgs = args.parse(&format!("{}.set_timesteps", S::CLASS_NAME))?;
         SchedulerAlgorithm::set_timesteps_with(self, spec, &parsed)
     }

@@ -51,9 +51,7 @@ use super::betas::{round_f32, torch_linspace_f32};
 use super::common::{check_step_tensors, compute_dtype, lin_comb, require_timesteps};
 use super::config::{json_float, MAX_TRAIN_TIMESTEPS};
 use super::noise::Noise;
-
-/// The most inference steps `set_timesteps` lays out (the schedule is three tables of that length).
-pub const MAX_INFERENCE_STEPS: usize = MAX_TRAIN_TIMESTEPS;
+use super::timesteps::check_inference_count;
 
 /// `ScoreSdeVeScheduler`'s config, with diffusers' defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -351,15 +349,7 @@ impl SchedulerAlgorithm for ScoreSdeVeScheduler {
                     ))
                 }
             };
-        if n == 0 {
-            return Err(Error::argument("num_inference_steps", "must be at least 1, got 0"));
-        }
-        if n > MAX_INFERENCE_STEPS {
-            return Err(Error::argument(
-                "num_inference_steps",
-                format!("{n} is larger than the supported maximum {MAX_INFERENCE_STEPS}"),
-            ));
-        }
+        check_inference_count(n)?;
         let c = &self.config;
         let eps = args.sampling_eps.unwrap_or(c.sampling_eps);
         let sigma_min = args.sigma_min.unwrap_or(c.sigma_min);

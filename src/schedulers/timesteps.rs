@@ -30,6 +30,26 @@ pub fn round_half_even(x: f64) -> f64 {
     x.round_ties_even()
 }
 
+/// The most inference steps any scheduler lays out (as many as the largest training schedule): a
+/// schedule is a few tables of this length, so a larger count is refused before anything is
+/// allocated, whatever the scheduler.
+pub const MAX_INFERENCE_STEPS: usize = super::config::MAX_TRAIN_TIMESTEPS;
+
+/// Checks `1 ≤ num_inference_steps ≤ MAX_INFERENCE_STEPS`, the bound every scheduler shares (each
+/// also checks its own, e.g. at most `num_train_timesteps`).
+pub fn check_inference_count(num_inference_steps: usize) -> Result<()> {
+    if num_inference_steps == 0 {
+        return Err(Error::argument("num_inference_steps", "must be at least 1, got 0"));
+    }
+    if num_inference_steps > MAX_INFERENCE_STEPS {
+        return Err(Error::argument(
+            "num_inference_steps",
+            format!("{num_inference_steps} is larger than the supported maximum {MAX_INFERENCE_STEPS}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `1 ≤ num_inference_steps ≤ num_train_timesteps`.
 pub fn check_num_inference_steps(num_inference_steps: usize, num_train_timesteps: usize) -> Result<()> {
     if num_inference_steps == 0 {
