@@ -68,7 +68,8 @@ fn digits16_ddim50(c: &mut Criterion) {
         b.iter(|| {
             let mut scheduler = ddim.clone();
             let mut generator = Generator::from_seed(0);
-            sample(&pipe.unet, &mut scheduler, &options, &mut generator, |_| {}).unwrap()
+            sample(&pipe.unet, &mut scheduler, &options, &mut generator, |_| std::ops::ControlFlow::Continue(()))
+                .unwrap()
         })
     });
     group.finish();

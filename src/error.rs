@@ -50,6 +50,11 @@ pub enum Error {
     )]
     TooLarge { what: String, needed: u128, limit: u64, limit_source: String },
 
+    /// A sampling run stopped by its step callback (a service's cancellation, Ctrl-C) after `step`
+    /// of its `total` steps.
+    #[error("cancelled after step {step} of {total}")]
+    Cancelled { step: usize, total: usize },
+
     /// An error raised by candle while computing. The message leaves out the Rust backtrace candle
     /// attaches when `RUST_BACKTRACE` is set (it belongs in a bug report, not in an error line).
     #[error("{}", candle_message(.0))]

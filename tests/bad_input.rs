@@ -53,7 +53,7 @@ fn variant_of(err: &Error) -> Option<Variant> {
         Error::Unsupported(_) => Variant::Unsupported,
         Error::Io { .. } => Variant::Io,
         Error::TooLarge { .. } => Variant::TooLarge,
-        Error::Candle(_) => return None,
+        Error::Candle(_) | Error::Cancelled { .. } => return None,
     })
 }
 
@@ -1628,7 +1628,9 @@ fn sample_run(unet: &UNet2DModel, batch: usize, steps: usize) -> candle_unet2d::
     let options =
         candle_unet2d::pipeline::SampleOptions { batch_size: batch, num_inference_steps: steps, ..Default::default() };
     let mut generator = candle_unet2d::rng::Generator::from_seed(0);
-    candle_unet2d::pipeline::sample(unet, &mut scheduler, &options, &mut generator, |_| {})
+    candle_unet2d::pipeline::sample(unet, &mut scheduler, &options, &mut generator, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
 }
 
 type SizeCase = Box<dyn Fn(&UNet2DModel) -> Result<(), String>>;
@@ -1953,7 +1955,10 @@ fn a_shared_generator_gives_every_thread_its_own_noise() {
         candle_unet2d::pipeline::SampleOptions { batch_size: 1, num_inference_steps: 2, ..Default::default() };
     let run = |g: &Mutex<candle_unet2d::rng::Generator>| {
         let mut scheduler = candle_unet2d::pipeline::default_scheduler().unwrap();
-        let x = candle_unet2d::pipeline::sample_shared(&unet, &mut scheduler, &options, g, |_| {}).unwrap();
+        let x = candle_unet2d::pipeline::sample_shared(&unet, &mut scheduler, &options, g, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
         x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     };
     let shared = Mutex::new(candle_unet2d::rng::Generator::from_seed(7));

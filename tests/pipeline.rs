@@ -51,7 +51,11 @@ fn check_case(name: &str) {
     let mut generator = Generator::new();
     generator.manual_seed(meta["seed"].as_u64().unwrap());
     let mut steps = 0;
-    let x = sample(&pipe.unet, &mut scheduler, &options, &mut generator, |p| steps = p.step).unwrap();
+    let x = sample(&pipe.unet, &mut scheduler, &options, &mut generator, |p| {
+        steps = p.step;
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(steps, options.num_inference_steps);
     let images = to_images(&x).unwrap();
     let (diff, _) = common::max_abs_diff(&images, &expected["images"]);
@@ -129,7 +133,8 @@ fn check_swapped_scheduler(name: &str) {
         ..SampleOptions::default()
     };
     let mut generator = Generator::from_seed(meta["seed"].as_u64().unwrap());
-    let x = sample(&pipe.unet, &mut scheduler, &options, &mut generator, |_| {}).unwrap();
+    let x =
+        sample(&pipe.unet, &mut scheduler, &options, &mut generator, |_| std::ops::ControlFlow::Continue(())).unwrap();
     let (diff, _) = common::max_abs_diff(&to_images(&x).unwrap(), &expected["images"]);
     println!("{name}: max pixel diff {:.3}/255", diff * 255.0);
     assert!(diff <= 2.0 / 255.0, "{name}: max pixel diff {diff} > 2/255");
@@ -167,8 +172,10 @@ fn per_image_generators_make_images_independent_of_the_batch() {
             ..SampleOptions::default()
         };
         let mut generators: Vec<Generator> = seeds.iter().map(|&s| Generator::from_seed(s)).collect();
-        candle_unet2d::pipeline::sample_per_image(&pipe.unet, &mut scheduler, &options, &mut generators, |_| {})
-            .unwrap()
+        candle_unet2d::pipeline::sample_per_image(&pipe.unet, &mut scheduler, &options, &mut generators, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap()
     };
     let batch = run(&[11, 12, 13], vec![3, 1, 4]);
     for (i, (seed, label)) in [(11, 3), (12, 1), (13, 4)].into_iter().enumerate() {
@@ -181,22 +188,37 @@ fn per_image_generators_make_images_independent_of_the_batch() {
     let options =
         SampleOptions { batch_size: 2, num_inference_steps: 2, class_labels: Some(vec![0, 1]), ..Default::default() };
     let mut one = vec![Generator::from_seed(0)];
-    let e =
-        candle_unet2d::pipeline::sample_per_image(&pipe.unet, &mut scheduler, &options, &mut one, |_| {}).unwrap_err();
+    let e = candle_unet2d::pipeline::sample_per_image(&pipe.unet, &mut scheduler, &options, &mut one, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap_err();
     assert!(e.to_string().contains("one per image"), "{e}");
 }
 
-/// Schedulers that need their own loop are refused before anything runs.
+/// Each scheduler runs the loop it needs: ScoreSdeVe its predictor-corrector, RePaint its inpainting,
+/// which without an image to inpaint is refused before anything runs.
 #[test]
-fn schedulers_with_their_own_loop_are_refused_up_front() {
+fn each_scheduler_runs_its_own_loop() {
     let pipe = UNet2DPipeline::from_pretrained(shipped_model(), &LoadOptions::default()).unwrap();
-    for class in ["ScoreSdeVeScheduler", "RePaintScheduler"] {
-        let kind = SchedulerKind::from_class_name(class).unwrap();
-        let mut scheduler = Scheduler::from_json_as(kind, &pipe.scheduler.config_json()).unwrap();
-        let options = SampleOptions { class_labels: Some(vec![1]), num_inference_steps: 2, ..Default::default() };
-        let mut steps = 0;
-        let e = sample(&pipe.unet, &mut scheduler, &options, &mut Generator::from_seed(0), |_| steps += 1).unwrap_err();
-        assert!(e.to_string().contains("standard denoising loop"), "{class}: {e}");
-        assert_eq!(steps, 0);
-    }
+    let options = SampleOptions { class_labels: Some(vec![1]), num_inference_steps: 2, ..Default::default() };
+    let sde = SchedulerKind::from_class_name("ScoreSdeVeScheduler").unwrap();
+    let mut scheduler = Scheduler::from_json_as(sde, &serde_json::json!({})).unwrap();
+    let mut steps = 0;
+    let x = sample(&pipe.unet, &mut scheduler, &options, &mut Generator::from_seed(0), |_| {
+        steps += 1;
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!((x.dims(), steps), (&[1, 1, 16, 16][..], 2));
+
+    let repaint = SchedulerKind::from_class_name("RePaintScheduler").unwrap();
+    let mut scheduler = Scheduler::from_json_as(repaint, &pipe.scheduler.config_json()).unwrap();
+    let mut steps = 0;
+    let e = sample(&pipe.unet, &mut scheduler, &options, &mut Generator::from_seed(0), |_| {
+        steps += 1;
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("give the image and its mask_image"), "{e}");
+    assert_eq!(steps, 0);
 }

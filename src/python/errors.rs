@@ -99,7 +99,9 @@ fn kind_of(err: &Error) -> ErrorKind {
         Error::TooLarge { .. } => ErrorKind::TooLarge,
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::ModelNotFound,
         Error::Io { .. } => ErrorKind::Read,
-        Error::Candle(_) => ErrorKind::Internal,
+        // The bindings stop a run by raising the callback's own exception (or KeyboardInterrupt), so
+        // a cancellation reaching Python unreplaced is a bug of theirs.
+        Error::Candle(_) | Error::Cancelled { .. } => ErrorKind::Internal,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::error::Error;
 use crate::loading::weights::WeightStore;
 use crate::loading::{resolve_model_dir, weight_files, LoadOptions, LoadReport};
 use crate::memory_budget;
-use crate::pipeline::{self, Progress, SampleOptions, UNet2DPipeline};
+use crate::pipeline::{self, SampleOptions, StepEnd, UNet2DPipeline};
 use crate::schedulers::config::read_config_json;
 use crate::schedulers::Args;
 
@@ -288,15 +288,21 @@ impl PyUNet2DPipeline {
             let config = lock(&self.progress_config).clone_ref(py);
             let bar = helpers.getattr("_ProgressBar")?.call1((show_progress, config))?.unbind();
 
-            let options =
-                SampleOptions { batch_size, num_inference_steps, class_labels, step_args, size: None, latents };
+            let options = SampleOptions {
+                batch_size,
+                num_inference_steps,
+                class_labels,
+                step_args,
+                latents,
+                ..Default::default()
+            };
             let mut scheduler = scheduler_ref.snapshot();
             let mut interrupt: Option<PyErr> = None;
             let result = run_detached(py, || {
                 let run = catch_unwind(AssertUnwindSafe(|| {
                     // Draws go through the shared generator (locked per draw), so threads sharing it get
                     // different noise and leave it where as many sequential runs would.
-                    let progress = |p: Progress| {
+                    let progress = |p: StepEnd<'_>| {
                         let stop = Python::attach(|py| {
                             // A failing progress bar must not stop sampling, but Ctrl-C (a signal
                             // handled while the bar's Python code ran) or SystemExit must.
@@ -309,6 +315,7 @@ impl PyUNet2DPipeline {
                             interrupt = Some(err);
                             resume_unwind(Box::new(Interrupted));
                         }
+                        std::ops::ControlFlow::Continue(())
                     };
                     match (&per_image_refs, generator_ref) {
                         (Some(list), _) => {

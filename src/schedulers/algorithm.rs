@@ -40,6 +40,17 @@ pub trait SchedulerConfig: Serialize + DeserializeOwned + Default + Clone + Debu
     }
 }
 
+/// The sampling loop a scheduler needs (`crate::pipeline` runs each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SamplingLoop {
+    /// Denoise once per timestep: DDPM, DDIM, PNDM, the DPM-Solvers, Euler, consistency models, ….
+    Standard,
+    /// ScoreSdeVe: `correct_steps` Langevin corrector steps, then a predictor step, per timestep.
+    PredictorCorrector,
+    /// RePaint: denoise known and unknown regions together, with jumps back up the schedule.
+    Inpainting,
+}
+
 /// How `set_timesteps` lays out the schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TimestepsSpec<'a> {
@@ -207,10 +218,10 @@ pub trait SchedulerAlgorithm: Clone + Debug + Send + Sync + 'static {
     const STEP_PARAMS: &'static [&'static str] = &["generator", "return_dict"];
     /// `set_timesteps`' parameters in diffusers' positional order.
     const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "device", "timesteps"];
-    /// Whether the standard loop (`x = step(model(scale_model_input(x, t), t), t, x)` per timestep)
-    /// samples with it; ScoreSdeVe's predictor-corrector and RePaint's inpainting loop need their
-    /// own.
-    const STANDARD_LOOP: bool = true;
+    /// The sampling loop that drives it: the standard one (`x = step(model(scale_model_input(x, t),
+    /// t), t, x)` per timestep) for most; ScoreSdeVe's predictor-corrector and RePaint's inpainting
+    /// loop for those two.
+    const SAMPLING_LOOP: SamplingLoop = SamplingLoop::Standard;
     /// Tensors `step` takes by name beyond the model output and sample.
     const STEP_TENSORS: &'static [&'static str] = &[];
     /// Methods beyond `step` (see [`Self::call_method`]).

@@ -85,8 +85,8 @@ pub mod timesteps;
 pub mod unipc;
 
 pub use algorithm::{
-    MethodInput, MethodSpec, NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TensorArgs,
-    TimestepType, TimestepsSpec,
+    MethodInput, MethodSpec, NoArgs, SamplingLoop, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput,
+    TensorArgs, TimestepType, TimestepsSpec,
 };
 pub use args::Args;
 pub use config::{

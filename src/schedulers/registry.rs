@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-use super::algorithm::{MethodSpec, SchedulerAlgorithm};
+use super::algorithm::{MethodSpec, SamplingLoop, SchedulerAlgorithm};
 use super::Scheduler;
 
 /// What the registry knows of one scheduler class.
@@ -21,7 +21,7 @@ pub struct SchedulerEntry {
     methods: &'static [MethodSpec],
     step_tensors: &'static [&'static str],
     step_params: &'static [&'static str],
-    standard_loop: bool,
+    sampling_loop: SamplingLoop,
     set_timesteps_params: &'static [&'static str],
     build: fn(&Value) -> Result<Scheduler>,
 }
@@ -37,7 +37,7 @@ const fn entry<S: SchedulerAlgorithm>() -> SchedulerEntry {
         methods: S::METHODS,
         step_tensors: S::STEP_TENSORS,
         step_params: S::STEP_PARAMS,
-        standard_loop: S::STANDARD_LOOP,
+        sampling_loop: S::SAMPLING_LOOP,
         set_timesteps_params: S::SET_TIMESTEPS_PARAMS,
         build: build::<S>,
     }
@@ -145,9 +145,14 @@ impl SchedulerKind {
         self.0.step_params
     }
 
-    /// Whether the standard sampling loop can drive it (see `SchedulerAlgorithm::STANDARD_LOOP`).
+    /// The sampling loop that drives it (see `SchedulerAlgorithm::SAMPLING_LOOP`).
+    pub fn sampling_loop(self) -> SamplingLoop {
+        self.0.sampling_loop
+    }
+
+    /// Whether the standard sampling loop can drive it.
     pub fn runs_in_standard_loop(self) -> bool {
-        self.0.standard_loop
+        self.0.sampling_loop == SamplingLoop::Standard
     }
 
     /// `set_timesteps`' parameters in diffusers' positional order.

@@ -47,7 +47,8 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 use super::algorithm::{
-    MethodInput, MethodSpec, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepsSpec,
+    MethodInput, MethodSpec, SamplingLoop, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput,
+    TimestepsSpec,
 };
 use super::args::Args;
 use super::betas::NoiseSchedule;
@@ -305,7 +306,7 @@ impl SchedulerAlgorithm for RePaintScheduler {
     const SUMMARY: &'static str =
         "RePaint inpainting (needs original_image and mask; jumps back with undo_step), ~250 steps";
     const DEFAULT_STEPS: usize = 250;
-    const STANDARD_LOOP: bool = false;
+    const SAMPLING_LOOP: SamplingLoop = SamplingLoop::Inpainting;
     const STEP_PARAMS: &'static [&'static str] = &["original_image", "mask", "generator", "return_dict"];
     const SET_TIMESTEPS_PARAMS: &'static [&'static str] =
         &["num_inference_steps", "jump_length", "jump_n_sample", "device"];

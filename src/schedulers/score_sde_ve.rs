@@ -43,8 +43,8 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 use super::algorithm::{
-    MethodInput, MethodSpec, NoArgs, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput, TimestepType,
-    TimestepsSpec,
+    MethodInput, MethodSpec, NoArgs, SamplingLoop, SchedulerAlgorithm, SchedulerConfig, SchedulerOutput, StepInput,
+    TimestepType, TimestepsSpec,
 };
 use super::args::Args;
 use super::betas::{round_f32, torch_linspace_f32};
@@ -308,7 +308,7 @@ impl SchedulerAlgorithm for ScoreSdeVeScheduler {
     const SUMMARY: &'static str =
         "variance-exploding SDE predictor-corrector (NCSN++ models; step_pred/step_correct, ~2000 steps)";
     const DEFAULT_STEPS: usize = 2000;
-    const STANDARD_LOOP: bool = false;
+    const SAMPLING_LOOP: SamplingLoop = SamplingLoop::PredictorCorrector;
     const SET_TIMESTEPS_PARAMS: &'static [&'static str] = &["num_inference_steps", "sampling_eps", "device"];
     const KARRAS_FAMILY: bool = false;
     const METHODS: &'static [MethodSpec] = &[

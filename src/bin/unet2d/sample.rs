@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use candle_unet2d::device::parse_device;
-use candle_unet2d::pipeline::{sample, Progress, SampleOptions};
+use candle_unet2d::pipeline::{sample, SampleOptions, StepEnd};
 use candle_unet2d::rng::Generator;
 use candle_unet2d::schedulers::{Args, Scheduler, SchedulerKind};
 use candle_unet2d::LoadOptions;
@@ -133,15 +133,15 @@ impl Plan {
             num_inference_steps: self.steps,
             class_labels: self.labels.clone(),
             step_args: self.step_args.clone(),
-            size: None,
-            latents: None,
+            ..SampleOptions::default()
         };
         let mut scheduler = self.scheduler.clone();
         let mut generator = Generator::from_seed(self.seed);
         let bar = progress_bar(self.steps, &model::scheduler_label(&self.scheduler));
-        let result = sample(&self.model.unet, &mut scheduler, &options, &mut generator, |p: Progress| {
+        let result = sample(&self.model.unet, &mut scheduler, &options, &mut generator, |p: StepEnd<'_>| {
             bar.set_length(p.total as u64);
             bar.set_position(p.step as u64);
+            std::ops::ControlFlow::Continue(())
         });
         bar.finish_and_clear();
         let x = result.with_context(|| format!("sampling {} failed", self.model.name))?;
