@@ -217,7 +217,7 @@ fn bad_inpainting_input_is_named() {
     };
     let image = case.options.inpaint.as_ref().unwrap().image.clone();
     let [b, c, h, w] = *image.dims() else { panic!() };
-    type Edit = Box<dyn Fn(&mut SampleOptions)>;
+    type Edit<'a> = Box<dyn Fn(&mut SampleOptions) + 'a>;
     let cases: Vec<(&str, Edit)> = vec![
         (
             "mask_image",
