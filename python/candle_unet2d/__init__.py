@@ -1,6 +1,6 @@
 """diffusers' ``UNet2DModel`` on candle (Rust): load a diffusers model folder, run it on numpy or torch;
-diffusers' schedulers (DDPM, DDIM, DPM-Solver, Euler, Heun, UniPC, PNDM, …), torch's CPU random stream, and a
-sampling pipeline.
+diffusers' schedulers (DDPM, DDIM, DPM-Solver, Euler, Heun, UniPC, PNDM, …), torch's CPU random stream, and
+diffusers' pipelines (DDPM, DDIM, PNDM, ScoreSdeVe, consistency models, RePaint inpainting).
 
 >>> from candle_unet2d import UNet2DModel
 >>> model = UNet2DModel.from_pretrained("google/ddpm-cifar10-32")  # doctest: +SKIP
@@ -12,13 +12,13 @@ sampling pipeline.
 >>> images = pipe(batch_size=4, generator=Generator().manual_seed(0)).images  # doctest: +SKIP
 """
 
-from . import _schedulers
+from . import _pipelines, _schedulers
 from ._core import (
     WITH_CUDA,
+    DiffusionPipeline,
     Generator,
     SchedulerMixin,
     UNet2DModel,
-    UNet2DPipeline,
     __version__,
     cpu_isa,
     default_generator,
@@ -37,11 +37,13 @@ from ._errors import (
     WeightsError,
 )
 from ._outputs import FrozenDict, ImagePipelineOutput, SchedulerOutput, UNet2DOutput
+from ._pipelines import *  # noqa: F403  (diffusers' pipeline classes)
 from ._schedulers import *  # noqa: F403  (one class per registered scheduler)
 
 __all__ = [
     "WITH_CUDA",
     "ConfigError",
+    "DiffusionPipeline",
     "FrozenDict",
     "Generator",
     "ImagePipelineOutput",
@@ -55,7 +57,6 @@ __all__ = [
     "UNet2DError",
     "UNet2DModel",
     "UNet2DOutput",
-    "UNet2DPipeline",
     "UnsupportedError",
     "WeightsError",
     "__version__",
@@ -63,5 +64,6 @@ __all__ = [
     "default_generator",
     "manual_seed",
     "randn",
+    *_pipelines.__all__,
     *_schedulers.__all__,
 ]

@@ -12,10 +12,10 @@ from ._outputs import FrozenDict, ImagePipelineOutput, UNet2DOutput
 
 __all__ = [
     "WITH_CUDA",
+    "DiffusionPipeline",
     "Generator",
     "SchedulerMixin",
     "UNet2DModel",
-    "UNet2DPipeline",
     "__version__",
     "_panic_for_tests",
     "cpu_isa",
@@ -413,31 +413,45 @@ class SchedulerMixin:
 
 # --- pipeline -------------------------------------------------------------------------------------------
 
-@final
-class UNet2DPipeline:
-    """A UNet and a scheduler that sample images, as diffusers' ``DDPMPipeline`` / ``DDIMPipeline``, for
-    unconditional and class-conditional ``UNet2DModel``s.
+class DiffusionPipeline:
+    """The base class of every pipeline (``DDPMPipeline``, ``DDIMPipeline``, ``PNDMPipeline``,
+    ``ScoreSdeVePipeline``, ``ConsistencyModelPipeline``, ``RePaintPipeline``, ``UNet2DPipeline``): a UNet
+    and a scheduler that sample images, as diffusers' pipelines.
 
-    The whole denoising loop runs in Rust with the GIL released; the progress bar (tqdm when installed,
-    else a one-line bar on stderr) is updated once per step, and Ctrl-C interrupts the run.
+    The whole sampling loop runs in Rust with the GIL released; once per step the progress bar (tqdm when
+    installed, else a one-line bar on stderr) is updated, ``callback_on_step_end`` is called, and Ctrl-C
+    stops the run.
     """
 
-    def __new__(cls, unet: UNet2DModel, scheduler: SchedulerMixin) -> Self:
-        """A pipeline of a loaded model and a scheduler."""
+    _class_name: str
 
-    @staticmethod
+    def __new__(cls, unet: UNet2DModel, scheduler: SchedulerMixin) -> Self:
+        """``Cls(unet=…, scheduler=…)``: ``DDIMPipeline`` and ``PNDMPipeline`` rebuild the scheduler as their
+        own scheduler class from its config, as diffusers' do.
+
+        Raises:
+            InvalidArgumentError: on ``DiffusionPipeline`` itself, or when the scheduler cannot run the
+                class's loop (``ScoreSdeVePipeline`` needs ``ScoreSdeVeScheduler``, …).
+        """
+
+    @classmethod
     def from_pretrained(
-        path: str | os.PathLike[str],
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
         device: str | Any | None = None,
         dtype: _DType | None = None,
         variant: str | None = None,
         torch_dtype: _DType | None = None,
-    ) -> UNet2DPipeline:
+    ) -> Self:
         """Loads a diffusers pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``), or a bare
-        UNet folder with diffusers' default ``DDPMScheduler``.
+        UNet folder with the ``scheduler_config.json`` beside it (else diffusers' default ``DDPMScheduler``).
+
+        On ``DiffusionPipeline`` itself, returns the class ``model_index.json`` names (without one, the
+        pipeline the scheduler's loop needs: ``ScoreSdeVePipeline``, ``RePaintPipeline``, else
+        ``UNet2DPipeline``); on a subclass, that class.
 
         Args:
-            path: the folder, or a Hub id already in the local Hugging Face cache.
+            pretrained_model_name_or_path: the folder, or a Hub id already in the local Hugging Face cache.
             device: ``"cpu"`` (``None``, the default), ``"cuda"`` or ``"cuda:N"``, or a ``torch.device``.
             dtype: the dtype the UNet computes in (``None``, the default: float32).
             variant: the weights variant, e.g. ``"fp16"``.
@@ -446,9 +460,21 @@ class UNet2DPipeline:
         Raises:
             ModelNotFoundError: (a ``FileNotFoundError``) the folder, config or weights are missing.
             ConfigError: (a ``ValueError``) a config is invalid or names an unsupported scheduler.
+            UnsupportedError: (a ``RuntimeError``) ``model_index.json`` names a pipeline class this package
+                does not have, or the device cannot be used by this build.
             WeightsError: (a ``ValueError``) the weights do not fit the config.
-            UnsupportedError: (a ``RuntimeError``) the device cannot be used by this build.
         """
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        push_to_hub: bool = False,
+    ) -> None:
+        """Writes the pipeline as diffusers does: ``model_index.json``, ``unet/`` (config and safetensors
+        weights) and ``scheduler/scheduler_config.json``; diffusers' ``DiffusionPipeline.from_pretrained``
+        loads it. ``safe_serialization=False`` and ``push_to_hub=True`` are refused."""
 
     @property
     def unet(self) -> UNet2DModel:
@@ -462,6 +488,19 @@ class UNet2DPipeline:
     @scheduler.setter
     def scheduler(self, value: SchedulerMixin) -> None: ...
     @property
+    def components(self) -> dict[str, Any]:
+        """``{"scheduler": …, "unet": …}``, as diffusers' ``components``."""
+
+    @property
+    def config(self) -> FrozenDict:
+        """What ``model_index.json`` holds: ``_class_name``, ``_diffusers_version``, and each component's
+        library and class."""
+
+    @property
+    def name_or_path(self) -> str | None:
+        """The folder the pipeline was loaded from (``None`` when built from objects)."""
+
+    @property
     def device(self) -> str:
         """The device the UNet computes on."""
 
@@ -473,73 +512,56 @@ class UNet2DPipeline:
         """Options for the progress bar, as diffusers: keywords for tqdm (``disable=True`` turns it off,
         ``desc="..."`` labels it)."""
 
-    @overload
-    def __call__(
+    def _sample(
         self,
-        batch_size: int | None = None,
-        num_inference_steps: int | None = None,
-        class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
-        generator: Generator | Sequence[Generator] | None = None,
-        latents: Any | None = None,
-        eta: float = 0.0,
-        output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
-        return_dict: Literal[True] = True,
-        progress: bool = True,
-    ) -> ImagePipelineOutput[Any]: ...
-    @overload
-    def __call__(
-        self,
-        batch_size: int | None = None,
-        num_inference_steps: int | None = None,
-        class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
-        generator: Generator | Sequence[Generator] | None = None,
-        latents: Any | None = None,
-        eta: float = 0.0,
-        output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
         *,
-        return_dict: Literal[False],
-        progress: bool = True,
-    ) -> tuple[Any]: ...
-    @overload
-    def __call__(
-        self,
         batch_size: int | None = None,
         num_inference_steps: int | None = None,
+        timesteps: Sequence[float] | Any | None = None,
         class_labels: int | Sequence[int] | npt.NDArray[np.integer[Any]] | Any | None = None,
         generator: Generator | Sequence[Generator] | None = None,
         latents: Any | None = None,
-        eta: float = 0.0,
-        output_type: Literal["pil", "np", "numpy", "uint8"] = "pil",
-        return_dict: bool = True,
-        progress: bool = True,
+        eta: float | None = None,
+        use_clipped_model_output: bool | None = None,
+        image: Any | None = None,
+        mask_image: Any | None = None,
+        jump_length: int | None = None,
+        jump_n_sample: int | None = None,
+        output_type: str | None = None,
+        return_dict: bool | None = None,
+        callback_on_step_end: Any | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+        progress: bool | None = None,
     ) -> ImagePipelineOutput[Any] | tuple[Any]:
-        """Samples images, as diffusers' ``DDPMPipeline.__call__`` (``DDIMPipeline``'s ``eta`` included).
+        """Samples with the class's loop (the subclasses' ``__call__`` call this by keyword).
 
         Args:
-            batch_size: the number of images; default 1, or the number of ``class_labels``.
-            num_inference_steps: denoising steps; default the scheduler's usual count (1000 for DDPM, 50
-                for DDIM and Euler, 20 for DPM-Solver++ and UniPC, …).
-            class_labels: for class-conditional models: one class id per image (a list, array or tensor),
-                or one int for every image.
-            generator: the initial noise and every stochastic step draw from it (its state advances as
-                torch's would; threads sharing one draw from it in turn, each getting its own numbers);
-                a list with one per image: image ``i`` draws everything from generator ``i``, so it is
-                the image a batch of one with that generator gives; ``None``: ``default_generator``.
-            latents: the initial noise ``[batch, channels, height, width]`` instead of drawing it.
-            eta: η for schedulers that take it (DDIM); 0 (the default) is passed to none, any other
-                value to a scheduler without η is an ``InvalidArgumentError``.
-            output_type: ``"pil"``: a list of ``PIL.Image`` (needs Pillow); ``"np"``: float32
-                ``[batch, height, width, channels]`` in ``[0, 1]``; ``"uint8"``: the same as uint8.
-            return_dict: return an ``ImagePipelineOutput`` (default) or a 1-tuple ``(images,)``.
-            progress: show a progress bar.
+            batch_size: the number of images (default 1, or the number of ``class_labels``; inpainting
+                takes it from ``image``).
+            num_inference_steps: the steps (default: the class's, e.g. 1000 for DDPM, 50 for DDIM).
+            timesteps: explicit timesteps, descending, for schedulers that take them (consistency models'
+                ``[22, 0]``).
+            class_labels: an int for every image, or one per image, for class-conditional models.
+            generator: a ``Generator``, or one per image (each image is then what a batch of one gives).
+            latents: the initial noise ``[B, C, H, W]`` instead of drawing it.
+            eta: DDIM's and RePaint's η.
+            use_clipped_model_output: DDIM's.
+            image: RePaint's image to inpaint.
+            mask_image: RePaint's mask, 1 keeps a pixel.
+            jump_length: RePaint's jump length.
+            jump_n_sample: RePaint's jumps per point.
+            output_type: ``"pil"`` (default), ``"np"`` (float32 NHWC in [0, 1]), ``"pt"`` (a torch tensor,
+                NCHW) or ``"uint8"``.
+            return_dict: an ``ImagePipelineOutput`` (default) or a one-tuple.
+            callback_on_step_end: ``callback(pipe, step, timestep, callback_kwargs) -> dict`` after each
+                step; ``callback_kwargs["latents"]`` is the sample (numpy, or torch when the latents were),
+                and a returned ``"latents"`` replaces it. An exception raised in it stops sampling and
+                propagates.
+            callback_on_step_end_tensor_inputs: the tensors given to the callback: ``["latents"]``.
+            progress: show the progress bar (default True).
 
         Raises:
-            InvalidArgumentError: (a ``ValueError``) bad labels (missing for a class-conditional model,
-                out of range, not one per image), batch size, steps, latents or output type.
-            TooLargeError: (a ``MemoryError``) the batch or image is too large for memory (checked before
-                anything of its size is allocated; the limit is the available memory, or
-                ``CANDLE_UNET2D_MEMORY_LIMIT``).
-            ImportError: ``output_type="pil"`` without Pillow (checked before sampling).
-            KeyboardInterrupt: Ctrl-C during sampling (the scheduler keeps its state; the generator has
-                advanced by what the run drew).
+            InvalidArgumentError: (a ``ValueError``) an argument is wrong; the message names it.
+            TooLargeError: (a ``MemoryError``) the batch would not fit in memory.
+            KeyboardInterrupt: Ctrl-C, within one step.
         """

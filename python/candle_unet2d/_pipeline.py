@@ -1,4 +1,5 @@
-"""Pure-Python helpers of ``UNet2DPipeline``: the progress bar and the conversion to PIL images.
+"""Pure-Python helpers of the pipelines: the progress bar, the conversion to PIL images, and RePaint's
+image and mask preprocessing.
 
 The sampling loop runs in Rust with the GIL released; once per step it takes the GIL to call
 ``_ProgressBar.update``. The bar is tqdm's (``tqdm.auto``) when tqdm is installed, else a one-line bar
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ._errors import InvalidArgumentError
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -30,6 +33,93 @@ def _check_pillow() -> None:
         import PIL.Image  # noqa: F401
     except ImportError as e:
         raise ImportError(_PILLOW_HINT) from e
+
+
+def _check_torch() -> None:
+    """Raises ``ImportError`` naming ``pip install torch`` when torch is missing (``output_type="pt"``)."""
+    try:
+        importlib.import_module("torch")
+    except ImportError as e:
+        raise ImportError('output_type="pt" needs torch: pip install torch (or pass output_type="np")') from e
+
+
+def _is_pil(obj: Any) -> bool:
+    return type(obj).__module__.startswith("PIL.")
+
+
+def _as_float_array(obj: Any, name: str) -> npt.NDArray[np.float32]:
+    """A numpy array, torch tensor or nested list as a float32 numpy array (uint8 refused: not a range
+    the model works in)."""
+    if type(obj).__module__.startswith("torch"):
+        obj = obj.detach().cpu().float().numpy()
+    array = np.asarray(obj)
+    if array.dtype == np.uint8:
+        wanted = "in [-1, 1]: x / 127.5 - 1" if name == "image" else "0 or 1"
+        raise InvalidArgumentError(f"invalid argument `{name}`: uint8 values; give floats ({wanted}), or a PIL image")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise InvalidArgumentError(f"invalid argument `{name}`: expected numbers, got an array of {array.dtype}")
+    return array.astype(np.float32)
+
+
+def _pil_list(obj: Any) -> list[Any] | None:
+    """``obj`` as a list of PIL images, if it is one or a list of them."""
+    if _is_pil(obj):
+        return [obj]
+    if isinstance(obj, (list, tuple)) and obj and all(_is_pil(o) for o in obj):
+        return list(obj)
+    return None
+
+
+def _preprocess_image(image: Any, channels: int) -> npt.NDArray[np.float32]:
+    """RePaint's ``image`` as float32 ``[B, C, H, W]`` in ``[-1, 1]``: PIL images (mode ``L`` for a
+    1-channel model, ``RGB`` for 3) scaled from ``[0, 255]``, or an array / tensor already in the
+    model's range (``[C, H, W]`` gets a batch dimension)."""
+    images = _pil_list(image)
+    if images is not None:
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
+        arrays = []
+        for i, im in enumerate(images):
+            if im.mode != mode:
+                raise InvalidArgumentError(
+                    f"invalid argument `image`: image {i} has mode {im.mode!r}; this model takes {channels}-channel "
+                    f"images, mode {mode!r} (convert with image.convert({mode!r}))"
+                )
+            if im.size != images[0].size:
+                raise InvalidArgumentError(
+                    f"invalid argument `image`: image {i} is {im.size[0]}×{im.size[1]}, image 0 is "
+                    f"{images[0].size[0]}×{images[0].size[1]}: give images of one size"
+                )
+            a = np.asarray(im, dtype=np.float32) / 255.0
+            arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        return (np.stack(arrays) * 2.0 - 1.0).astype(np.float32)
+    array = _as_float_array(image, "image")
+    if array.ndim == 3:
+        array = array[None]
+    lo, hi = (float(np.nanmin(array)), float(np.nanmax(array))) if array.size else (0.0, 0.0)
+    if not (-1.0001 <= lo and hi <= 1.0001):
+        raise InvalidArgumentError(
+            f"invalid argument `image`: values must be in [-1, 1] (the model's range), found [{lo:g}, {hi:g}]; "
+            "from [0, 1] use 2 * x - 1, from [0, 255] x / 127.5 - 1"
+        )
+    return array
+
+
+def _preprocess_mask(mask: Any) -> npt.NDArray[np.float32]:
+    """RePaint's ``mask_image`` as float32 with 1 = keep, 0 = inpaint: PIL images converted to grayscale
+    and thresholded at half intensity, as diffusers' ``_preprocess_mask`` (white keeps), giving
+    ``[N, 1, H, W]``; arrays / tensors as given, ``[H, W]`` and ``[N, H, W]`` given a channel axis."""
+    masks = _pil_list(mask)
+    if masks is not None:
+        arrays = [(np.asarray(m.convert("L"), dtype=np.float32) / 255.0 >= 0.5).astype(np.float32) for m in masks]
+        if any(a.shape != arrays[0].shape for a in arrays):
+            raise InvalidArgumentError("invalid argument `mask_image`: give masks of one size")
+        return np.stack(arrays)[:, None]
+    array = _as_float_array(mask, "mask_image")
+    if array.ndim == 2:
+        return array[None, None]
+    if array.ndim == 3:
+        return array[:, None]
+    return array
 
 
 def _numpy_to_pil(images: npt.NDArray[np.uint8]) -> list[Image]:

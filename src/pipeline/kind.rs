@@ -122,6 +122,31 @@ impl PipelineKind {
         Self::all().find(|k| k.0.class_name == wanted).unwrap_or(PipelineKind(&PIPELINES[PIPELINES.len() - 1]))
     }
 
+    /// The diffusers class that loads this one's folders: itself, or for the general
+    /// `UNet2DPipeline` (this crate's own), `DDPMPipeline`.
+    pub fn diffusers_class_name(self) -> &'static str {
+        match self.0.class_name {
+            "UNet2DPipeline" => "DDPMPipeline",
+            name => name,
+        }
+    }
+
+    /// `model_index.json` of a pipeline of this class with a `scheduler` scheduler and a
+    /// UNet2DModel, written under the diffusers class that loads it.
+    pub fn model_index(self, scheduler: SchedulerKind) -> serde_json::Value {
+        // `UNet2DPipeline` is this crate's own class: it is saved as the class of its loop.
+        let class_name = match self.0.class_name {
+            "UNet2DPipeline" => Self::for_scheduler(scheduler).diffusers_class_name(),
+            name => name,
+        };
+        serde_json::json!({
+            "_class_name": class_name,
+            "_diffusers_version": super::DIFFUSERS_VERSION,
+            "scheduler": ["diffusers", scheduler.class_name()],
+            "unet": ["diffusers", "UNet2DModel"],
+        })
+    }
+
     /// `"DDPMPipeline, DDIMPipeline, …"`.
     pub fn supported_list() -> String {
         Self::all().map(|k| k.0.class_name).collect::<Vec<_>>().join(", ")

@@ -16,6 +16,7 @@ mod errors;
 mod model;
 mod pipeline;
 mod rng;
+mod sampling;
 mod schedulers;
 
 use pyo3::prelude::*;
@@ -32,7 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rng::randn, m)?)?;
     m.add_class::<schedulers::PySchedulerMixin>()?;
     m.add_function(wrap_pyfunction!(schedulers::scheduler_classes, m)?)?;
-    m.add_class::<pipeline::PyUNet2DPipeline>()?;
+    m.add_class::<pipeline::PyDiffusionPipeline>()?;
     m.add_function(wrap_pyfunction!(cpu_isa, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())

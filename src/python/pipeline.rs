@@ -1,96 +1,89 @@
-//! The Python `UNet2DPipeline`: diffusers' `DDPMPipeline`/`DDIMPipeline` for (class-conditional)
-//! `UNet2DModel`s, with any of the three schedulers. The whole denoising loop is the crate's
-//! [`pipeline::sample`], run with the GIL released; per step, the progress callback takes the GIL
-//! briefly to advance the progress bar and to let Ctrl-C interrupt the run.
-//!
-//! The scheduler object is not locked for the run: its state is copied, advanced in Rust, and written
-//! back when the run succeeds (as diffusers leaves it advanced). The generator is drawn through, locked
-//! for each draw only, as torch's generator is: threads sharing one get different images.
+//! The Python `DiffusionPipeline`: the one base class of every pipeline (`DDPMPipeline`, …,
+//! `RePaintPipeline`, `UNet2DPipeline`). The subclasses, made in `candle_unet2d._pipelines`, only give
+//! diffusers' `__call__` signatures and forward them to [`PyDiffusionPipeline::_sample`]; which class
+//! an object is ([`PipelineKind`], read from its `_class_name`) decides what its constructor does to
+//! the scheduler and which loop it runs. Sampling itself is in [`super::sampling`].
 
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use candle_core::DType;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyModule, PyTuple, PyType};
+use pyo3::types::{PyDict, PyModule, PyType};
 
 use super::args::{device_arg, dtype_arg, path_arg};
-use super::arrays::{to_tensor, Framework, HostArray, Numbers};
-use super::errors::{argument_error, guarded, run_detached, to_py_err};
+use super::errors::{argument_error, guarded, run_detached, to_py_err, ErrorKind};
 use super::model::{optional_str, PyUNet2DModel};
-use super::rng::{generator_arg, generator_list, lock, type_name, PyGenerator};
-use super::schedulers::{bool_arg, float_arg, int_arg, scheduler_object, PySchedulerMixin};
+use super::rng::{lock, type_name};
+use super::sampling::{sample, SampleArgs};
+use super::schedulers::{scheduler_object, PySchedulerMixin};
 use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
-use crate::error::Error;
 use crate::loading::weights::WeightStore;
 use crate::loading::{resolve_model_dir, weight_files, LoadOptions, LoadReport};
-use crate::memory_budget;
-use crate::pipeline::{self, SampleOptions, StepEnd, UNet2DPipeline};
+use crate::pipeline::{PipelineKind, UNet2DPipeline};
 use crate::schedulers::config::read_config_json;
-use crate::schedulers::Args;
 
-/// The pure-Python helpers: the progress bar and the PIL conversion.
-const PIPELINE_MODULE: &str = "candle_unet2d._pipeline";
-/// The output classes.
-const OUTPUTS_MODULE: &str = "candle_unet2d._outputs";
+/// The pure-Python helpers: the progress bar, the image conversions.
+pub(crate) const PIPELINE_MODULE: &str = "candle_unet2d._pipeline";
+/// The module defining one subclass per pipeline class.
+const CLASSES_MODULE: &str = "candle_unet2d._pipelines";
 
-/// A UNet and a scheduler that sample images, as diffusers' `DDPMPipeline`/`DDIMPipeline`.
-#[pyclass(frozen, name = "UNet2DPipeline", module = "candle_unet2d")]
-pub struct PyUNet2DPipeline {
-    unet: Py<PyUNet2DModel>,
+/// A UNet and a scheduler that sample images, as diffusers' pipelines.
+#[pyclass(frozen, subclass, name = "DiffusionPipeline", module = "candle_unet2d")]
+pub struct PyDiffusionPipeline {
+    pub(crate) kind: PipelineKind,
+    pub(crate) unet: Py<PyUNet2DModel>,
     /// Assignable; locked only to read or replace the reference.
-    scheduler: Mutex<Py<PySchedulerMixin>>,
+    pub(crate) scheduler: Mutex<Py<PySchedulerMixin>>,
     /// Keyword arguments for the progress bar (`set_progress_bar_config`).
-    progress_config: Mutex<Py<PyDict>>,
+    pub(crate) progress_config: Mutex<Py<PyDict>>,
     /// The folder it was loaded from, if any.
-    path: Option<PathBuf>,
+    path: Mutex<Option<PathBuf>>,
 }
-
-/// `output_type`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OutputType {
-    Pil,
-    Np,
-    Uint8,
-}
-
-/// The unwind payload that stops a run when the progress callback sees a pending signal (Ctrl-C).
-struct Interrupted;
 
 #[pymethods]
-impl PyUNet2DPipeline {
-    /// A pipeline of a loaded `UNet2DModel` and a scheduler.
+impl PyDiffusionPipeline {
+    /// `Cls(unet=…, scheduler=…)`: the class's constructor, which (DDIM, PNDM) rebuilds the scheduler as
+    /// its own scheduler class from its config, as diffusers' does.
     #[new]
-    fn new(py: Python<'_>, unet: &Bound<'_, PyAny>, scheduler: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[classmethod]
+    fn new(cls: &Bound<'_, PyType>, unet: &Bound<'_, PyAny>, scheduler: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = cls.py();
         guarded(py, || {
+            let kind = class_kind(cls)?;
             let unet = unet.cast::<PyUNet2DModel>().map_err(|_| {
                 argument_error(py, "unet", format!("must be a candle_unet2d.UNet2DModel, got {}", type_name(unet)))
             })?;
+            let given = scheduler_arg(scheduler)?;
+            let prepared = kind.prepare_scheduler(given.get().snapshot()).map_err(|e| to_py_err(py, e))?;
+            let scheduler =
+                if prepared.kind() == given.get().kind() { given } else { scheduler_object(py, prepared, None)? };
             Ok(Self {
+                kind,
                 unet: unet.clone().unbind(),
-                scheduler: Mutex::new(scheduler_arg(scheduler)?.unbind()),
+                scheduler: Mutex::new(scheduler.unbind()),
                 progress_config: Mutex::new(PyDict::new(py).unbind()),
-                path: None,
+                path: Mutex::new(None),
             })
         })
     }
 
-    /// Loads a diffusers pipeline folder (`model_index.json`, `unet/`, `scheduler/`), or a bare UNet
-    /// folder with diffusers' default `DDPMScheduler`.
-    #[staticmethod]
-    #[pyo3(signature = (path, device=None, dtype=None, variant=None, torch_dtype=None))]
-    fn from_pretrained(
-        py: Python<'_>,
-        path: &Bound<'_, PyAny>,
-        device: Option<&Bound<'_, PyAny>>,
-        dtype: Option<&Bound<'_, PyAny>>,
-        variant: Option<&Bound<'_, PyAny>>,
-        torch_dtype: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
+    /// Loads a diffusers pipeline folder (`model_index.json`, `unet/`, `scheduler/`) or a bare UNet
+    /// folder. On `DiffusionPipeline` itself, returns the class `model_index.json` names (or, without
+    /// one, the one the scheduler's loop needs); on a subclass, that class.
+    #[classmethod]
+    #[pyo3(signature = (pretrained_model_name_or_path, device=None, dtype=None, variant=None, torch_dtype=None))]
+    fn from_pretrained<'py>(
+        cls: &Bound<'py, PyType>,
+        pretrained_model_name_or_path: &Bound<'py, PyAny>,
+        device: Option<&Bound<'py, PyAny>>,
+        dtype: Option<&Bound<'py, PyAny>>,
+        variant: Option<&Bound<'py, PyAny>>,
+        torch_dtype: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
         guarded(py, || {
+            let path = pretrained_model_name_or_path;
             let path_buf = path_arg(py, path)?;
             let device = device_arg(py, device)?;
             let dtype = dtype_arg(py, dtype, torch_dtype)?;
@@ -115,14 +108,19 @@ impl PyUNet2DPipeline {
                 Ok((pipe, report, source))
             })?;
 
-            let unet = PyUNet2DModel::from_shared(py, pipe.unet, report, path)?;
+            let target = if cls.hasattr("_class_name")? {
+                cls.clone().into_any()
+            } else {
+                let kind = pipe.kind().map_err(|e| to_py_err(py, e))?;
+                pipeline_classes(py)?.getattr(kind.class_name())?
+            };
+            let pipe_path = pipe.path.clone();
+            let unet = Py::new(py, PyUNet2DModel::from_shared(py, pipe.unet, report, path)?)?;
             let scheduler = scheduler_object(py, pipe.scheduler, scheduler_source.as_ref())?;
-            Ok(Self {
-                unet: Py::new(py, unet)?,
-                scheduler: Mutex::new(scheduler.unbind()),
-                progress_config: Mutex::new(PyDict::new(py).unbind()),
-                path: Some(pipe.path),
-            })
+            let object = target.call1((unet, scheduler))?;
+            let this = object.cast::<PyDiffusionPipeline>()?.get();
+            *lock(&this.path) = Some(pipe_path);
+            Ok(object)
         })
     }
 
@@ -152,6 +150,30 @@ impl PyUNet2DPipeline {
         Ok(())
     }
 
+    /// `{"unet": …, "scheduler": …}`, as diffusers' `components`.
+    #[getter]
+    fn components<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item("scheduler", self.scheduler(py))?;
+        dict.set_item("unet", self.unet(py))?;
+        Ok(dict)
+    }
+
+    /// What `model_index.json` holds: `_class_name`, `_diffusers_version` and each component's
+    /// library and class.
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let index = self.kind.model_index(self.scheduler(py).bind(py).get().kind());
+        let dict = super::config_values::json_to_py(py, &index)?;
+        py.import("candle_unet2d._outputs")?.getattr("FrozenDict")?.call1((dict,))
+    }
+
+    /// The folder the pipeline was loaded from (`None` when built from objects).
+    #[getter]
+    fn name_or_path(&self) -> Option<String> {
+        lock(&self.path).as_ref().map(|p| p.display().to_string())
+    }
+
     /// The device the UNet computes on: `"cpu"` or `"cuda:N"`.
     #[getter]
     fn device(&self, py: Python<'_>) -> String {
@@ -177,213 +199,138 @@ impl PyUNet2DPipeline {
         Ok(())
     }
 
-    /// Samples images (see the stub for the arguments).
-    // `None` stands for each default (eta=0.0, output_type="pil", return_dict=True, progress=True), so
-    // that any argument, however wrong, reaches the checks below and their errors.
+    /// Samples with the class's loop; the subclasses' `__call__` give diffusers' signatures and call
+    /// this by keyword (see the stub for the arguments).
+    // `None` stands for each default, so that any argument, however wrong, reaches the checks and
+    // their errors.
     #[pyo3(signature = (
+        *,
         batch_size=None,
         num_inference_steps=None,
+        timesteps=None,
         class_labels=None,
         generator=None,
         latents=None,
         eta=None,
+        use_clipped_model_output=None,
+        image=None,
+        mask_image=None,
+        jump_length=None,
+        jump_n_sample=None,
         output_type=None,
         return_dict=None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=None,
         progress=None
     ))]
     #[allow(clippy::too_many_arguments)]
-    fn __call__<'py>(
-        &self,
-        py: Python<'py>,
+    fn _sample<'py>(
+        slf: &Bound<'py, Self>,
         batch_size: Option<&Bound<'py, PyAny>>,
         num_inference_steps: Option<&Bound<'py, PyAny>>,
+        timesteps: Option<&Bound<'py, PyAny>>,
         class_labels: Option<&Bound<'py, PyAny>>,
         generator: Option<&Bound<'py, PyAny>>,
         latents: Option<&Bound<'py, PyAny>>,
         eta: Option<&Bound<'py, PyAny>>,
+        use_clipped_model_output: Option<&Bound<'py, PyAny>>,
+        image: Option<&Bound<'py, PyAny>>,
+        mask_image: Option<&Bound<'py, PyAny>>,
+        jump_length: Option<&Bound<'py, PyAny>>,
+        jump_n_sample: Option<&Bound<'py, PyAny>>,
         output_type: Option<&Bound<'py, PyAny>>,
         return_dict: Option<&Bound<'py, PyAny>>,
+        callback_on_step_end: Option<&Bound<'py, PyAny>>,
+        callback_on_step_end_tensor_inputs: Option<&Bound<'py, PyAny>>,
         progress: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        guarded(py, || {
-            let helpers = pipeline_module(py)?;
-            let output_type = output_type_arg(output_type)?;
-            if output_type == OutputType::Pil {
-                // Before sampling: a missing Pillow should not cost a whole run.
-                helpers.call_method0("_check_pillow")?;
-            }
-            let batch = match batch_size.filter(|b| !b.is_none()) {
-                None => None,
-                Some(b) => {
-                    let n = int_arg(b, "batch_size")?;
-                    if n < 1 {
-                        return Err(argument_error(py, "batch_size", format!("must be ≥ 1, got {n}")));
-                    }
-                    Some(n as usize)
-                }
-            };
-            let labels = class_labels_arg(class_labels)?;
-            let unet = self.unet.bind(py).get().shared_model().clone();
-            // Refused before anything of the batch's size is allocated (the labels included).
-            let images = match &labels {
-                Labels::Many(v) => batch.unwrap_or(v.len()),
-                _ => batch.unwrap_or(1),
-            };
-            if let Some((h, w)) = unet.config().sample_size.map(|s| s.height_width()) {
-                pipeline::check_memory(&unet, images, h, w).map_err(|e| to_py_err(py, e))?;
-            }
-            let (batch_size, class_labels) = match labels {
-                Labels::None => (images, None),
-                Labels::One(c) => {
-                    let labels =
-                        memory_budget::filled_vec(c, images, "the class labels").map_err(|e| to_py_err(py, e))?;
-                    (images, Some(labels))
-                }
-                // 0: the batch size is the number of labels.
-                Labels::Many(v) => (batch.unwrap_or(0), Some(v)),
-            };
-            let latents = match latents.filter(|l| !l.is_none()) {
-                Some(l) => Some(to_tensor(l, "latents", Numbers::Float)?),
-                None => None,
-            };
-            let return_dict = bool_arg(return_dict, "return_dict", true)?;
-            let show_progress = bool_arg(progress, "progress", true)?;
-
-            let scheduler_obj = lock(&self.scheduler).clone_ref(py);
-            let scheduler_ref = scheduler_obj.bind(py).get();
-            let num_inference_steps = match num_inference_steps.filter(|n| !n.is_none()) {
-                Some(n) => {
-                    let n = int_arg(n, "num_inference_steps")?;
-                    usize::try_from(n)
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| argument_error(py, "num_inference_steps", format!("must be ≥ 1, got {n}")))?
-                }
-                // The scheduler's usual count (DDPMPipeline's 1000 for DDPM), at most the training steps.
-                None => {
-                    let kind = scheduler_ref.kind();
-                    kind.default_steps().min(scheduler_ref.snapshot().num_train_timesteps()).max(1)
-                }
-            };
-            // One generator, or a list with one per image (copied out, their states written back).
-            let per_image = match generator.filter(|g| !g.is_none()) {
-                Some(g) => generator_list(g)?,
-                None => None,
-            };
-            let generator = match &per_image {
-                Some(_) => None,
-                None => Some(generator_arg(py, generator)?),
-            };
-            let generator_ref = generator.as_ref().map(|g| g.get());
-            let per_image_refs: Option<Vec<&PyGenerator>> =
-                per_image.as_ref().map(|l| l.iter().map(|g| g.get()).collect());
-            let mut step_args = Args::new();
-            // η = 0 is every η-taking scheduler's default, so it is passed only when it changes something
-            // (a DDPM run with `eta=0.0` stays valid, as with diffusers' pipelines).
-            let eta = float_arg(eta, "eta", 0.0)?;
-            if eta != 0.0 {
-                step_args.insert("eta", eta);
-            }
-
-            let config = lock(&self.progress_config).clone_ref(py);
-            let bar = helpers.getattr("_ProgressBar")?.call1((show_progress, config))?.unbind();
-
-            let options = SampleOptions {
+        guarded(slf.py(), || {
+            let args = SampleArgs {
                 batch_size,
                 num_inference_steps,
+                timesteps,
                 class_labels,
-                step_args,
+                generator,
                 latents,
-                ..Default::default()
+                eta,
+                use_clipped_model_output,
+                image,
+                mask_image,
+                jump_length,
+                jump_n_sample,
+                output_type,
+                return_dict,
+                callback_on_step_end,
+                callback_on_step_end_tensor_inputs,
+                progress,
             };
-            let mut scheduler = scheduler_ref.snapshot();
-            let mut interrupt: Option<PyErr> = None;
-            let result = run_detached(py, || {
-                let run = catch_unwind(AssertUnwindSafe(|| {
-                    // Draws go through the shared generator (locked per draw), so threads sharing it get
-                    // different noise and leave it where as many sequential runs would.
-                    let progress = |p: StepEnd<'_>| {
-                        let stop = Python::attach(|py| {
-                            // A failing progress bar must not stop sampling, but Ctrl-C (a signal
-                            // handled while the bar's Python code ran) or SystemExit must.
-                            match bar.call_method1(py, "update", (p.step, p.total)) {
-                                Err(e) if !e.is_instance_of::<PyException>(py) => Some(e),
-                                _ => py.check_signals().err(),
-                            }
-                        });
-                        if let Some(err) = stop {
-                            interrupt = Some(err);
-                            resume_unwind(Box::new(Interrupted));
-                        }
-                        std::ops::ControlFlow::Continue(())
-                    };
-                    match (&per_image_refs, generator_ref) {
-                        (Some(list), _) => {
-                            let mut generators: Vec<_> = list.iter().map(|g| g.snapshot()).collect();
-                            let result =
-                                pipeline::sample_per_image(&unet, &mut scheduler, &options, &mut generators, progress);
-                            for (g, state) in list.iter().zip(generators) {
-                                *g.lock() = state;
-                            }
-                            result
-                        }
-                        // Draws go through the shared generator (locked per draw), so threads sharing
-                        // it get different noise and leave it where as many sequential runs would.
-                        (None, Some(g)) => {
-                            pipeline::sample_shared(&unet, &mut scheduler, &options, g.mutex(), progress)
-                        }
-                        (None, None) => Err(Error::argument("generator", "no generator")),
-                    }
-                }));
-                let x = match run {
-                    Ok(result) => result?,
-                    Err(payload) if payload.is::<Interrupted>() => return Ok(None),
-                    Err(payload) => resume_unwind(payload),
-                };
-                let images = pipeline::to_images(&x)?;
-                let host = match output_type {
-                    OutputType::Np => HostArray::from_tensor(&images)?,
-                    OutputType::Uint8 | OutputType::Pil => HostArray::from_tensor_exact(&pipeline::to_uint8(&images)?)?,
-                };
-                Ok(Some(host))
-            });
-            let _ = bar.call_method0(py, "close");
-            let host = match result? {
-                Some(host) => host,
-                None => {
-                    return Err(interrupt
-                        .unwrap_or_else(|| pyo3::exceptions::PyKeyboardInterrupt::new_err("sampling interrupted")))
-                }
-            };
-            scheduler_ref.restore(scheduler);
+            sample(slf, args)
+        })
+    }
 
-            let array = host.into_python(py, &Framework::Numpy)?;
-            let images = match output_type {
-                OutputType::Pil => helpers.call_method1("_numpy_to_pil", (array,))?,
-                _ => array,
-            };
-            if return_dict {
-                static OUTPUT_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-                OUTPUT_CLASS.import(py, OUTPUTS_MODULE, "ImagePipelineOutput")?.call1((images,))
-            } else {
-                Ok(PyTuple::new(py, [images])?.into_any())
+    /// Writes the pipeline as diffusers does: `model_index.json`, `unet/` and `scheduler/`.
+    #[pyo3(signature = (save_directory, safe_serialization=true, variant=None, push_to_hub=false))]
+    fn save_pretrained(
+        &self,
+        py: Python<'_>,
+        save_directory: &Bound<'_, PyAny>,
+        safe_serialization: bool,
+        variant: Option<&Bound<'_, PyAny>>,
+        push_to_hub: bool,
+    ) -> PyResult<()> {
+        guarded(py, || {
+            let dir = path_arg(py, save_directory)?;
+            if !safe_serialization {
+                return Err(argument_error(
+                    py,
+                    "safe_serialization",
+                    "only safetensors weights are written (no pickles); leave safe_serialization=True",
+                ));
             }
+            if push_to_hub {
+                return Err(argument_error(py, "push_to_hub", "uploading to the Hub is not supported"));
+            }
+            let variant = optional_str(variant, "variant")?;
+            let unet = self.unet.bind(py).get().shared_model().clone();
+            let scheduler = self.scheduler(py).bind(py).get().snapshot();
+            let kind = self.kind;
+            run_detached(py, move || {
+                // TEMP-SAVE
+                let _ = (variant, dir, kind, unet, scheduler);
+                Err(crate::Error::Unsupported("TEMP-SAVE".into()))
+            })
         })
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let unet = self.unet.bind(py).repr()?.to_string();
-        let scheduler = lock(&self.scheduler).clone_ref(py);
-        let kind = scheduler.bind(py).get().kind();
-        let path = self.path.as_ref().map(|p| format!("path='{}', ", p.display())).unwrap_or_default();
-        Ok(format!("UNet2DPipeline({path}unet={unet}, scheduler={})", kind.class_name()))
+        let kind = lock(&self.scheduler).clone_ref(py).bind(py).get().kind();
+        let path = lock(&self.path).as_ref().map(|p| format!("path='{}', ", p.display())).unwrap_or_default();
+        Ok(format!("{}({path}unet={unet}, scheduler={})", self.kind.class_name(), kind.class_name()))
     }
 }
 
-/// The `candle_unet2d._pipeline` module, imported once.
-fn pipeline_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+/// The pipeline class `cls` stands for (its `_class_name`); `DiffusionPipeline` itself has none.
+fn class_kind(cls: &Bound<'_, PyType>) -> PyResult<PipelineKind> {
+    let py = cls.py();
+    let Ok(name) = cls.getattr("_class_name") else {
+        return Err(ErrorKind::InvalidArgument.err(
+            py,
+            format!(
+                "DiffusionPipeline is the base class: construct one of {} (e.g. DDPMPipeline(unet=unet, \
+                 scheduler=scheduler)), or load a folder with DiffusionPipeline.from_pretrained",
+                PipelineKind::supported_list()
+            ),
+        ));
+    };
+    let name: String = name.extract()?;
+    PipelineKind::from_class_name(&name).map_err(|e| to_py_err(py, e))
+}
+
+/// The `candle_unet2d._pipelines` module, imported once.
+fn pipeline_classes(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    MODULE.get_or_try_init(py, || Ok(py.import(PIPELINE_MODULE)?.unbind())).map(|m| m.bind(py))
+    MODULE.get_or_try_init(py, || Ok(py.import(CLASSES_MODULE)?.unbind())).map(|m| m.bind(py))
 }
 
 /// A scheduler argument: one of the package's schedulers.
@@ -392,69 +339,7 @@ fn scheduler_arg<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PySchedule
         argument_error(
             obj.py(),
             "scheduler",
-            format!(
-                "must be a candle_unet2d scheduler (DDPMScheduler, DDIMScheduler or \
-                 DPMSolverMultistepScheduler), got {}",
-                type_name(obj)
-            ),
+            format!("must be a candle_unet2d scheduler (DDPMScheduler, DDIMScheduler, …), got {}", type_name(obj)),
         )
     })
-}
-
-/// `output_type`: `"pil"` (the default), `"np"` (or `"numpy"`) or `"uint8"`.
-fn output_type_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<OutputType> {
-    let Some(obj) = obj.filter(|o| !o.is_none()) else {
-        return Ok(OutputType::Pil);
-    };
-    let py = obj.py();
-    let name: Option<String> = obj.extract().ok();
-    match name.as_deref() {
-        Some("pil") => Ok(OutputType::Pil),
-        Some("np" | "numpy") => Ok(OutputType::Np),
-        Some("uint8") => Ok(OutputType::Uint8),
-        _ => Err(argument_error(
-            py,
-            "output_type",
-            format!(
-                "must be \"pil\" (PIL images), \"np\" (float32 NHWC in [0, 1]) or \"uint8\" \
-                 (uint8 NHWC), got {}",
-                obj.repr().map(|r| r.to_string()).unwrap_or_default()
-            ),
-        )),
-    }
-}
-
-/// Class labels as given.
-enum Labels {
-    None,
-    /// One label for every image.
-    One(i64),
-    /// One label per image.
-    Many(Vec<i64>),
-}
-
-/// `class_labels`: an int (for every image), or a list / 1-D array / tensor of ints (one per image).
-fn class_labels_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Labels> {
-    let Some(obj) = obj.filter(|o| !o.is_none()) else {
-        return Ok(Labels::None);
-    };
-    let py = obj.py();
-    let tensor = to_tensor(obj, "class_labels", Numbers::Real)?;
-    if tensor.dtype() != DType::I64 {
-        return Err(argument_error(
-            py,
-            "class_labels",
-            "must be integer class ids (an int, or a list / array of ints)",
-        ));
-    }
-    let to_py = |e: candle_core::Error| super::errors::to_py_err(py, Error::from(e));
-    match tensor.rank() {
-        0 => Ok(Labels::One(tensor.to_scalar::<i64>().map_err(to_py)?)),
-        1 => Ok(Labels::Many(tensor.to_vec1::<i64>().map_err(to_py)?)),
-        _ => Err(argument_error(
-            py,
-            "class_labels",
-            format!("must be an int or a 1-D sequence of ints (one per image), got shape {:?}", tensor.dims()),
-        )),
-    }
 }

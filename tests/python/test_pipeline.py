@@ -285,7 +285,7 @@ def test_default_steps_follow_the_scheduler(pipe: UNet2DPipeline) -> None:
         pytest.param({"class_labels": [1], "batch_size": 0}, "batch_size", id="batch-0"),
         pytest.param({"class_labels": [1], "batch_size": "2"}, "batch_size", id="batch-str"),
         pytest.param({"class_labels": [1], "num_inference_steps": 0}, "num_inference_steps", id="steps-0"),
-        pytest.param({"class_labels": [1], "output_type": "pt"}, "output_type", id="output-type"),
+        pytest.param({"class_labels": [1], "output_type": "latent"}, "output_type", id="output-type"),
         pytest.param({"class_labels": [1], "generator": 0}, "generator", id="generator-int"),
         pytest.param({"class_labels": [1], "eta": "one"}, "eta", id="eta-str"),
     ],
