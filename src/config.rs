@@ -301,13 +301,22 @@ impl UNet2DConfig {
 
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_with_json(path).map(|(config, _)| config)
+    }
+
+    /// [`UNet2DConfig::from_file`], also returning the file's JSON object as read (every key, numbers
+    /// as written), which saving writes back as diffusers does.
+    pub fn from_file_with_json(path: &Path) -> Result<(Self, serde_json::Map<String, serde_json::Value>)> {
         let text = crate::files::read_json_text(path).map_err(|e| match e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Error::NotFound { what: format!("config file {}", path.display()) }
             }
             other => other,
         })?;
-        Self::from_json_str(&text, path)
+        let config = Self::from_json_str(&text, path)?;
+        let json = serde_json::from_str(&text)
+            .map_err(|e| Error::ConfigParse { path: path.to_path_buf(), reason: e.to_string() })?;
+        Ok((config, json))
     }
 
     /// The config as diffusers would write it (without the `_` metadata keys).

@@ -16,6 +16,8 @@ use crate::kernels::conv2d::ConvEpilogue;
 use crate::layers::{conv2d, Conv2d, GroupNorm};
 use crate::memory_budget;
 use crate::profile;
+use crate::saving::{LoadedConfig, Provenance, WeightOrigin};
+use std::sync::Arc;
 
 /// Largest attention score matrix a forward may build (16 GiB): past it, a request is refused up front
 /// instead of aborting the process when the allocation fails.
@@ -68,6 +70,8 @@ pub struct UNet2DModel {
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// Where the weights came from, for `state_dict` and `save_pretrained` (see [`crate::saving`]).
+    provenance: Arc<Provenance>,
 }
 
 impl UNet2DModel {
@@ -193,7 +197,17 @@ impl UNet2DModel {
             up_blocks,
             config,
             spec,
+            provenance: Arc::new(Provenance::new(WeightOrigin::Unknown, None)),
         })
+    }
+
+    /// Records where the weights came from (and the `config.json` read, for `from_pretrained`).
+    pub(crate) fn set_origin(&mut self, origin: WeightOrigin, config: Option<LoadedConfig>) {
+        self.provenance = Arc::new(Provenance::new(origin, config));
+    }
+
+    pub(crate) fn provenance(&self) -> &Provenance {
+        &self.provenance
     }
 
     /// The model's config.

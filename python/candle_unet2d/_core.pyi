@@ -171,6 +171,55 @@ class UNet2DModel:
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """The number of weights, as diffusers' ``ModelMixin.num_parameters``."""
 
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        is_main_process: bool = True,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str = "10GB",
+        push_to_hub: bool = False,
+    ) -> None:
+        """Saves the model as diffusers' ``save_pretrained`` does, for ``from_pretrained`` (this
+        package's or diffusers') to load.
+
+        Writes ``config.json`` (diffusers' keys and formatting) and
+        ``diffusion_pytorch_model[.{variant}].safetensors`` in the model's dtype, or, past
+        ``max_shard_size``, shards ``diffusion_pytorch_model-00001-of-0000N.safetensors`` and
+        ``diffusion_pytorch_model.safetensors.index.json``. Shards of an earlier save that are not
+        overwritten are removed. Every file is written atomically. The GIL is released while saving.
+
+        Args:
+            save_directory: the folder to save into; created if missing.
+            is_main_process: ``False`` writes the weights only (no ``config.json``, nothing removed),
+                as diffusers does on the other processes of a distributed run.
+            safe_serialization: must be ``True``: only safetensors is written.
+            variant: a weights variant name, e.g. ``"fp16"`` (the file name only; the dtype saved is
+                the model's).
+            max_shard_size: the largest shard, in bytes (an int) or as ``"10GB"``, ``"5MB"``,
+                ``"500KB"`` (powers of 1000).
+            push_to_hub: must be ``False``: nothing is uploaded.
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) ``safe_serialization=False``, a bad variant or
+                size, or ``save_directory`` is a file.
+            UnsupportedError: (a ``RuntimeError``) ``push_to_hub=True``.
+            WeightsError: (a ``ValueError``) the checkpoint the model was loaded from has changed
+                since, so its weights cannot be read back.
+            ReadError: (an ``OSError``) a file could not be written.
+        """
+
+    def state_dict(self) -> dict[str, npt.NDArray[Any]]:
+        """Every weight under diffusers' names (``to_q``, not the legacy ``query``), in the order of
+        diffusers' ``state_dict()``, as numpy arrays of the model's dtype (float32 or float16; float32
+        for a bfloat16 model), with diffusers' shapes: the values the model computes with.
+
+        Raises:
+            WeightsError: (a ``ValueError``) the checkpoint the model was loaded from has changed
+                since, so its weights cannot be read back.
+            TooLargeError: (a ``MemoryError``) the weights do not fit in the memory available.
+        """
+
 def _panic_for_tests(message: str) -> None:
     """Panics in Rust; the panic must reach Python as ``InternalError``. Not part of the API."""
 

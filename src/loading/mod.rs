@@ -17,6 +17,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::UNet2DConfig;
 use crate::error::{Error, Result};
+use crate::saving::{LoadedConfig, StampedFile, WeightOrigin};
 use crate::unet::UNet2DModel;
 use weights::{StoreBackend, WeightStore};
 
@@ -63,10 +64,14 @@ impl UNet2DModel {
     /// [`UNet2DModel::from_pretrained`], also saying which files were read.
     pub fn from_pretrained_with_report(path: impl AsRef<Path>, options: &LoadOptions) -> Result<(Self, LoadReport)> {
         let model_dir = resolve_model_dir(path.as_ref(), options.subfolder.as_deref())?;
-        let config = UNet2DConfig::from_file(&model_dir.join("config.json"))?;
+        let (config, json) = UNet2DConfig::from_file_with_json(&model_dir.join("config.json"))?;
         let files = weight_files(&model_dir, options.variant.as_deref())?;
+        // Stamped before they are read: a file changed from here on is no longer the model's weights.
+        let stamped = files.iter().map(|f| StampedFile::new(f)).collect::<Result<Vec<_>>>()?;
         let store = WeightStore::open(&files)?;
-        let model = Self::from_store(config, &store, options)?;
+        let mut model = Self::from_store(config, &store, options)?;
+        let loaded = LoadedConfig { json, name_or_path: path.as_ref().to_string_lossy().into_owned() };
+        model.set_origin(WeightOrigin::Files(stamped), Some(loaded));
         let report = LoadReport { model_dir, weight_files: files, stored_dtype: store.stored_dtype() };
         Ok((model, report))
     }
@@ -79,8 +84,13 @@ impl UNet2DModel {
         name: &Path,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let store = WeightStore::from_safetensors_bytes(name, bytes)?;
-        Self::from_store(config, &store, options)
+        // The image is kept: it is the only copy of the exact weights, for saving (see `crate::saving`).
+        let kept = std::sync::Arc::new(bytes);
+        let store = WeightStore::from_safetensors_bytes(name, kept.as_ref().clone())?;
+        let mut model = Self::from_store(config, &store, options)?;
+        drop(store);
+        model.set_origin(WeightOrigin::Bytes { name: name.to_path_buf(), bytes: kept }, None);
+        Ok(model)
     }
 
     /// Builds the model reading every weight from `store`, then refuses weights it did not use: a

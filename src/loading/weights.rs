@@ -220,6 +220,11 @@ impl WeightStore {
         Ok(Some(result))
     }
 
+    /// Tensor `name` of shape `shape`, converted to `dtype` as loading converts it, on the CPU.
+    pub(crate) fn read(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.load(name, Some(&Shape::from(shape.to_vec())), dtype, &Device::Cpu)
+    }
+
     fn load(&self, name: &str, expected: Option<&Shape>, dtype: DType, dev: &Device) -> Result<Tensor> {
         let entry = self.entry(name, expected)?;
         let path = &self.paths[entry.file];

@@ -1,12 +1,14 @@
 //! The Python `UNet2DModel`: `from_pretrained`, `__call__`/`forward`, `config`, `dtype`, `device`,
-//! `num_parameters`, `__repr__`. Argument parsing and conversion only; the model is the crate's.
+//! `num_parameters`, `save_pretrained`, `state_dict`, `__repr__`. Argument parsing and conversion only;
+//! the model is the crate's.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Tensor;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
 
 use super::args::{device_arg, dtype_arg, path_arg};
 use super::arrays::{is_ndarray, is_torch, is_torch_tensor, numpy_module, to_tensor, Framework, HostArray, Numbers};
@@ -14,7 +16,9 @@ use super::errors::{argument_error, argument_error_from, guarded, or_interrupt, 
 use super::rng::type_name;
 use crate::config::{ClassEmbeddingKind, TimeEmbeddingKind};
 use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
+use crate::error::Result;
 use crate::loading::{LoadOptions, LoadReport};
+use crate::saving::{parse_shard_size, SaveOptions, DEFAULT_MAX_SHARD_SIZE};
 use crate::unet::{Timestep, UNet2DModel};
 
 /// The module holding the pure-Python helper classes (`UNet2DOutput`, `FrozenDict`).
@@ -169,6 +173,76 @@ impl PyUNet2DModel {
         })
     }
 
+    /// Saves the model as diffusers' `save_pretrained` does (see the stub for the arguments).
+    #[pyo3(signature = (
+        save_directory,
+        is_main_process=true,
+        safe_serialization=true,
+        variant=None,
+        max_shard_size=None,
+        push_to_hub=false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn save_pretrained(
+        &self,
+        py: Python<'_>,
+        save_directory: &Bound<'_, PyAny>,
+        is_main_process: bool,
+        safe_serialization: bool,
+        variant: Option<&Bound<'_, PyAny>>,
+        max_shard_size: Option<&Bound<'_, PyAny>>,
+        push_to_hub: bool,
+    ) -> PyResult<()> {
+        guarded(py, || {
+            let dir: PathBuf = save_directory.extract().map_err(|e| {
+                let got = type_name(save_directory);
+                argument_error_from(py, "save_directory", format!("must be a str or os.PathLike, got {got}"), e)
+            })?;
+            if !safe_serialization {
+                return Err(argument_error(
+                    py,
+                    "safe_serialization",
+                    "only safetensors is written: safe_serialization=False (a PyTorch pickle, \
+                     diffusion_pytorch_model.bin) is not supported",
+                ));
+            }
+            if push_to_hub {
+                return Err(ErrorKind::Unsupported.err(
+                    py,
+                    "push_to_hub=True: candle_unet2d does not upload; save the folder, then upload it with \
+                     huggingface_hub (HfApi().upload_folder)",
+                ));
+            }
+            let variant = optional_str(variant, "variant")?;
+            let max_shard_size = shard_size_arg(max_shard_size)?;
+            let options = SaveOptions { variant, max_shard_size };
+            let model = &self.model;
+            run_detached(py, move || {
+                if is_main_process {
+                    model.save_pretrained(&dir, &options)
+                } else {
+                    model.save_weights(&dir, &options)
+                }
+            })
+        })
+    }
+
+    /// Every tensor under diffusers' names, as numpy arrays of the model's dtype (see the stub).
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guarded(py, || {
+            let model = &self.model;
+            let arrays = run_detached(py, move || {
+                let state = model.state_dict()?;
+                state.into_iter().map(|(name, t)| Ok((name, HostArray::from_tensor(&t)?))).collect::<Result<Vec<_>>>()
+            })?;
+            let dict = PyDict::new(py);
+            for (name, array) in arrays {
+                dict.set_item(name, array.into_python(py, &Framework::Numpy)?)?;
+            }
+            Ok(dict)
+        })
+    }
+
     fn __repr__(&self) -> String {
         let c = self.model.config();
         let quoted = |items: &[String]| items.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
@@ -294,6 +368,26 @@ pub(crate) fn dtype_string(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Strin
             )
         })),
     }
+}
+
+/// `max_shard_size`: an int (bytes) or a size string such as `"10GB"` (diffusers' default when absent).
+fn shard_size_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(DEFAULT_MAX_SHARD_SIZE) };
+    let py = obj.py();
+    if obj.is_instance_of::<PyString>() {
+        let text: String = obj.extract()?;
+        return run_detached(py, move || parse_shard_size(&text));
+    }
+    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
+        return obj
+            .extract::<u64>()
+            .map_err(|_| argument_error(py, "max_shard_size", format!("{obj} is not a number of bytes (an int ≥ 0)")));
+    }
+    Err(argument_error(
+        py,
+        "max_shard_size",
+        format!("must be an int (bytes) or a str such as \"10GB\", got {}", type_name(obj)),
+    ))
 }
 
 /// An `InternalError` caused by a Python exception.
