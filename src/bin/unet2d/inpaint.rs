@@ -21,10 +21,10 @@ use candle_unet2d::LoadOptions;
 use crate::cli::{usage_error, InpaintArgs};
 use crate::images::{check_channels, Images};
 use crate::input_png::{read_image, read_mask, InputImage, InputMask};
+use crate::interrupt;
 use crate::model::{self, Loaded};
 use crate::output::{file_name, Destination};
 use crate::progress::Progress;
-use crate::interrupt;
 
 /// Where `--out` writes when neither `--out` nor `--out-dir` is given.
 const DEFAULT_OUT: &str = "inpainted.png";
@@ -63,7 +63,8 @@ impl Plan {
         let device = parse_device(&args.compute.device)
             .with_context(|| format!("cannot use --device {}", args.compute.device))?;
         let destination = Destination::from_args(args.output, DEFAULT_OUT)?;
-        let options = LoadOptions { device: device.clone(), dtype: args.compute.dtype.dtype(), ..LoadOptions::default() };
+        let options =
+            LoadOptions { device: device.clone(), dtype: args.compute.dtype.dtype(), ..LoadOptions::default() };
         let model = model::load(args.model.model.as_deref(), &options)?;
         let channels = model.unet.config().in_channels;
         check_channels(channels).with_context(|| format!("cannot inpaint with {}", model.name))?;
@@ -72,12 +73,12 @@ impl Plan {
         let images = args.image.iter().map(|p| read_image(p, channels)).collect::<anyhow::Result<Vec<_>>>()?;
         let masks = args.mask.iter().map(|p| read_mask(p)).collect::<anyhow::Result<Vec<_>>>()?;
         let (height, width) = check_sizes(&model, (&args.image, &images), (&args.mask, &masks))?;
-        check_memory(&model.unet, batch, height, width).with_context(|| format!("cannot inpaint a batch of {batch}"))?;
+        check_memory(&model.unet, batch, height, width)
+            .with_context(|| format!("cannot inpaint a batch of {batch}"))?;
         let inpaint = inpaint_tensors(&images, &masks, batch, channels, height, width, &device)?;
 
         let scheduler = repaint_scheduler(&model)?;
-        let timestep_args =
-            Args::new().with("jump_length", args.jump_length).with("jump_n_sample", args.jump_n_sample);
+        let timestep_args = Args::new().with("jump_length", args.jump_length).with("jump_n_sample", args.jump_n_sample);
         let mut probe = scheduler.clone();
         probe.set_timesteps_with(TimestepsSpec::Count(args.steps), &timestep_args).with_context(|| {
             format!(

@@ -11,9 +11,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use image::{DynamicImage, ImageReader};
+use image::DynamicImage;
 
 /// An input image, channel-major (`[C, H, W]`), in `[-1, 1]`.
+#[derive(Debug)]
 pub struct InputImage {
     pub width: usize,
     pub height: usize,
@@ -21,6 +22,7 @@ pub struct InputImage {
 }
 
 /// A mask, `[H, W]`, of 1 (keep) and 0 (inpaint).
+#[derive(Debug)]
 pub struct InputMask {
     pub width: usize,
     pub height: usize,
@@ -95,12 +97,15 @@ pub fn read_mask(path: &Path) -> anyhow::Result<InputMask> {
     Ok(InputMask { width, height, data })
 }
 
+/// PNG's 8-byte signature.
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
 fn decode(path: &Path) -> anyhow::Result<DynamicImage> {
-    let reader = ImageReader::open(path)?.with_guessed_format()?;
-    if reader.format() != Some(image::ImageFormat::Png) {
+    let bytes = std::fs::read(path)?;
+    if !bytes.starts_with(PNG_SIGNATURE) {
         bail!("not a PNG file (only PNG is read)");
     }
-    Ok(reader.decode()?)
+    Ok(image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)?)
 }
 
 /// The image's mode in words, for messages.

@@ -44,9 +44,8 @@ pub fn choose(model: &Loaded, args: &Flags) -> anyhow::Result<(PipelineKind, Sch
             );
         }
     }
-    let scheduler = pipeline
-        .prepare_scheduler(wanted)
-        .with_context(|| format!("the {pipeline} cannot sample {}", model.name))?;
+    let scheduler =
+        pipeline.prepare_scheduler(wanted).with_context(|| format!("the {pipeline} cannot sample {}", model.name))?;
     let scheduler = corrector(scheduler, args.correct_steps, args.snr)?;
     Ok((pipeline, scheduler))
 }
@@ -55,7 +54,10 @@ pub fn choose(model: &Loaded, args: &Flags) -> anyhow::Result<(PipelineKind, Sch
 fn model_pipeline(model: &Loaded) -> anyhow::Result<PipelineKind> {
     match &model.pipeline_class {
         Some(class) => PipelineKind::from_class_name(class).with_context(|| {
-            format!("{}'s model_index.json names a pipeline unet2d does not have; choose one with --pipeline", model.name)
+            format!(
+                "{}'s model_index.json names a pipeline unet2d does not have; choose one with --pipeline",
+                model.name
+            )
         }),
         None => Ok(PipelineKind::for_scheduler(model.scheduler.kind())),
     }
