@@ -143,7 +143,9 @@ fn info_describes_the_shipped_model() {
     let params = num_parameters(&UNet2DConfig::from_file(&config_path).unwrap()).unwrap();
     let line = stdout.lines().find(|l| l.starts_with("parameters")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(line.replace(',', "").contains(&params.to_string()), "{line} vs {params}");
-    for expected in ["16x16", "DDPMScheduler", "squaredcos_cap_v2", "epsilon", "GFLOPs", "float32", "10 classes"] {
+    for expected in
+        ["16x16", "DDPMScheduler", "squaredcos_cap_v2", "epsilon", "GFLOPs", "float32", "10 classes", "DDPMPipeline"]
+    {
         assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
     }
     let isa = candle_unet2d::kernels::isa::Isa::best();
