@@ -4,12 +4,15 @@
 //! unet2d sample                                   # digits 0–9 from the shipped model → samples.png
 //! unet2d sample --scheduler dpmpp --steps 20 --class 3,1,4 --out-dir digits/
 //! unet2d sample --model google/ddpm-cifar10-32 --batch 16 --scheduler ddim --out cifar.png
+//! unet2d sample --model path/to/ncsnpp --steps 100 --correct-steps 2   # ScoreSdeVePipeline
+//! unet2d sample --model path/to/cm --timesteps 22,0 --class 1,2         # ConsistencyModelPipeline
+//! unet2d inpaint --image digit.png --mask right_half.png --class 3 --out filled.png
 //! unet2d info --model path/to/pipeline
 //! ```
 //!
 //! `main` only parses the command line and calls [`run`]; errors come back as one line,
 //! `error: …` with their context chain joined by `: `, and exit code 1 (2 for usage errors, as
-//! clap does).
+//! clap does; 130 after Ctrl-C).
 
 // The submodules live in src/bin/unet2d/ (a crate root's `mod` looks beside it, hence `path`).
 #[path = "unet2d/cli.rs"]
@@ -20,8 +23,20 @@ mod files;
 mod images;
 #[path = "unet2d/info.rs"]
 mod info;
+#[path = "unet2d/inpaint.rs"]
+mod inpaint;
+#[path = "unet2d/input_png.rs"]
+mod input_png;
+#[path = "unet2d/interrupt.rs"]
+mod interrupt;
 #[path = "unet2d/model.rs"]
 mod model;
+#[path = "unet2d/output.rs"]
+mod output;
+#[path = "unet2d/pipeline_choice.rs"]
+mod pipeline_choice;
+#[path = "unet2d/progress.rs"]
+mod progress;
 #[path = "unet2d/sample.rs"]
 mod sample;
 #[path = "unet2d/shipped.rs"]
@@ -41,9 +56,13 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => match err.downcast_ref::<clap::Error>() {
-            Some(usage) => cli::report_clap_error(usage),
-            None => {
+        Err(err) => match (err.downcast_ref::<clap::Error>(), err.downcast_ref::<interrupt::Interrupted>()) {
+            (Some(usage), _) => cli::report_clap_error(usage),
+            (None, Some(interrupted)) => {
+                eprintln!("error: {interrupted}");
+                ExitCode::from(interrupt::EXIT_CODE)
+            }
+            (None, None) => {
                 eprintln!("error: {}", one_line(&format!("{err:#}")));
                 ExitCode::FAILURE
             }
@@ -54,6 +73,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sample(args) => sample::run(*args),
+        Command::Inpaint(args) => inpaint::run(*args),
         Command::Info(args) => info::run(args),
     }
 }

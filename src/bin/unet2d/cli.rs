@@ -8,15 +8,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use candle_unet2d::pipeline::PipelineKind;
 use candle_unet2d::schedulers::SchedulerKind;
 use clap::builder::PossibleValue;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// Sample images from diffusers' UNet2DModel (DDPM, DDIM, DPM-Solver++) on candle.
+/// Sample images from diffusers' UNet2DModel (DDPM, DDIM, DPM-Solver++, NCSN++, consistency
+/// models) on candle, and inpaint images with RePaint.
 ///
 /// With no arguments, `unet2d sample` draws the ten digits 0–9 from the model shipped inside the
-/// binary and writes them to samples.png.
+/// binary and writes them to samples.png. Ctrl-C stops a run after its current step and writes
+/// nothing (exit code 130).
 #[derive(Debug, Parser)]
 #[command(name = "unet2d", version, propagate_version = true, arg_required_else_help = true)]
 pub struct Cli {
@@ -28,6 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Draw images from a model and write them as PNG (one grid, or one file per image).
     Sample(Box<SampleArgs>),
+    /// Fill in the masked-out part of images with RePaint (diffusers' RePaintPipeline), keeping the
+    /// rest, and write the results as PNG.
+    Inpaint(Box<InpaintArgs>),
     /// Describe a model: its config in brief, size, compute cost, weights and scheduler.
     Info(InfoArgs),
 }
@@ -60,11 +66,31 @@ pub struct SampleArgs {
     #[arg(long, value_enum)]
     pub sigmas: Option<SigmaChoice>,
 
-    /// Denoising steps [default: the scheduler's usual count: 1000 for ddpm (as DDPMPipeline, at
-    /// most the training steps), 50 for ddim and euler, 20 for dpmpp and unipc, …; `--help`'s
-    /// scheduler list says].
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    /// The sampling pipeline: its loop, its default step count and what it does to the scheduler
+    /// [default: the pipeline class the model's model_index.json names; with --scheduler, or for
+    /// a folder without model_index.json, the general `unet2d` pipeline (the scheduler's own loop)].
+    #[arg(long, value_name = "NAME", value_parser = pipeline_names())]
+    pub pipeline: Option<String>,
+
+    /// Denoising steps [default: the pipeline's (1000 for ddpm, 50 for ddim and pndm, 2000 for
+    /// score-sde-ve, 1 for consistency, at most the training steps); for the general pipeline the
+    /// scheduler's usual count: 50 for ddim and euler, 20 for dpmpp and unipc, …].
+    #[arg(long, value_name = "N", value_parser = at_least_one, conflicts_with = "timesteps")]
     pub steps: Option<usize>,
+
+    /// Explicit timesteps, descending and comma-separated (diffusers' `timesteps=[…]`), for the
+    /// schedulers that take them, e.g. `--timesteps 22,0` for a consistency model.
+    #[arg(long, value_name = "T,...", value_delimiter = ',', value_parser = finite)]
+    pub timesteps: Option<Vec<f64>>,
+
+    /// Langevin corrector steps per timestep of ScoreSdeVe's predictor-corrector sampling (its
+    /// config's `correct_steps`); an error for other schedulers.
+    #[arg(long, value_name = "N")]
+    pub correct_steps: Option<usize>,
+
+    /// The corrector's signal-to-noise ratio (ScoreSdeVe's `snr`); an error for other schedulers.
+    #[arg(long, value_name = "X", value_parser = non_negative_finite, allow_negative_numbers = true)]
+    pub snr: Option<f64>,
 
     /// Number of images [default: the number of --class labels; for a class-conditional model
     /// without --class, min(classes, 16); else 8].
@@ -91,6 +117,16 @@ pub struct SampleArgs {
     #[arg(long = "step-arg", value_name = "NAME=VALUE", value_parser = step_arg)]
     pub step_args: Vec<(String, serde_json::Value)>,
 
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where and in which dtype the model runs; shared by `sample` and `inpaint`.
+#[derive(Debug, Args)]
+pub struct ComputeArgs {
     /// Where to compute: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
@@ -98,14 +134,18 @@ pub struct SampleArgs {
     /// The dtype the model computes in (the weights are converted; the sampling loop stays f32).
     #[arg(long, value_enum, default_value_t = DTypeChoice::F32)]
     pub dtype: DTypeChoice,
+}
 
+/// Where the images go; shared by `sample` and `inpaint`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
     /// Write all images as one PNG grid: one row for up to 10 images, else ⌈√batch⌉ columns
-    /// [default: samples.png].
+    /// [default: samples.png; inpainted.png for `inpaint`].
     #[arg(long, value_name = "FILE.png", value_parser = png_path, conflicts_with = "out_dir")]
     pub out: Option<PathBuf>,
 
     /// Write one PNG per image into DIR (created if missing), at the model's resolution, named
-    /// so that sorting by name gives the batch order (sample_000_class3.png, …).
+    /// so that sorting by name gives the batch order (sample_000_class3.png, inpainted_000.png, …).
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
 
@@ -113,6 +153,57 @@ pub struct SampleArgs {
     /// factor that makes a tile at least 64 px; 1 with --out-dir].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub scale: Option<u32>,
+}
+
+/// `unet2d inpaint`: RePaint (Lugmayr et al., 2022) with the model's own training schedule.
+#[derive(Debug, Args)]
+pub struct InpaintArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The image to inpaint: an 8-bit PNG, grayscale (L) for a 1-channel model, RGB for a
+    /// 3-channel one (RGBA and gray+alpha only when fully opaque), of the model's sample_size (or
+    /// another size the UNet takes). Repeat it to inpaint several images in one batch.
+    #[arg(long, value_name = "FILE.png", required = true)]
+    pub image: Vec<PathBuf>,
+
+    /// The mask PNG, of the image's width and height: white (≥ 128 once converted to grayscale)
+    /// keeps a pixel, black inpaints it. One mask for every image, or one per --image, in order.
+    #[arg(long, value_name = "FILE.png", required = true)]
+    pub mask: Vec<PathBuf>,
+
+    /// Class labels, comma-separated, for class-conditional models (required there): one for
+    /// every image, or one per image; one image with several labels is inpainted once per label.
+    #[arg(long, value_name = "ID,...", value_delimiter = ',', allow_negative_numbers = true)]
+    pub class: Option<Vec<i64>>,
+
+    /// Denoising steps of the schedule (RePaintPipeline's default), before the jumps back.
+    #[arg(long, value_name = "N", default_value_t = 250, value_parser = at_least_one)]
+    pub steps: usize,
+
+    /// Steps between the jumps back up the schedule (RePaint's `jump_length`).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub jump_length: usize,
+
+    /// How often each stretch of `jump_length` steps is run (RePaint's `jump_n_sample`: 1 means
+    /// no jumps back).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub jump_n_sample: usize,
+
+    /// RePaint's η: the weight of the noise in each step (0: DDIM-like, 1: DDPM-like).
+    #[arg(long, value_name = "E", default_value_t = 0.0, value_parser = non_negative_finite, allow_negative_numbers = true)]
+    pub eta: f64,
+
+    /// Seed of the torch-compatible random generator (as in diffusers with
+    /// `generator=torch.Generator().manual_seed(seed)`).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `unet2d info`.
@@ -126,6 +217,14 @@ pub struct InfoArgs {
 fn scheduler_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(
         SchedulerKind::all()
+            .map(|k| PossibleValue::new(k.short_name()).help(format!("{}: {}", k.class_name(), k.summary()))),
+    )
+}
+
+/// `--pipeline`'s values: every registered pipeline class's short name, with its summary as help.
+fn pipeline_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        PipelineKind::all()
             .map(|k| PossibleValue::new(k.short_name()).help(format!("{}: {}", k.class_name(), k.summary()))),
     )
 }
@@ -240,6 +339,14 @@ fn non_negative_finite(s: &str) -> Result<f64, String> {
     }
 }
 
+fn finite(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err("must be a finite number".into()),
+        Err(_) => Err("not a number".into()),
+    }
+}
+
 fn png_path(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);
     match path.extension() {
@@ -274,6 +381,8 @@ mod tests {
         assert!(non_negative_finite("nan").is_err());
         assert!(non_negative_finite("inf").is_err());
         assert_eq!(non_negative_finite("0.5"), Ok(0.5));
+        assert_eq!(finite("-2"), Ok(-2.0));
+        assert!(finite("nan").is_err());
         assert!(png_path("x.jpg").is_err());
         assert!(png_path("x").is_err());
         assert!(png_path("X.PNG").is_ok());

@@ -43,12 +43,11 @@ pub fn check_channels(channels: usize) -> anyhow::Result<()> {
 }
 
 impl Images {
-    /// The sampler's `[B, C, H, W]` output in `[-1, 1]`, quantised as diffusers does.
-    pub fn from_sample(sample: &Tensor) -> anyhow::Result<Self> {
-        let (count, channels, height, width) = sample.dims4()?;
+    /// Float NHWC images in `[0, 1]` (`pipeline::to_images_from`'s), quantised as diffusers does.
+    pub fn from_images(images: &Tensor) -> anyhow::Result<Self> {
+        let (count, height, width, channels) = images.dims4()?;
         check_channels(channels)?;
-        let images = candle_unet2d::pipeline::to_images(sample)?;
-        let bytes = candle_unet2d::pipeline::to_uint8(&images)?;
+        let bytes = candle_unet2d::pipeline::to_uint8(images)?;
         let data = bytes.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<u8>()?;
         Ok(Self { count, height, width, channels, data })
     }

@@ -93,6 +93,18 @@ fn describe(loaded: &Loaded) -> anyhow::Result<String> {
         ),
     );
     out.line("", format!("from {}", loaded.scheduler_source));
+    // What `sample` runs without --pipeline.
+    let pipeline = match &loaded.pipeline_class {
+        Some(class) => match candle_unet2d::pipeline::PipelineKind::from_class_name(class) {
+            Ok(kind) => format!("{kind} (model_index.json; `sample --pipeline {}`)", kind.short_name()),
+            Err(_) => format!("{class} (model_index.json; not one unet2d has: choose one with --pipeline)"),
+        },
+        None => {
+            let kind = candle_unet2d::pipeline::PipelineKind::for_scheduler(scheduler.kind());
+            format!("{kind} (no model_index.json: the one its scheduler needs)")
+        }
+    };
+    out.line("pipeline", pipeline);
     Ok(out.text)
 }
 

@@ -24,6 +24,8 @@ pub struct Loaded {
     pub scheduler: Scheduler,
     /// Where the scheduler came from, for `info`.
     pub scheduler_source: String,
+    /// The pipeline class its `model_index.json` names (`None` for a bare UNet folder).
+    pub pipeline_class: Option<String>,
     pub report: LoadReport,
 }
 
@@ -44,6 +46,7 @@ fn load_shipped(options: &LoadOptions) -> anyhow::Result<Loaded> {
         unet,
         scheduler,
         scheduler_source: "models/digits16/scheduler/scheduler_config.json (embedded)".into(),
+        pipeline_class: Some(shipped::pipeline_class()?),
         report,
     })
 }
@@ -64,8 +67,27 @@ fn load_path(path: &Path, options: &LoadOptions) -> anyhow::Result<Loaded> {
         unet,
         scheduler: pipeline.scheduler,
         scheduler_source,
+        pipeline_class: pipeline.class_name,
         report: report.unet,
     })
+}
+
+/// The number of classes of a model conditioned on class ids (`num_class_embeds` without a
+/// `class_embed_type`), `None` for other models.
+pub fn class_count(unet: &UNet2DModel) -> Option<usize> {
+    let config = unet.config();
+    match (config.num_class_embeds, &config.class_embed_type) {
+        (Some(n), None) => Some(n),
+        _ => None,
+    }
+}
+
+/// Fails unless every label is a class of the model's `classes`.
+pub fn check_labels(labels: &[i64], classes: usize, model: &str) -> anyhow::Result<()> {
+    if let Some(bad) = labels.iter().find(|&&c| c < 0 || c >= classes as i64) {
+        anyhow::bail!("--class {bad} is out of range: {model} has {classes} classes, 0 to {}", classes - 1);
+    }
+    Ok(())
 }
 
 /// A scheduler config value as text (`"squaredcos_cap_v2"`, `1000`), or `?` when absent.

@@ -16,12 +16,14 @@ pub const NAME: &str = "digits16";
 const UNET_CONFIG_PATH: &str = "models/digits16/unet/config.json";
 const WEIGHTS_PATH: &str = "models/digits16/unet/diffusion_pytorch_model.safetensors";
 const SCHEDULER_PATH: &str = "models/digits16/scheduler/scheduler_config.json";
+const MODEL_INDEX_PATH: &str = "models/digits16/model_index.json";
 
 const UNET_CONFIG: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits16/unet/config.json"));
 const WEIGHTS: &[u8] =
     include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits16/unet/diffusion_pytorch_model.safetensors"));
 const SCHEDULER_CONFIG: &str =
     include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits16/scheduler/scheduler_config.json"));
+const MODEL_INDEX: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits16/model_index.json"));
 
 /// The shipped UNet, its scheduler and a report of what was read.
 pub fn load(options: &LoadOptions) -> candle_unet2d::Result<(UNet2DModel, Scheduler, LoadReport)> {
@@ -34,6 +36,19 @@ pub fn load(options: &LoadOptions) -> candle_unet2d::Result<(UNet2DModel, Schedu
         stored_dtype: stored_dtype(),
     };
     Ok((unet, scheduler, report))
+}
+
+/// The pipeline class the embedded `model_index.json` names (`DDPMPipeline`), which `sample` uses
+/// as it uses a folder's.
+pub fn pipeline_class() -> candle_unet2d::Result<String> {
+    let index = parse_json_text(MODEL_INDEX, Path::new(MODEL_INDEX_PATH))?;
+    match index.get("_class_name") {
+        Some(serde_json::Value::String(name)) => Ok(name.clone()),
+        _ => Err(candle_unet2d::Error::ConfigParse {
+            path: PathBuf::from(MODEL_INDEX_PATH),
+            reason: "no `_class_name` string".into(),
+        }),
+    }
 }
 
 /// Size of the embedded weights file in bytes.
@@ -70,5 +85,6 @@ mod tests {
         assert_eq!(unet.config().num_class_embeds, Some(10));
         assert_eq!(scheduler.num_train_timesteps(), 1000);
         assert_eq!(report.stored_dtype, Some(candle_core::DType::F32));
+        assert_eq!(pipeline_class().unwrap(), "DDPMPipeline");
     }
 }
