@@ -264,3 +264,25 @@ fn class_labels_are_required_by_class_conditional_models() {
     .unwrap_err();
     assert!(err.to_string().contains("class-conditional"), "{err}");
 }
+
+/// A saved pipeline folder loads back as the same class, scheduler and samples.
+#[test]
+fn save_pretrained_writes_a_pipeline_folder_that_loads_back() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join("digits16");
+    let pipe = candle_unet2d::pipeline::UNet2DPipeline::from_pretrained(&root, &LoadOptions::default()).unwrap();
+    let kind = PipelineKind::from_class_name("DDIMPipeline").unwrap();
+    let scheduler = kind.prepare_scheduler(pipe.scheduler.clone()).unwrap();
+    let dir = std::env::temp_dir().join(format!("candle-unet2d-save-pipeline-{}", std::process::id()));
+    candle_unet2d::pipeline::save_pretrained(&dir, kind, &pipe.unet, &scheduler, &Default::default()).unwrap();
+    let again = candle_unet2d::pipeline::UNet2DPipeline::from_pretrained(&dir, &LoadOptions::default()).unwrap();
+    assert_eq!(again.kind().unwrap(), kind);
+    assert_eq!(again.scheduler.kind().class_name(), "DDIMScheduler");
+    let options =
+        SampleOptions { class_labels: Some(vec![3, 7]), batch_size: 2, num_inference_steps: 4, ..Default::default() };
+    let run = |unet: &UNet2DModel, s: &Scheduler| {
+        sample(unet, &mut s.clone(), &options, &mut Generator::from_seed(5), |_| ControlFlow::Continue(())).unwrap()
+    };
+    let (diff, _) = common::max_abs_diff(&run(&pipe.unet, &scheduler), &run(&again.unet, &again.scheduler));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(diff, 0.0);
+}

@@ -514,6 +514,17 @@ class DiffusionPipeline:
             WeightsError: (a ``ValueError``) the weights do not fit the config.
         """
 
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        push_to_hub: bool = False,
+    ) -> None:
+        """Writes the pipeline as diffusers does: ``model_index.json``, ``unet/`` (config and safetensors
+        weights) and ``scheduler/scheduler_config.json``; diffusers' ``DiffusionPipeline.from_pretrained``
+        loads it. ``safe_serialization=False`` and ``push_to_hub=True`` are refused."""
+
     @property
     def unet(self) -> UNet2DModel:
         """The UNet (sharing the pipeline's weights)."""

@@ -24,13 +24,15 @@ mod inpainting;
 mod kind;
 mod predictor_corrector;
 mod sample;
+mod save;
 mod standard;
 
 pub use kind::{PipelineEntry, PipelineKind};
 pub use sample::{check_memory, sample, sample_per_image, sample_shared, Control, Inpaint, SampleOptions, StepEnd};
+pub use save::save_pretrained;
 
 /// The diffusers version whose file formats this crate writes.
-pub const DIFFUSERS_VERSION: &str = "0.42.1";
+pub use crate::saving::DIFFUSERS_VERSION;
 
 /// diffusers' `output_type="np"`: `(x / 2 + 0.5).clamp(0, 1)` as float32 NHWC.
 pub fn to_images(x: &Tensor) -> Result<Tensor> {

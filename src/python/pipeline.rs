@@ -268,6 +268,39 @@ impl PyDiffusionPipeline {
         })
     }
 
+    /// Writes the pipeline as diffusers does: `model_index.json`, `unet/` and `scheduler/`.
+    #[pyo3(signature = (save_directory, safe_serialization=true, variant=None, push_to_hub=false))]
+    fn save_pretrained(
+        &self,
+        py: Python<'_>,
+        save_directory: &Bound<'_, PyAny>,
+        safe_serialization: bool,
+        variant: Option<&Bound<'_, PyAny>>,
+        push_to_hub: bool,
+    ) -> PyResult<()> {
+        guarded(py, || {
+            let dir = path_arg(py, save_directory)?;
+            if !safe_serialization {
+                return Err(argument_error(
+                    py,
+                    "safe_serialization",
+                    "only safetensors weights are written (no pickles); leave safe_serialization=True",
+                ));
+            }
+            if push_to_hub {
+                return Err(argument_error(py, "push_to_hub", "uploading to the Hub is not supported"));
+            }
+            let variant = optional_str(variant, "variant")?;
+            let unet = self.unet.bind(py).get().shared_model().clone();
+            let scheduler = self.scheduler(py).bind(py).get().snapshot();
+            let kind = self.kind;
+            run_detached(py, move || {
+                let options = crate::saving::SaveOptions { variant, ..Default::default() };
+                crate::pipeline::save_pretrained(&dir, kind, &unet, &scheduler, &options)
+            })
+        })
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let unet = self.unet.bind(py).repr()?.to_string();
         let kind = lock(&self.scheduler).clone_ref(py).bind(py).get().kind();

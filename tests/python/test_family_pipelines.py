@@ -2,7 +2,7 @@
 diffusers' own runs (``tests/fixtures/family_pipelines/``, made by
 ``shared/reference/make_family_fixtures.py``): ScoreSdeVe, consistency models (one step and
 ``timesteps=[22, 0]``), RePaint (a random model; digits16 with class labels), and digits16 through
-DDIMPipeline / PNDMPipeline. Also: ``DiffusionPipeline.from_pretrained``,
+DDIMPipeline / PNDMPipeline. Also: ``DiffusionPipeline.from_pretrained``, ``save_pretrained``,
 ``callback_on_step_end``, Ctrl-C, and bad input.
 """
 
@@ -251,6 +251,28 @@ def test_diffusion_pipeline_from_pretrained_returns_the_class_model_index_names(
     (sde / "scheduler_config.json").write_text(json.dumps({"_class_name": "ScoreSdeVeScheduler"}))
     assert type(DiffusionPipeline.from_pretrained(bare)) is UNet2DPipeline
     assert type(DiffusionPipeline.from_pretrained(sde)) is ScoreSdeVePipeline
+
+
+def test_save_pretrained_writes_what_diffusers_loads(tmp_path: Path) -> None:
+    pipe = DDIMPipeline.from_pretrained(DIGITS16)
+    pipe.save_pretrained(tmp_path / "saved")
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index == {
+        "_class_name": "DDIMPipeline",
+        "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "unet": ["diffusers", "UNet2DModel"],
+    }
+    sched = json.loads((tmp_path / "saved" / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["_class_name"], sched["beta_schedule"]) == ("DDIMScheduler", "squaredcos_cap_v2")
+    assert (tmp_path / "saved" / "unet" / "config.json").is_file()
+    again = DiffusionPipeline.from_pretrained(tmp_path / "saved")
+    assert type(again) is DDIMPipeline
+    a = pipe(2, Generator().manual_seed(3), num_inference_steps=5, class_labels=[1, 2], output_type="np").images
+    b = again(2, Generator().manual_seed(3), num_inference_steps=5, class_labels=[1, 2], output_type="np").images
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(InvalidArgumentError, match="safe_serialization"):
+        pipe.save_pretrained(tmp_path / "pickles", safe_serialization=False)
 
 
 # --- callbacks, interrupts -------------------------------------------------------------------------------
