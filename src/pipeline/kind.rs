@@ -147,6 +147,15 @@ impl PipelineKind {
         })
     }
 
+    /// The pipeline a folder samples with: the class its `model_index.json` names (`class_name`; an
+    /// error if this crate has no such class), else the one `scheduler`'s loop needs.
+    pub fn for_folder(class_name: Option<&str>, scheduler: SchedulerKind) -> Result<Self> {
+        match class_name {
+            Some(name) => Self::from_class_name(name),
+            None => Ok(Self::for_scheduler(scheduler)),
+        }
+    }
+
     /// `"DDPMPipeline, DDIMPipeline, …"`.
     pub fn supported_list() -> String {
         Self::all().map(|k| k.0.class_name).collect::<Vec<_>>().join(", ")

@@ -105,10 +105,7 @@ impl UNet2DPipeline {
     /// The pipeline class to sample with: the one `model_index.json` names (an error if this crate
     /// has no such class), else the one the scheduler's loop needs.
     pub fn kind(&self) -> Result<PipelineKind> {
-        match &self.class_name {
-            Some(name) => PipelineKind::from_class_name(name),
-            None => Ok(PipelineKind::for_scheduler(self.scheduler.kind())),
-        }
+        PipelineKind::for_folder(self.class_name.as_deref(), self.scheduler.kind())
     }
 }
 
@@ -118,14 +115,19 @@ pub fn model_index_class(dir: &Path) -> Result<Option<String>> {
     if !crate::files::exists(&file) {
         return Ok(None);
     }
-    let text = crate::files::read_json_text(&file)?;
-    let value = crate::schedulers::config::parse_json_text(&text, &file)?;
+    model_index_class_in(&crate::files::read_json_text(&file)?, &file)
+}
+
+/// `_class_name` of the `model_index.json` text `text` (read from `path`, for messages).
+pub fn model_index_class_in(text: &str, path: &Path) -> Result<Option<String>> {
+    let value = crate::schedulers::config::parse_json_text(text, path)?;
     match value.get("_class_name") {
         Some(serde_json::Value::String(name)) => Ok(Some(name.clone())),
         None => Ok(None),
-        Some(other) => {
-            Err(Error::ConfigParse { path: file, reason: format!("`_class_name` must be a string, got {other}") })
-        }
+        Some(other) => Err(Error::ConfigParse {
+            path: path.to_path_buf(),
+            reason: format!("`_class_name` must be a string, got {other}"),
+        }),
     }
 }
 

@@ -103,6 +103,8 @@ pub(crate) fn sample<'py>(
     let scheduler_obj = lock(&this.scheduler).clone_ref(py);
     let scheduler_ref = scheduler_obj.bind(py).get();
     let scheduler_kind = scheduler_ref.kind();
+    // The state the run starts from (and advances; written back when it succeeds).
+    let mut scheduler = scheduler_ref.snapshot();
     this.kind.check_scheduler(scheduler_kind).map_err(|e| to_py_err(py, e))?;
 
     let batch = given(a.batch_size).map(|b| count_arg(b, "batch_size", 1)).transpose()?;
@@ -143,7 +145,7 @@ pub(crate) fn sample<'py>(
     let show_progress = bool_arg(a.progress, "progress", true)?;
     let num_inference_steps = match given(a.num_inference_steps) {
         Some(n) => count_arg(n, "num_inference_steps", 1)?,
-        None => this.kind.default_steps(&scheduler_ref.snapshot()),
+        None => this.kind.default_steps(&scheduler),
     };
 
     let mut step_args = Args::new();
@@ -181,7 +183,7 @@ pub(crate) fn sample<'py>(
     let config = lock(&this.progress_config).clone_ref(py);
     let bar = helpers.getattr("_ProgressBar")?.call1((show_progress, config))?.unbind();
     let pipe: Py<PyDiffusionPipeline> = slf.clone().unbind();
-    let integer_timesteps = matches!(scheduler_ref.snapshot().timestep_type(), TimestepType::Integer);
+    let integer_timesteps = matches!(scheduler.timestep_type(), TimestepType::Integer);
 
     let options = SampleOptions {
         batch_size,
@@ -194,7 +196,6 @@ pub(crate) fn sample<'py>(
         inpaint,
         ..SampleOptions::default()
     };
-    let mut scheduler = scheduler_ref.snapshot();
     let sampling_loop = scheduler_kind.sampling_loop();
     let mut stop: Option<PyErr> = None;
     let result = run_detached(py, || {

@@ -52,15 +52,9 @@ pub fn choose(model: &Loaded, args: &Flags) -> anyhow::Result<(PipelineKind, Sch
 
 /// The pipeline class the model's `model_index.json` names, else the one its scheduler's loop needs.
 fn model_pipeline(model: &Loaded) -> anyhow::Result<PipelineKind> {
-    match &model.pipeline_class {
-        Some(class) => PipelineKind::from_class_name(class).with_context(|| {
-            format!(
-                "{}'s model_index.json names a pipeline unet2d does not have; choose one with --pipeline",
-                model.name
-            )
-        }),
-        None => Ok(PipelineKind::for_scheduler(model.scheduler.kind())),
-    }
+    PipelineKind::for_folder(model.pipeline_class.as_deref(), model.scheduler.kind()).with_context(|| {
+        format!("{}'s model_index.json names a pipeline unet2d does not have; choose one with --pipeline", model.name)
+    })
 }
 
 /// The model's own scheduler, or its config converted to the `--scheduler` choice as diffusers'

@@ -41,10 +41,9 @@ pub fn load(options: &LoadOptions) -> candle_unet2d::Result<(UNet2DModel, Schedu
 /// The pipeline class the embedded `model_index.json` names (`DDPMPipeline`), which `sample` uses
 /// as it uses a folder's.
 pub fn pipeline_class() -> candle_unet2d::Result<String> {
-    let index = parse_json_text(MODEL_INDEX, Path::new(MODEL_INDEX_PATH))?;
-    match index.get("_class_name") {
-        Some(serde_json::Value::String(name)) => Ok(name.clone()),
-        _ => Err(candle_unet2d::Error::ConfigParse {
+    match candle_unet2d::pipeline::model_index_class_in(MODEL_INDEX, Path::new(MODEL_INDEX_PATH))? {
+        Some(name) => Ok(name),
+        None => Err(candle_unet2d::Error::ConfigParse {
             path: PathBuf::from(MODEL_INDEX_PATH),
             reason: "no `_class_name` string".into(),
         }),
