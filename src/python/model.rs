@@ -67,8 +67,7 @@ impl PyUNet2DModel {
                 UNet2DModel::from_pretrained_with_report(&path_buf, &options)
             })?;
 
-            let config = config_dict(py, &model, path)?;
-            Ok(Self { model: Arc::new(model), report, config })
+            Self::from_shared(py, Arc::new(model), report, path)
         })
     }
 
