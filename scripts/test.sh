@@ -48,8 +48,20 @@ fi
 echo "== diffusers fixtures with CANDLE_UNET2D_WINOGRAD=f4"
 CANDLE_UNET2D_WINOGRAD=f4 cargo test --release --features cli --test unet2d_fixtures
 
-echo "== python extension"
-maturin develop --release --quiet
-scripts/check-simd-inlining.sh "$(python -c 'import candle_unet2d._core as m; print(m.__file__)')"
+# The wheel a user installs, not an editable build: its console script (`unet2d`) and its stubs are
+# tested as shipped. Same profile and features as clippy's build above, so cargo reuses most of it.
+echo "== python wheel"
+rm -rf target/wheels
+maturin build --release --quiet --out target/wheels
+python -m pip install --quiet --force-reinstall --no-deps target/wheels/candle_unet2d-*.whl
+core=$(cd /tmp && python -c 'import candle_unet2d._core as m; print(m.__file__)')
+case "$core" in
+  */site-packages/*) ;;
+  *) echo "candle_unet2d imports from $core, not from the installed wheel" >&2; exit 1 ;;
+esac
+scripts/check-simd-inlining.sh "$core"
+echo "== stubs against the built module"
+allowlist="$PWD/scripts/stubtest-allowlist.txt"
+(cd /tmp && python -m mypy.stubtest candle_unet2d --allowlist "$allowlist")
 echo "== python tests"
 pytest -q tests/python

@@ -15,6 +15,11 @@
 // Every `unsafe` block says why it is sound (the CPU kernels use SIMD intrinsics and shared buffers).
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+// The CLI's files (`src/bin/unet2d/`) name the library `candle_unet2d::`, as a dependent crate does;
+// this makes that path work when the Python extension compiles them in (`python::cli`).
+#[cfg(all(feature = "python", feature = "cli"))]
+extern crate self as candle_unet2d;
+
 pub mod attention;
 pub mod blocks;
 pub mod config;

@@ -6,7 +6,7 @@ from typing import Any, Literal, final, overload
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self, TypeAlias
+from typing_extensions import Self, TypeAlias, disjoint_base
 
 from ._outputs import FrozenDict, ImagePipelineOutput, UNet2DOutput
 
@@ -22,6 +22,7 @@ __all__ = [
     "default_generator",
     "manual_seed",
     "randn",
+    "run_cli",
     "scheduler_classes",
 ]
 
@@ -32,6 +33,10 @@ WITH_CUDA: bool
 def cpu_isa() -> str:
     """The instruction-set level the CPU kernels use: ``"avx512"``, ``"avx2"`` or ``"scalar"`` (the CPU's
     best, or lower when the ``CANDLE_UNET2D_ISA`` environment variable says so)."""
+
+def run_cli(args: list[str]) -> int:
+    """Runs the ``unet2d`` command line ``args`` (the program name first) inside this process and returns
+    its exit code; what the ``unet2d`` console script calls."""
 
 _DType: TypeAlias = str | Any
 """``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``/``"half"``, ``"bfloat16"``/``"bf16"``, a torch dtype
@@ -177,7 +182,7 @@ class UNet2DModel:
         is_main_process: bool = True,
         safe_serialization: bool = True,
         variant: str | None = None,
-        max_shard_size: int | str = "10GB",
+        max_shard_size: int | str | None = None,
         push_to_hub: bool = False,
     ) -> None:
         """Saves the model as diffusers' ``save_pretrained`` does, for ``from_pretrained`` (this
@@ -298,6 +303,7 @@ def scheduler_classes() -> list[tuple[str, str, str, int, list[tuple[str, list[s
     """The scheduler registry: per class ``(class name, CLI name, summary, default steps, [(method,
     [positional parameters])], [compatible class names])``; ``candle_unet2d`` builds its classes from it."""
 
+@disjoint_base
 class SchedulerMixin:
     """What the schedulers share (diffusers' ``SchedulerMixin`` and ``ConfigMixin``).
 
@@ -462,6 +468,7 @@ class SchedulerMixin:
 
 # --- pipeline -------------------------------------------------------------------------------------------
 
+@disjoint_base
 class DiffusionPipeline:
     """The base class of every pipeline (``DDPMPipeline``, ``DDIMPipeline``, ``PNDMPipeline``,
     ``ScoreSdeVePipeline``, ``ConsistencyModelPipeline``, ``RePaintPipeline``, ``UNet2DPipeline``): a UNet

@@ -6,11 +6,14 @@
 //!
 //! Also: `Generator`, `randn`, `manual_seed` and `default_generator` ([`rng`]); `SchedulerMixin`, the
 //! base of every scheduler class, and the registry the package builds the classes from ([`schedulers`]);
-//! and `UNet2DPipeline` ([`pipeline`]), with their pure-Python helpers (`SchedulerOutput`,
+//! `UNet2DPipeline` ([`pipeline`]); and the `unet2d` command for the console script ([`cli`], with the
+//! `cli` feature), with their pure-Python helpers (`SchedulerOutput`,
 //! `ImagePipelineOutput`, the progress bar and PIL conversion in `candle_unet2d/_pipeline.py`).
 
 mod args;
 mod arrays;
+#[cfg(feature = "cli")]
+mod cli;
 mod config_values;
 mod errors;
 mod model;
@@ -35,6 +38,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(schedulers::scheduler_classes, m)?)?;
     m.add_class::<pipeline::PyDiffusionPipeline>()?;
     m.add_function(wrap_pyfunction!(cpu_isa, m)?)?;
+    #[cfg(feature = "cli")]
+    m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

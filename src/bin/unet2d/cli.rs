@@ -3,10 +3,9 @@
 //! Checks that need nothing but the flag's own value (ranges, finite numbers, the `.png`
 //! extension) run here as value parsers, so clap reports them as usage errors (exit code 2).
 //! Everything that needs the model or the file system runs when the raw flags become validated
-//! options ([`crate::sample::Plan`], [`crate::info`]).
+//! options ([`super::sample::Plan`], [`super::info`]).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use candle_unet2d::pipeline::PipelineKind;
 use candle_unet2d::schedulers::SchedulerKind;
@@ -290,8 +289,8 @@ pub fn usage_error(message: impl std::fmt::Display) -> clap::Error {
 
 /// Prints a clap error (or the help/version it carries) and returns its exit code. Errors are
 /// printed as one line: `error: …` followed by clap's hints, without the usage block.
-pub fn report_clap_error(err: &clap::Error) -> ExitCode {
-    let code = ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+pub fn report_clap_error(err: &clap::Error) -> u8 {
+    let code = u8::try_from(err.exit_code()).unwrap_or(2);
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = err.print();

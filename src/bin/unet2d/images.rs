@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
-use crate::files::write_file;
+use super::files::write_file;
 
 /// Smallest side, in pixels, a grid tile is scaled up to by default.
 pub const MIN_TILE: usize = 64;

@@ -10,9 +10,9 @@ use candle_unet2d::device::dtype_name;
 use candle_unet2d::stats::{flops_per_sample, num_parameters};
 use candle_unet2d::LoadOptions;
 
-use crate::cli::InfoArgs;
-use crate::model::{self, config_field, Loaded};
-use crate::shipped;
+use super::cli::InfoArgs;
+use super::model::{self, config_field, Loaded};
+use super::shipped;
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let loaded = model::load(args.model.model.as_deref(), &LoadOptions::default())?;

@@ -18,13 +18,13 @@ use candle_unet2d::rng::Generator;
 use candle_unet2d::schedulers::{Args, SamplingLoop, Scheduler, SchedulerKind, TimestepsSpec};
 use candle_unet2d::LoadOptions;
 
-use crate::cli::{usage_error, InpaintArgs};
-use crate::images::{check_channels, Images};
-use crate::input_png::{read_image, read_mask, InputImage, InputMask};
-use crate::interrupt;
-use crate::model::{self, Loaded};
-use crate::output::{file_name, Destination};
-use crate::progress::Progress;
+use super::cli::{usage_error, InpaintArgs};
+use super::images::{check_channels, Images};
+use super::input_png::{read_image, read_mask, InputImage, InputMask};
+use super::interrupt;
+use super::model::{self, Loaded};
+use super::output::{file_name, Destination};
+use super::progress::Progress;
 
 /// Where `--out` writes when neither `--out` nor `--out-dir` is given.
 const DEFAULT_OUT: &str = "inpainted.png";

@@ -11,7 +11,7 @@ use candle_unet2d::schedulers::Scheduler;
 use candle_unet2d::{LoadOptions, UNet2DModel};
 use serde_json::Value;
 
-use crate::shipped;
+use super::shipped;
 
 /// A loaded model.
 pub struct Loaded {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::cli::OutputArgs;
-use crate::images::{default_grid_scale, grid_columns, Images};
+use super::cli::OutputArgs;
+use super::images::{default_grid_scale, grid_columns, Images};
 
 /// What to write.
 pub enum Output {

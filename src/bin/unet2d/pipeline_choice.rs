@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use candle_unet2d::pipeline::PipelineKind;
 use candle_unet2d::schedulers::{SamplingLoop, Scheduler, SchedulerKind};
 
-use crate::cli::SigmaChoice;
-use crate::model::{scheduler_label, Loaded};
+use super::cli::SigmaChoice;
+use super::model::{scheduler_label, Loaded};
 
 /// The class name of ScoreSdeVe's scheduler, the one scheduler with a corrector.
 const SCORE_SDE_VE: &str = "ScoreSdeVeScheduler";

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use candle_unet2d::pipeline::StepEnd;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::interrupt;
+use super::interrupt;
 
 /// A bar on stderr (step, it/s, ETA) when stderr is a terminal; hidden otherwise.
 pub struct Progress {

@@ -12,12 +12,12 @@ use candle_unet2d::rng::Generator;
 use candle_unet2d::schedulers::{Args, Scheduler, TimestepsSpec};
 use candle_unet2d::LoadOptions;
 
-use crate::cli::{usage_error, SampleArgs};
-use crate::images::{check_channels, Images};
-use crate::model::{self, Loaded};
-use crate::output::{file_name, Destination};
-use crate::progress::Progress;
-use crate::{interrupt, pipeline_choice};
+use super::cli::{usage_error, SampleArgs};
+use super::images::{check_channels, Images};
+use super::model::{self, Loaded};
+use super::output::{file_name, Destination};
+use super::progress::Progress;
+use super::{interrupt, pipeline_choice};
 
 /// Where `--out` writes when neither `--out` nor `--out-dir` is given.
 const DEFAULT_OUT: &str = "samples.png";
