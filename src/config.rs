@@ -23,6 +23,7 @@ const MAX_EMBEDDING_ROWS: usize = 1 << 24;
 /// `sample_size`: an int (square) or `[height, width]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum SampleSize {
     Square(usize),
     HeightWidth([usize; 2]),
@@ -207,6 +208,7 @@ impl Default for UNet2DConfig {
 
 /// The kind of a down block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DownBlockKind {
     Down,
     ResnetDownsample,
@@ -227,6 +229,7 @@ pub enum UpBlockKind {
 
 /// How the timestep becomes a vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TimeEmbeddingKind {
     Positional,
     Fourier,
@@ -246,6 +249,7 @@ pub enum ClassEmbeddingKind {
 
 /// The activation between layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Activation {
     Silu,
     Mish,
@@ -262,6 +266,7 @@ pub enum TimeScaleShift {
 
 /// Downsampling/upsampling layer of the Attn blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ResampleKind {
     Conv,
     Resnet,

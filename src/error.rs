@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong when loading or running a model, a scheduler or a pipeline.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A configuration value is missing, of the wrong type, or out of range.
     #[error("invalid config: `{field}`: {reason}")]

@@ -25,6 +25,7 @@ const MAX_ATTENTION_SCORE_BYTES: u128 = 16 << 30;
 
 /// The timestep(s) of a forward call, as diffusers accepts them.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum Timestep<'a> {
     /// One integer timestep for the whole batch.
     Int(i64),

@@ -20,6 +20,7 @@ pub const ISA_ENV: &str = "CANDLE_UNET2D_ISA";
 
 /// A level of vector instructions, ordered from the narrowest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Isa {
     /// Portable Rust on 16-float arrays (what the compiler makes of it on the target's baseline).
     Scalar,

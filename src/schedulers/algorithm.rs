@@ -42,6 +42,7 @@ pub trait SchedulerConfig: Serialize + DeserializeOwned + Default + Clone + Debu
 
 /// The sampling loop a scheduler needs (`crate::pipeline` runs each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SamplingLoop {
     /// Denoise once per timestep: DDPM, DDIM, PNDM, the DPM-Solvers, Euler, consistency models, ….
     Standard,
@@ -53,6 +54,7 @@ pub enum SamplingLoop {
 
 /// How `set_timesteps` lays out the schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum TimestepsSpec<'a> {
     /// `num_inference_steps` spaced by the config (`timestep_spacing`, σ schedules, …).
     Count(usize),
@@ -64,6 +66,7 @@ pub enum TimestepsSpec<'a> {
 
 /// Whether a scheduler's timesteps are integers (int64 in diffusers) or fractional (float32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TimestepType {
     /// Training-step indices: diffusers keeps them as int64.
     Integer,

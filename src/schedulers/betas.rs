@@ -17,6 +17,7 @@ pub const MAX_BETA: f64 = 0.999;
 
 /// The continuous ᾱ(t), t ∈ [0, 1], that [`betas_for_alpha_bar`] discretizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AlphaTransform {
     /// `cos((t + 0.008) / 1.008 · π/2)²` (Glide / improved DDPM; `squaredcos_cap_v2`).
     Cosine,

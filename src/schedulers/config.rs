@@ -30,6 +30,7 @@ pub const MAX_TRAIN_TIMESTEPS: usize = 1_000_000;
 
 /// How the betas (per-step noise variances) of the training schedule are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum BetaSchedule {
     /// `linspace(beta_start, beta_end, N)`.
     #[serde(rename = "linear")]
@@ -67,6 +68,7 @@ impl BetaSchedule {
 
 /// What the model predicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum PredictionType {
     /// The noise ε.
     #[serde(rename = "epsilon")]
@@ -93,6 +95,7 @@ impl PredictionType {
 /// How inference timesteps are picked from the training range (Table 2 of "Common Diffusion Noise
 /// Schedules and Sample Steps are Flawed").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum TimestepSpacing {
     /// Evenly spaced from 0 to N−1, rounded.
     #[serde(rename = "linspace")]
@@ -118,6 +121,7 @@ impl TimestepSpacing {
 
 /// The variance of DDPM's reverse step (and, for the `learned*` kinds, whether the model predicts it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum VarianceType {
     /// The posterior variance β̃ₜ.
     #[serde(rename = "fixed_small")]
@@ -160,6 +164,7 @@ impl VarianceType {
 
 /// DPM-Solver's algorithm. `deis` is read as `dpmsolver++`, as diffusers does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum AlgorithmType {
     /// DPM-Solver on the noise prediction (deprecated in diffusers; needs `final_sigmas_type: sigma_min`).
     #[serde(rename = "dpmsolver")]
@@ -199,6 +204,7 @@ impl AlgorithmType {
 
 /// DPM-Solver's second-order formula. `logrho`, `bh1`, `bh2` are read as `midpoint`, as diffusers does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum SolverType {
     /// The midpoint formula (recommended).
     #[serde(rename = "midpoint", alias = "logrho", alias = "bh1", alias = "bh2")]
@@ -220,6 +226,7 @@ impl SolverType {
 
 /// The σ appended after the last inference timestep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum FinalSigmasType {
     /// σ = 0: the last step lands on the clean sample.
     #[serde(rename = "zero")]

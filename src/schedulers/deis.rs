@@ -37,6 +37,7 @@ use super::timesteps::{check_num_inference_steps, dpm_timesteps};
 
 /// DEIS's algorithm: only `deis` (diffusers rewrites `dpmsolver` and `dpmsolver++` to it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum DeisAlgorithmType {
     /// The exponential integrator on ε.
     #[serde(rename = "deis", alias = "dpmsolver", alias = "dpmsolver++")]
@@ -45,6 +46,7 @@ pub enum DeisAlgorithmType {
 
 /// DEIS's solver: only `logrho` (diffusers rewrites `midpoint`, `heun`, `bh1`, `bh2` to it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum DeisSolverType {
     /// Polynomial extrapolation in log ρ.
     #[serde(rename = "logrho", alias = "midpoint", alias = "heun", alias = "bh1", alias = "bh2")]

@@ -39,6 +39,7 @@ use super::kdpm2::{resolve_step_index, step_tensors};
 
 /// How EDMEuler spaces σ between `sigma_max` and `sigma_min`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum SigmaSchedule {
     /// `(σ_max^{1/ρ} + ramp·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ` (EDM's schedule).
     #[serde(rename = "karras")]

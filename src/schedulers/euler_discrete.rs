@@ -46,6 +46,7 @@ use family::{SigmaConversion, StepIndex, TrainSigmas};
 /// How `set_timesteps(n)` gets σ at the inference timesteps before any Karras/exponential/beta
 /// conversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum InterpolationType {
     /// σ linearly interpolated in the training table at each timestep (`np.interp`).
     #[serde(rename = "linear")]
@@ -58,6 +59,7 @@ pub enum InterpolationType {
 
 /// What the model is given as its timestep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum EulerTimestepType {
     /// Training-step indices (fractional where σ conversions make them so).
     #[serde(rename = "discrete")]

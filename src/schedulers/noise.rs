@@ -15,6 +15,7 @@ use super::common::{check_float, check_shape};
 
 /// The noise source of one scheduler call.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub enum Noise<'a> {
     /// None: a call that needs noise is an error (schedulers never draw from a hidden source).
     #[default]

@@ -43,6 +43,7 @@ const MAX_SOLVER_ORDER: usize = 8;
 
 /// UniPC's B(h): `bh1` (B(h) = h, for unconditional sampling) or `bh2` (B(h) = eʰ − 1, guided).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum UniPcSolverType {
     /// B(h) = h.
     #[serde(rename = "bh1")]
