@@ -38,7 +38,7 @@ case "$best" in
 esac
 if [ -n "$below" ]; then
   echo "== diffusers fixtures with CANDLE_UNET2D_ISA=$below"
-  CANDLE_UNET2D_ISA=$below cargo test --release --features cli --test unet2d_fixtures
+  CANDLE_UNET2D_ISA=$below cargo test --release --features cli --test unet2d_fixtures --test batch_invariance
 else
   echo "== no level below $best to test"
 fi

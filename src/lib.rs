@@ -50,6 +50,7 @@ pub mod unet;
 pub use candle_core;
 pub use config::UNet2DConfig;
 pub use error::{Error, Result};
+pub use kernels::batch_invariant;
 pub use loading::LoadOptions;
 pub use saving::SaveOptions;
 pub use unet::{Timestep, UNet2DModel};

@@ -43,24 +43,32 @@ impl CustomOp3 for LinearOp {
             candle_core::bail!("linear: weight {:?} / bias {} do not fit input {:?}", l2.dims(), b.len(), l1.dims());
         }
         let mut out: Vec<f32> = (0..rows).flat_map(|_| b.iter().copied()).collect();
-        let parallelism = if rows * cin * cout <= SINGLE_THREAD_MACS {
-            gemm::Parallelism::None
-        } else {
-            gemm::Parallelism::Rayon(rayon::current_num_threads())
-        };
-        if rows > 0 && cout > 0 {
-            // SAFETY: out is [rows × cout] row-major; x is [rows × cin] row-major; weightᵀ is read as
-            // [cin × cout] with row step 1 and column step cin; all in bounds by the checks above.
+        // gemm's kernels for four or more rows round differently from its one-row kernel: inside
+        // `batch_invariant` each row is its own product, as in a batch of one.
+        let rows_per_call = if crate::kernels::choice_batch(rows) == 1 { 1 } else { rows };
+        let calls = if rows == 0 || cout == 0 { 0 } else { rows.div_ceil(rows_per_call) };
+        for call in 0..calls {
+            let first = call * rows_per_call;
+            let m = rows_per_call.min(rows - first);
+            let chunk = &mut out[first * cout..(first + m) * cout];
+            let parallelism = if m * cin * cout <= SINGLE_THREAD_MACS {
+                gemm::Parallelism::None
+            } else {
+                gemm::Parallelism::Rayon(rayon::current_num_threads())
+            };
+            // SAFETY: `chunk` is rows first..first+m of out, [m × cout] row-major; x from row `first` is
+            // [m × cin] row-major; weightᵀ is read as [cin × cout] with row step 1 and column step cin;
+            // all in bounds by the checks above.
             unsafe {
                 gemm::gemm(
-                    rows,
+                    m,
                     cout,
                     cin,
-                    out.as_mut_ptr(),
+                    chunk.as_mut_ptr(),
                     1,
                     cout as isize,
                     true,
-                    x.as_ptr(),
+                    x.as_ptr().add(first * cin),
                     1,
                     cin as isize,
                     w.as_ptr(),

@@ -4,12 +4,16 @@
 //! back to candle's own ops.
 
 pub mod attention;
+mod batch_invariance;
 pub mod conv2d;
 pub mod group_norm;
 pub mod isa;
 pub mod linear;
 pub mod simd;
 pub mod upsample;
+
+pub use batch_invariance::batch_invariant;
+pub(crate) use batch_invariance::choice_batch;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};

@@ -120,8 +120,9 @@ pub fn sample_shared(
 
 /// [`sample`] with one generator per image (diffusers' `generator=[…]`): image `i`'s initial noise
 /// and every step's noise come from `generators[i]`, so each image is what a batch of one with that
-/// generator gives, whatever it is batched with. (diffusers' RePaintPipeline draws every step's noise
-/// from the first generator of the list; here RePaint is per image too.)
+/// generator gives, bit for bit, whatever it is batched with: the UNet runs with batch-invariant
+/// kernel choices ([`crate::kernels::batch_invariant`]). (diffusers' RePaintPipeline draws every
+/// step's noise from the first generator of the list; here RePaint is per image too.)
 pub fn sample_per_image(
     unet: &UNet2DModel,
     scheduler: &mut Scheduler,
@@ -129,7 +130,7 @@ pub fn sample_per_image(
     generators: &mut [Generator],
     mut on_step: impl FnMut(StepEnd<'_>) -> Control,
 ) -> Result<Tensor> {
-    run(unet, scheduler, options, Randomness::PerImage(generators), &mut on_step)
+    crate::kernels::batch_invariant(|| run(unet, scheduler, options, Randomness::PerImage(generators), &mut on_step))
 }
 
 /// Where a run's random numbers come from.

@@ -99,7 +99,8 @@ fn tile_policy_from_env(value: Option<&str>) -> Option<ConvKernel> {
 /// [`TILE_ENV`] fixes the tile size; `WinogradF2` / `WinogradF4` force one where the shape allows it,
 /// for tests and benchmarks).
 pub(in crate::kernels::conv2d) fn choose(call: &Call, policy: ConvKernel) -> Variant {
-    let (batch, h, w) = (call.batch, call.h, call.w);
+    // Inside `batch_invariant` the choice is the batch-of-one one, so an image rounds the same in any batch.
+    let (batch, h, w) = (crate::kernels::choice_batch(call.batch), call.h, call.w);
     let policy = match policy {
         ConvKernel::Winograd => tile_override().unwrap_or(policy),
         _ => policy,
