@@ -14,7 +14,8 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet "maturin>=1.9.4,<2" numpy pytest safetensors pillow scikit-learn ruff mypy
+python -m pip install --quiet "maturin>=1.9.4,<2" numpy pytest safetensors pillow scikit-learn ruff mypy \
+  "ray[data]>=2.40" "pyarrow>=14"
 
 echo "== lint"
 cargo fmt --check

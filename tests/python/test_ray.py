@@ -129,6 +129,8 @@ def test_output_folder_resumes(tmp_path: Path) -> None:
         ({"num_images": 2, "scheduler": "NoSuchScheduler"}, "not a scheduler"),
         ({"num_images": 2, "seed": -1}, "seed"),
         ({"num_images": 2, "concurrency": 0}, "concurrency"),
+        ({"num_images": 2, "num_cpus_per_worker": 0}, "num_cpus_per_worker"),
+        ({"num_images": 2, "num_gpus_per_worker": -1}, "num_gpus_per_worker"),
     ],
 )
 def test_bad_input_is_a_named_error(kwargs: dict[str, Any], message: str) -> None:

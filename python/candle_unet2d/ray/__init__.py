@@ -42,6 +42,7 @@ def sample_images(
     batch_size: int = 16,
     concurrency: int | None = None,
     num_cpus_per_worker: float | None = None,
+    num_gpus_per_worker: float | None = None,
     output_dir: str | os.PathLike[str] | None = None,
 ) -> ray.data.Dataset:
     """Samples ``num_images`` images with Ray Data; rows ``{"index", "seed", "class_label", "image"}``
@@ -60,6 +61,9 @@ def sample_images(
         concurrency: the number of workers (Ray Data actors); default: as many as the cluster's CPUs
             allow at ``num_cpus_per_worker`` each.
         num_cpus_per_worker: CPUs Ray reserves per worker (default 1), also its compute threads.
+        num_gpus_per_worker: GPUs Ray reserves per worker (default none); with one, the worker samples
+            on ``"cuda"`` (the GPU Ray gives it), which needs the CUDA build of the wheel. Images are
+            then what that GPU computes, not the CPU's bit for bit.
         output_dir: writes ``images/{index:06d}.png`` and ``manifest.parquet`` there and returns the
             dataset of the whole folder; a second run keeps the images that verify and computes the rest.
 
@@ -83,6 +87,7 @@ def sample_images(
         batch_size=batch_size,
         concurrency=concurrency,
         num_cpus_per_worker=num_cpus_per_worker,
+        num_gpus_per_worker=num_gpus_per_worker,
         output_dir=output_dir,
     )[0]
 
@@ -108,6 +113,7 @@ def _run(
     concurrency: int | None,
     num_cpus_per_worker: float | None,
     output_dir: str | os.PathLike[str] | None,
+    num_gpus_per_worker: float | None = None,
 ) -> tuple[ray.data.Dataset, RunSummary]:
     """``sample_images``, also saying what it did."""
     import ray
@@ -138,10 +144,11 @@ def _run(
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
     workers = concurrency or max(1, int(cluster_cpus // cpus))
     threads = max(1, int(cpus))
+    gpus = float(num_gpus_per_worker or 0)
     run_key = plan.run_key()
 
     if output_dir is None:
-        dataset = _sample(_indices(range(plan.num_images), plan), plan, workers, cpus, threads, None, run_key)
+        dataset = _sample(_indices(range(plan.num_images), plan), plan, workers, (cpus, gpus), threads, None, run_key)
         return dataset, RunSummary(computed=plan.num_images, kept=0, workers=workers)
 
     out = os.path.abspath(os.fspath(output_dir))
@@ -150,7 +157,7 @@ def _run(
     todo = [i for i in range(plan.num_images) if i not in kept]
     if todo:
         pending = _indices(todo, plan)
-        new_rows = _collect(_sample(pending, plan, workers, cpus, threads, out, run_key))
+        new_rows = _collect(_sample(pending, plan, workers, (cpus, gpus), threads, out, run_key))
     else:
         new_rows = []
     rows = list(kept.values()) + new_rows
@@ -169,17 +176,25 @@ def _indices(indices: Any, plan: Plan) -> ray.data.Dataset:
 
 
 def _sample(
-    source: ray.data.Dataset, plan: Plan, workers: int, cpus: float, threads: int, out: str | None, run_key: str
+    source: ray.data.Dataset,
+    plan: Plan,
+    workers: int,
+    resources: tuple[float, float],
+    threads: int,
+    out: str | None,
+    run_key: str,
 ) -> ray.data.Dataset:
+    """``source``'s indices sampled by ``workers`` actors holding ``resources`` (CPUs, GPUs) each."""
     import ray.data
 
     dataset = source.map_batches(
         ImageSampler,
-        fn_constructor_args=(plan, threads, out, run_key),
+        fn_constructor_args=(plan, threads, out, run_key, "cuda" if resources[1] > 0 else "cpu"),
         batch_size=plan.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=cpus,
+        num_cpus=resources[0],
+        num_gpus=resources[1] or None,
         # The compute threads read this when they start; the same value for every worker process.
         runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(threads)}},
     )

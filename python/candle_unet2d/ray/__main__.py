@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="the Ray cluster ('auto' for the running one; default: a local one)")
     p.add_argument("--concurrency", type=int, default=None, help="workers (default: the cluster's CPUs)")
     p.add_argument("--num-cpus-per-worker", type=float, default=None, help="CPUs (and threads) per worker")
+    p.add_argument("--num-gpus-per-worker", type=float, default=None, help="GPUs per worker (the CUDA build)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch on a worker")
     p.add_argument("--scheduler", default=None, help="a scheduler class name, e.g. DDIMScheduler")
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             concurrency=args.concurrency,
             num_cpus_per_worker=args.num_cpus_per_worker,
+            num_gpus_per_worker=args.num_gpus_per_worker,
             output_dir=args.out,
         )
     except UNet2DError as error:

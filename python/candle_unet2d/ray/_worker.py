@@ -37,7 +37,9 @@ class ImageSampler:
     that never starts, which Ray Data may retry; raised from a batch it fails the job with the
     library's own exception."""
 
-    def __init__(self, plan: Plan, threads: int | None, output_dir: str | None, run_key: str) -> None:
+    def __init__(
+        self, plan: Plan, threads: int | None, output_dir: str | None, run_key: str, device: str = "cpu"
+    ) -> None:
         if threads is not None:
             # Read when the compute threads start, at the first computation (not yet in this process).
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
@@ -50,7 +52,7 @@ class ImageSampler:
             import candle_unet2d
             from candle_unet2d import UNet2DPipeline
 
-            pipe = UNet2DPipeline.from_pretrained(plan.model)
+            pipe = UNet2DPipeline.from_pretrained(plan.model, device=device)
             pipe.scheduler = getattr(candle_unet2d, plan.scheduler_class).from_config(plan.scheduler_config)
             pipe.set_progress_bar_config(disable=True)
             self._pipe = pipe
