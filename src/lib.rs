@@ -20,37 +20,47 @@
 #[cfg(all(feature = "python", feature = "cli"))]
 extern crate self as candle_unet2d;
 
-pub mod attention;
-pub mod blocks;
+// The API: what a program builds on (semver applies).
 pub mod config;
 pub mod device;
-pub mod embeddings;
 pub mod error;
-pub mod files;
-pub mod fir;
-pub mod forward_memory;
-pub mod kernels;
-pub mod layers;
 pub mod loading;
-mod memory;
-pub mod memory_budget;
 pub mod pipeline;
-pub mod profile;
-#[cfg(feature = "python")]
-mod python;
-pub mod random_init;
-pub mod resnet;
 pub mod rng;
 pub mod saving;
 pub mod schedulers;
 pub mod stats;
-pub mod unet;
+
+// Internals that the benchmarks, examples and tests reach into; not part of the API (no semver).
+#[doc(hidden)]
+pub mod kernels;
+#[doc(hidden)]
+pub mod memory_budget;
+#[doc(hidden)]
+pub mod profile;
+
+// The model's parts, behind `UNet2DModel`.
+mod attention;
+mod blocks;
+mod embeddings;
+mod files;
+mod fir;
+mod forward_memory;
+mod layers;
+mod memory;
+#[cfg(feature = "python")]
+mod python;
+mod random_init;
+mod resnet;
+mod unet;
 
 /// The candle version this crate is built on, for building tensors without a version mismatch.
 pub use candle_core;
 pub use config::UNet2DConfig;
 pub use error::{Error, Result};
 pub use kernels::batch_invariant;
-pub use loading::LoadOptions;
+pub use kernels::isa::{Isa, ISA_ENV};
+pub use loading::{LoadOptions, LoadReport};
+pub use memory_budget::MEMORY_LIMIT_ENV;
 pub use saving::SaveOptions;
 pub use unet::{Timestep, UNet2DModel};

@@ -1605,7 +1605,7 @@ fn run_child_with(child: &str, env: &[(&str, &str)]) -> (std::process::ExitStatu
         .arg(exe)
         .args(["--exact", child, "--nocapture", "--test-threads=1"])
         .env("BAD_INPUT_CHILD", child)
-        .env_remove(candle_unet2d::memory_budget::MEMORY_LIMIT_ENV)
+        .env_remove(candle_unet2d::MEMORY_LIMIT_ENV)
         .envs(env.iter().copied())
         .output()
         .unwrap();

@@ -148,7 +148,7 @@ fn info_describes_the_shipped_model() {
     {
         assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
     }
-    let isa = candle_unet2d::kernels::isa::Isa::best();
+    let isa = candle_unet2d::Isa::best();
     let kernels = stdout.lines().find(|l| l.starts_with("cpu kernels")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(kernels.contains(&format!("best: {isa}")), "{kernels}");
     // The same model from its folder.

@@ -51,14 +51,10 @@ fn describe(loaded: &Loaded) -> anyhow::Result<String> {
         None => "unknown (no sample_size)".into(),
     };
     out.line("compute", compute);
-    let isa = candle_unet2d::kernels::isa::Isa::active();
+    let isa = candle_unet2d::Isa::active();
     out.line(
         "cpu kernels",
-        format!(
-            "{isa} (this CPU's best: {}; {} lowers it)",
-            candle_unet2d::kernels::isa::Isa::best(),
-            candle_unet2d::kernels::isa::ISA_ENV
-        ),
+        format!("{isa} (this CPU's best: {}; {} lowers it)", candle_unet2d::Isa::best(), candle_unet2d::ISA_ENV),
     );
     use candle_unet2d::kernels::conv2d::{winograd_tile_override, ConvKernel, WINOGRAD_TILE_ENV};
     let tiles = match winograd_tile_override() {
