@@ -46,5 +46,6 @@ pub use candle_core;
 pub use config::UNet2DConfig;
 pub use error::{Error, Result};
 pub use loading::LoadOptions;
-pub use saving::SaveOptions;
+pub use random_init::InitOptions;
+pub use saving::{IncompatibleKeys, SaveOptions};
 pub use unet::{Timestep, UNet2DModel};
