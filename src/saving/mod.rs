@@ -23,7 +23,7 @@
 //!   draws from a generator seeded by the model's seed and the tensor's name, so any tensor is
 //!   regenerated alone, identically.
 //! - **a model made by `load_state_dict` or by `to` with another dtype or device**: the safetensors
-//!   image of its new weights, built in memory (see [`state`]), as for `from_safetensors_bytes`.
+//!   image of its new weights, built in memory (`saving/state.rs`), as for `from_safetensors_bytes`.
 //! - a model built by `UNet2DModel::new` over a caller's `VarBuilder` has no origin the model can
 //!   keep: `state_dict` and `save_pretrained` refuse it (`Error::Unsupported`).
 //!
