@@ -1,7 +1,7 @@
 """The compiled part of candle_unet2d (Rust, via PyO3). Import from ``candle_unet2d`` instead."""
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, final, overload
 
 import numpy as np
@@ -342,6 +342,16 @@ class UNet2DModel:
     def requires_grad_(self, requires_grad: bool = True) -> Self:
         """``requires_grad_(False)`` returns the model (no gradients are ever computed);
         ``requires_grad_(True)`` raises ``UnsupportedError``."""
+
+    def parameters(self, recurse: bool = True) -> Iterator[npt.NDArray[Any]]:
+        """The weights as numpy arrays, as torch's ``Module.parameters()``: the values of
+        ``state_dict()`` (the model has no buffers), read once when called."""
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, npt.NDArray[Any]]]:
+        """``(name, array)`` pairs, as torch's ``Module.named_parameters()`` (names prefixed with
+        ``prefix + "."`` when given)."""
 
     @property
     def training(self) -> bool:

@@ -1,6 +1,7 @@
 //! The Python `UNet2DModel`: `from_pretrained`, `UNet2DModel(**config)`, `from_config`, `load_config`,
 //! `__call__`/`forward`, `config`, `dtype`, `device`, `num_parameters`, `save_pretrained`, `state_dict`,
-//! `load_state_dict`, `to`/`half`/`float`/`cpu`/`cuda`, `eval`/`train`/`requires_grad_`, `__repr__`.
+//! `load_state_dict`, `to`/`half`/`float`/`cpu`/`cuda`, `eval`/`train`/`requires_grad_`, `parameters`,
+//! `named_parameters`, `__repr__`.
 //! Argument parsing and conversion only; the model is the crate's.
 //!
 //! The Python object is mutable as a torch module is (`load_state_dict` and `to` work in place), while
@@ -14,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use candle_core::Tensor;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use super::args::{device_arg, dtype_arg, path_arg};
 use super::arrays::{is_ndarray, is_torch, is_torch_tensor, numpy_module, to_tensor, Framework, HostArray, Numbers};
@@ -477,6 +478,35 @@ impl PyUNet2DModel {
                 .err(slf.py(), "requires_grad_(True): candle_unet2d runs inference only and computes no gradients"));
         }
         Ok(slf.clone())
+    }
+
+    /// The weights as numpy arrays, as torch's `Module.parameters()` (every tensor of `state_dict`:
+    /// the model has no buffers); an iterator over one read of the weights.
+    #[pyo3(signature = (recurse=true))]
+    fn parameters<'py>(&self, py: Python<'py>, recurse: bool) -> PyResult<Bound<'py, PyAny>> {
+        let _ = recurse; // Every weight belongs to the model itself or its submodules: the same list.
+        Ok(self.state_dict(py)?.values().try_iter()?.into_any())
+    }
+
+    /// `(name, array)` pairs, as torch's `Module.named_parameters()`.
+    #[pyo3(signature = (prefix="", recurse=true, remove_duplicate=true))]
+    fn named_parameters<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: &str,
+        recurse: bool,
+        remove_duplicate: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = (recurse, remove_duplicate); // No shared or nested-only weights: nothing to filter.
+        let state = self.state_dict(py)?;
+        if prefix.is_empty() {
+            return Ok(state.items().try_iter()?.into_any());
+        }
+        let pairs = PyList::empty(py);
+        for (name, array) in state.iter() {
+            pairs.append((format!("{prefix}.{}", name.extract::<String>()?), array))?;
+        }
+        Ok(pairs.try_iter()?.into_any())
     }
 
     /// Always `False`: the model runs inference only.

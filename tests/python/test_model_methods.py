@@ -342,6 +342,18 @@ def test_eval_train_requires_grad() -> None:
         model.requires_grad_()
 
 
+def test_parameters() -> None:
+    model = UNet2DModel(**SMALL)
+    state = model.state_dict()
+    params = list(model.parameters())
+    assert len(params) == len(state)
+    assert sum(p.size for p in params) == model.num_parameters()
+    named = dict(model.named_parameters())
+    assert list(named) == list(state)
+    np.testing.assert_array_equal(named["conv_in.weight"], state["conv_in.weight"])
+    assert next(iter(model.named_parameters(prefix="unet")))[0] == "unet." + next(iter(state))
+
+
 # --- torch ----------------------------------------------------------------------------------------------
 
 
