@@ -62,5 +62,6 @@ pub use kernels::batch_invariant;
 pub use kernels::isa::{Isa, ISA_ENV};
 pub use loading::{LoadOptions, LoadReport};
 pub use memory_budget::MEMORY_LIMIT_ENV;
-pub use saving::SaveOptions;
+pub use random_init::InitOptions;
+pub use saving::{IncompatibleKeys, SaveOptions};
 pub use unet::{Timestep, UNet2DModel};

@@ -306,6 +306,22 @@ impl Generator {
         Some(out)
     }
 
+    /// `torch.empty(n).uniform_(from, to, generator=self)` for float32, flattened: ATen's CPU
+    /// `uniform_` draws each element in order from `at::uniform_real_distribution<float>`, i.e.
+    /// `x·(to − from) + from` in float32 with `x` the low 24 bits of one `random()` times 2⁻²⁴.
+    /// Values lie in `[from, to)`. Returns an empty vector when `n` elements cannot be allocated.
+    pub fn uniform(&mut self, n: usize, from: f32, to: f32) -> Vec<f32> {
+        let mut out = Vec::new();
+        if out.try_reserve_exact(n).is_err() {
+            return out;
+        }
+        for _ in 0..n {
+            let x = self.uniform_f32();
+            out.push(x * (to - from) + from);
+        }
+        out
+    }
+
     /// [`Generator::randn`] as an f32 tensor of `shape` on `device` (drawn on the CPU, then copied).
     pub fn randn_tensor(
         &mut self,

@@ -36,7 +36,7 @@ from ._errors import (
     UnsupportedError,
     WeightsError,
 )
-from ._outputs import FrozenDict, ImagePipelineOutput, SchedulerOutput, UNet2DOutput
+from ._outputs import FrozenDict, ImagePipelineOutput, IncompatibleKeys, SchedulerOutput, UNet2DOutput
 from ._pipelines import *  # noqa: F403  (diffusers' pipeline classes)
 from ._schedulers import *  # noqa: F403  (one class per registered scheduler)
 
@@ -47,6 +47,7 @@ __all__ = [
     "FrozenDict",
     "Generator",
     "ImagePipelineOutput",
+    "IncompatibleKeys",
     "InternalError",
     "InvalidArgumentError",
     "ModelNotFoundError",

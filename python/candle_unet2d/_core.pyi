@@ -1,14 +1,14 @@
 """The compiled part of candle_unet2d (Rust, via PyO3). Import from ``candle_unet2d`` instead."""
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, final, overload
 
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import Self, TypeAlias, disjoint_base
 
-from ._outputs import FrozenDict, ImagePipelineOutput, UNet2DOutput
+from ._outputs import FrozenDict, ImagePipelineOutput, IncompatibleKeys, UNet2DOutput
 
 __all__ = [
     "WITH_CUDA",
@@ -52,9 +52,63 @@ _ClassLabels: TypeAlias = npt.ArrayLike | Sequence[int] | Sequence[float] | Any
 class UNet2DModel:
     """diffusers' ``UNet2DModel`` (DDPM, DDIM, NCSN++, consistency models), computing with candle.
 
-    Immutable after loading; safe to call from several threads at once (the GIL is released while
-    loading and computing).
+    Load one with ``from_pretrained``, or make a freshly initialised one with ``UNet2DModel(**config)`` /
+    ``from_config``. Safe to call from several threads at once (the GIL is released while loading and
+    computing). ``load_state_dict`` and ``to`` change the model in place, as for a torch module: a call
+    already running finishes with the weights it started with; a pipeline whose ``unet`` this is
+    computes with the new weights from its next call on, as in diffusers.
     """
+
+    def __init__(self, **config: Any) -> None:
+        """A freshly initialised model, as diffusers' ``UNet2DModel(**config)``: the keywords are its
+        constructor's (``sample_size``, ``in_channels``, ``block_out_channels=(32, 64)``, ...), each
+        defaulting to diffusers' default. The model computes in float32 on the CPU (``to`` changes that).
+
+        The weights are initialised with torch's default layer initialisation (diffusers overrides none of
+        it for ``UNet2DModel``): convolution and linear weights and biases ``U(-1/sqrt(fan_in),
+        1/sqrt(fan_in))`` (``kaiming_uniform_(a=sqrt(5))``), group norms weight 1 and bias 0,
+        ``nn.Embedding`` tables ``N(0, 1)``, the Fourier time projection ``randn * 16``. The seed is one
+        draw from ``candle_unet2d.default_generator``: call ``candle_unet2d.manual_seed(n)`` first for a
+        reproducible model, as ``torch.manual_seed(n)`` is for diffusers. The distributions are torch's,
+        the values are not (each tensor draws from its own stream, seeded from the seed and its name).
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) a keyword that is not a ``UNet2DModel`` argument.
+            ConfigError: (a ``ValueError``) a value of the wrong type, or a config that does not describe
+                a valid model (e.g. channels not divisible by ``norm_num_groups``).
+        """
+
+    @staticmethod
+    def from_config(config: Mapping[str, Any] | str | os.PathLike[str] | None = None, **kwargs: Any) -> UNet2DModel:
+        """A freshly initialised model (see ``__init__``) from a config, as diffusers' ``from_config``.
+
+        Args:
+            config: a dict, ``model.config``, or what ``load_config`` returns. Keys starting with ``_``
+                (``_class_name``, ``_diffusers_version``, ``_name_or_path``) are metadata and ignored; keys
+                listed in ``_use_default_values`` take the default; other keys ``UNet2DModel`` does not
+                take are ignored with a warning, as diffusers does. A path is read with ``load_config``
+                (diffusers' deprecated form).
+            kwargs: config keys that replace the config's (e.g. ``in_channels=1``).
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) a keyword in ``kwargs`` that is not a ``UNet2DModel``
+                argument (diffusers ignores it silently), or a config that is not a dict.
+            ConfigError: (a ``ValueError``) the config does not describe a valid model.
+        """
+
+    @staticmethod
+    def load_config(
+        pretrained_model_name_or_path: str | os.PathLike[str], subfolder: str | None = None
+    ) -> dict[str, Any]:
+        """The ``config.json`` of a model folder (or a pipeline folder's ``unet/``, a Hub id in the local
+        cache, or the path of a config file) as a dict, every key as written, as diffusers'
+        ``load_config``. ``UNet2DModel.from_config(UNet2DModel.load_config(path))`` is a fresh model of
+        that architecture.
+
+        Raises:
+            ModelNotFoundError: (a ``FileNotFoundError``) no such folder or ``config.json``.
+            ConfigError: (a ``ValueError``) the file is not a JSON object.
+        """
 
     @staticmethod
     def from_pretrained(
@@ -224,6 +278,89 @@ class UNet2DModel:
                 since, so its weights cannot be read back.
             TooLargeError: (a ``MemoryError``) the weights do not fit in the memory available.
         """
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> IncompatibleKeys:
+        """Loads weights by name, in place, as torch's ``Module.load_state_dict``.
+
+        Args:
+            state_dict: names (diffusers' current ones, as ``state_dict()`` gives them) to numpy arrays,
+                torch tensors (any device or dtype) or anything ``numpy.asarray`` takes, e.g. a diffusers
+                model's ``state_dict()``. Values are converted to the model's dtype.
+            strict: ``True``: the names must be exactly the model's. ``False``: tensors not given keep
+                their values and names the model does not have are ignored.
+            assign: must be ``False`` (the model keeps its dtype and device).
+
+        Returns:
+            ``IncompatibleKeys(missing_keys, unexpected_keys)``, as torch (both empty after a strict load).
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``; torch raises ``RuntimeError``) with ``strict``, a
+                missing or unexpected name; in both modes, a shape that is not the model's. The message
+                lists every one; the model is unchanged.
+            UnsupportedError: (a ``RuntimeError``) ``assign=True``.
+            TooLargeError: (a ``MemoryError``) the new weights do not fit in memory.
+
+        The model keeps an in-memory safetensors image of the new weights (their size in the model's
+        dtype), from which ``state_dict`` and ``save_pretrained`` read them back exactly.
+        """
+
+    def to(
+        self,
+        *args: Any,
+        device: str | int | Any | None = None,
+        dtype: _DType | None = None,
+        non_blocking: bool = False,
+    ) -> Self:
+        """Moves and/or converts the model in place and returns it, as torch's ``Module.to``:
+        ``to("cuda")``, ``to(torch.float16)``, ``to("cpu", torch.float32)``, ``to(dtype=np.float16)``,
+        ``to(device=torch.device("cuda", 1))``, ``to(tensor)`` (its device and dtype). Devices: a str,
+        a ``torch.device`` or a CUDA index; dtypes: a name (``"float16"``), a torch or numpy dtype.
+        Converting rounds as torch does (float32 -> float16 -> float32 keeps float16's precision); the
+        model then saves in its new dtype. ``non_blocking`` is accepted and ignored.
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) an unknown device or dtype (e.g. float64).
+            UnsupportedError: (a ``RuntimeError``) bfloat16 on the CPU, or CUDA in a build without it.
+        """
+
+    def half(self) -> Self:
+        """``to(dtype=float16)``."""
+
+    def float(self) -> Self:
+        """``to(dtype=float32)``."""
+
+    def cpu(self) -> Self:
+        """``to("cpu")``."""
+
+    def cuda(self, device: int | str | Any | None = None) -> Self:
+        """``to("cuda:N")`` (``device``: an index, ``"cuda:N"`` or a ``torch.device``; default 0)."""
+
+    def eval(self) -> Self:
+        """Returns the model: it always runs in inference mode (for drop-in code)."""
+
+    def train(self, mode: bool = True) -> Self:
+        """``train(False)`` is ``eval()``. ``train()`` / ``train(True)`` raises ``UnsupportedError``:
+        candle_unet2d runs inference only."""
+
+    def requires_grad_(self, requires_grad: bool = True) -> Self:
+        """``requires_grad_(False)`` returns the model (no gradients are ever computed);
+        ``requires_grad_(True)`` raises ``UnsupportedError``."""
+
+    def parameters(self, recurse: bool = True) -> Iterator[npt.NDArray[Any]]:
+        """The weights as numpy arrays, as torch's ``Module.parameters()``: the values of
+        ``state_dict()`` (the model has no buffers), read once when called."""
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, npt.NDArray[Any]]]:
+        """``(name, array)`` pairs, as torch's ``Module.named_parameters()`` (names prefixed with
+        ``prefix + "."`` when given)."""
+
+    @property
+    def training(self) -> bool:
+        """Always ``False``: inference only."""
 
 def _panic_for_tests(message: str) -> None:
     """Panics in Rust; the panic must reach Python as ``InternalError``. Not part of the API."""

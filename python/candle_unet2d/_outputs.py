@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import Any, Generic, NamedTuple, NoReturn, TypeVar
 
-__all__ = ["FrozenDict", "ImagePipelineOutput", "SchedulerOutput", "UNet2DOutput"]
+__all__ = ["FrozenDict", "ImagePipelineOutput", "IncompatibleKeys", "SchedulerOutput", "UNet2DOutput"]
 
 T = TypeVar("T")
 
@@ -58,6 +58,23 @@ class UNet2DOutput(Generic[T]):
         if shape is None:
             return f"UNet2DOutput(sample={self.sample!r})"
         return f"UNet2DOutput(sample=<{type(self.sample).__name__} shape={tuple(shape)} dtype={dtype}>)"
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``UNet2DModel.load_state_dict`` returns, like torch's ``_IncompatibleKeys``: the model's
+    tensors the state dict lacked (they kept their values) and the state dict's names the model does not
+    have (ignored). Both are empty after a ``strict=True`` load, which fails otherwise."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+    def __repr__(self) -> str:
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return f"_IncompatibleKeys(missing_keys={self.missing_keys!r}, unexpected_keys={self.unexpected_keys!r})"
+
+    def __str__(self) -> str:
+        return repr(self)
 
 
 class _Output:

@@ -134,7 +134,7 @@ impl UNet2DModel {
 }
 
 /// Refuses dtype/device pairs candle cannot compute in.
-fn check_device_dtype(device: &Device, dtype: DType) -> Result<()> {
+pub(crate) fn check_device_dtype(device: &Device, dtype: DType) -> Result<()> {
     match dtype {
         DType::F32 | DType::F16 => Ok(()),
         DType::BF16 if !device.is_cpu() => Ok(()),

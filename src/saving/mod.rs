@@ -19,8 +19,11 @@
 //! - **an in-memory safetensors image** (`from_safetensors_bytes`): the image is kept. This is the one
 //!   origin that costs memory (the image's size), since nothing else holds those bytes; such models are
 //!   small ones embedded in a binary.
-//! - **random weights** (`with_random_weights`): the seed. Each tensor draws from a generator seeded
-//!   by the model's seed and the tensor's name, so any tensor is regenerated alone, identically.
+//! - **freshly initialised weights** (`from_config`, `with_random_weights`): the seed. Each tensor
+//!   draws from a generator seeded by the model's seed and the tensor's name, so any tensor is
+//!   regenerated alone, identically.
+//! - **a model made by `load_state_dict` or by `to` with another dtype or device**: the safetensors
+//!   image of its new weights, built in memory (`saving/state.rs`), as for `from_safetensors_bytes`.
 //! - a model built by `UNet2DModel::new` over a caller's `VarBuilder` has no origin the model can
 //!   keep: `state_dict` and `save_pretrained` refuse it (`Error::Unsupported`).
 //!
@@ -46,11 +49,13 @@ mod origin;
 pub mod python_json;
 mod safetensors_file;
 mod shards;
+mod state;
 
 pub use atomic::{write_atomic, write_text_atomic};
 pub use config_json::DIFFUSERS_VERSION;
 pub(crate) use origin::{LoadedConfig, Provenance, StampedFile, WeightOrigin};
 pub use shards::{parse_shard_size, DEFAULT_MAX_SHARD_SIZE};
+pub use state::IncompatibleKeys;
 
 use std::path::{Path, PathBuf};
 

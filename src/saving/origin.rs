@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::loading::weights::WeightStore;
+use crate::random_init::InitPlan;
 
 /// A checkpoint file and what it was when the model was read from it: if it has been replaced or
 /// rewritten since, its contents are no longer the model's weights.
@@ -65,8 +66,8 @@ pub(crate) enum WeightOrigin {
     Files(Vec<StampedFile>),
     /// The safetensors image `from_safetensors_bytes` was given, kept.
     Bytes { name: PathBuf, bytes: Arc<Vec<u8>> },
-    /// `with_random_weights`: every tensor is regenerated from the seed.
-    Random { seed: u64 },
+    /// `from_config` (`with_random_weights`): every tensor is regenerated from the seed.
+    Random { plan: Arc<InitPlan> },
     /// `UNet2DModel::new` over a caller's `VarBuilder`, which the model cannot keep.
     Unknown,
 }
@@ -78,7 +79,7 @@ impl std::fmt::Debug for WeightOrigin {
                 f.debug_tuple("Files").field(&files.iter().map(|s| &s.path).collect::<Vec<_>>()).finish()
             }
             Self::Bytes { name, bytes } => write!(f, "Bytes({}, {} bytes)", name.display(), bytes.len()),
-            Self::Random { seed } => write!(f, "Random(seed {seed})"),
+            Self::Random { plan } => write!(f, "Random(seed {})", plan.seed()),
             Self::Unknown => f.write_str("Unknown"),
         }
     }
@@ -110,7 +111,7 @@ impl Provenance {
 /// Reads tensors from an origin: on the CPU, in the model's dtype, converted exactly as loading did.
 pub(crate) enum TensorReader {
     Store(Box<WeightStore>),
-    Random(u64),
+    Random(Arc<InitPlan>),
 }
 
 impl TensorReader {
@@ -133,11 +134,11 @@ impl TensorReader {
             WeightOrigin::Bytes { name, bytes } => {
                 Ok(Self::Store(Box::new(WeightStore::from_safetensors_bytes(name, bytes.as_ref().clone())?)))
             }
-            WeightOrigin::Random { seed } => Ok(Self::Random(*seed)),
+            WeightOrigin::Random { plan } => Ok(Self::Random(plan.clone())),
             WeightOrigin::Unknown => Err(Error::Unsupported(
                 "reading back the weights of a model built with UNet2DModel::new from a VarBuilder: the model does \
                  not keep its original tensors; build it with from_pretrained, from_safetensors_bytes or \
-                 with_random_weights to save it"
+                 from_config to save it"
                     .into(),
             )),
         }
@@ -147,7 +148,7 @@ impl TensorReader {
     pub fn read(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         match self {
             Self::Store(store) => store.read(name, shape, dtype),
-            Self::Random(seed) => Ok(crate::random_init::random_tensor(*seed, name, shape, dtype, &Device::Cpu)?),
+            Self::Random(plan) => Ok(plan.tensor(name, shape, dtype, &Device::Cpu)?),
         }
     }
 }
