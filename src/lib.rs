@@ -24,6 +24,7 @@ pub mod error;
 pub mod files;
 pub mod fir;
 pub mod forward_memory;
+pub mod hub;
 pub mod kernels;
 pub mod layers;
 pub mod loading;

@@ -13,6 +13,7 @@ mod args;
 mod arrays;
 mod config_values;
 mod errors;
+mod hub_args;
 mod model;
 mod pipeline;
 mod rng;

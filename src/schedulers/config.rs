@@ -772,6 +772,25 @@ pub fn find_config_file(dir: &Path) -> Result<PathBuf> {
     })
 }
 
+/// The `scheduler_config.json` that `SchedulerMixin.from_pretrained(path, subfolder=…)` reads:
+/// `path` is a folder (its `subfolder`, else itself or its `scheduler/`), the JSON file itself, or
+/// a Hub id, whose scheduler config alone is downloaded (see [`crate::hub`]).
+pub fn locate_config_file(path: &Path, subfolder: Option<&str>, hub: &crate::hub::HubOptions) -> Result<PathBuf> {
+    let subfolder = subfolder.filter(|s| !s.is_empty());
+    let wanted = crate::hub::Wanted::Scheduler { subfolder: subfolder.map(str::to_string) };
+    let Some(mut dir) = crate::hub::locate(path, &wanted, hub)? else {
+        return Err(Error::NotFound { what: format!("scheduler folder {}", path.display()) });
+    };
+    if let Some(sub) = subfolder {
+        let nested = dir.join(sub);
+        if !nested.is_dir() {
+            return Err(Error::NotFound { what: format!("subfolder {sub:?} in {}", path.display()) });
+        }
+        dir = nested;
+    }
+    find_config_file(&dir)
+}
+
 /// Reads the scheduler config of `dir` (see [`find_config_file`]) as a JSON object.
 pub fn read_config_json(dir: &Path) -> Result<Value> {
     let path = find_config_file(dir)?;
