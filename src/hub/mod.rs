@@ -163,20 +163,23 @@ pub fn snapshot(repo_id: &str, wanted: &Wanted, options: &HubOptions) -> Result<
         return from_cache(&repo, repo_id, revision, wanted, why);
     }
     let client = Client::new(settings::endpoint(options), settings::token(options));
-    match from_hub(&client, &repo, repo_id, revision, wanted, options) {
+    let (commit, all) = match revision_info(&client, &repo, repo_id, revision) {
+        Ok(info) => info,
+        // huggingface_hub falls back to the cache when the Hub cannot be reached (not when it
+        // answers: a 404 is an answer); a forced download cannot.
         Err(e) if http::is_unreachable(&e) && !options.force_download => {
-            // huggingface_hub falls back to the cache when the Hub cannot be reached.
-            from_cache(&repo, repo_id, revision, wanted, "the Hub is unreachable").map_err(|_| {
+            return from_cache(&repo, repo_id, revision, wanted, "the Hub is unreachable").map_err(|_| {
                 HubError::Unreachable {
                     endpoint: client.endpoint.clone(),
                     reason: e.to_string(),
                     cached: repo.describe(),
                 }
                 .into()
-            })
+            });
         }
-        other => other,
-    }
+        Err(e) => return Err(e),
+    };
+    download_plan(&client, &repo, repo_id, revision, &commit, &all, wanted, options)
 }
 
 /// Refuses subfolders that would leave the repository.
@@ -208,15 +211,9 @@ fn safe_repo_path(path: &str) -> bool {
         && path.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
 }
 
-/// Resolves the revision on the Hub, then downloads what is missing from its snapshot.
-fn from_hub(
-    client: &Client,
-    repo: &RepoCache,
-    repo_id: &str,
-    revision: &str,
-    wanted: &Wanted,
-    options: &HubOptions,
-) -> Result<PathBuf> {
+/// The commit `revision` is at and the repository's files there (the revision API), with
+/// `refs/<revision>` recorded.
+fn revision_info(client: &Client, repo: &RepoCache, repo_id: &str, revision: &str) -> Result<(String, Vec<String>)> {
     let asked = Asked { endpoint: &client.endpoint, repo: repo_id, revision, path: None };
     let url = format!("{}/api/models/{repo_id}/revision/{}", client.endpoint, download::encode(revision));
     let (_, info) = client.get_json(&url, asked)?;
@@ -235,9 +232,24 @@ fn from_hub(
     if revision != commit {
         repo.write_ref(revision, &commit)?;
     }
-    let plan = plan::plan(wanted, &all).map_err(|e| e.into_error(repo_id, revision))?;
-    let dir = repo.snapshot(&commit);
-    let fetch = |path: &str| fetch_file(client, repo, repo_id, &commit, path, options);
+    Ok((commit, all))
+}
+
+/// Downloads what `wanted` needs (of the files `all` at `commit`) and is missing from the snapshot.
+#[allow(clippy::too_many_arguments)]
+fn download_plan(
+    client: &Client,
+    repo: &RepoCache,
+    repo_id: &str,
+    revision: &str,
+    commit: &str,
+    all: &[String],
+    wanted: &Wanted,
+    options: &HubOptions,
+) -> Result<PathBuf> {
+    let plan = plan::plan(wanted, all).map_err(|e| e.into_error(repo_id, revision))?;
+    let dir = repo.snapshot(commit);
+    let fetch = |path: &str| fetch_file(client, repo, repo_id, commit, path, options);
     for file in &plan.files {
         fetch(file)?;
     }
