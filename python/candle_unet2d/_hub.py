@@ -4,6 +4,7 @@ installed (and ``HF_HUB_DISABLE_PROGRESS_BARS`` is not set). The Rust downloader
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -40,7 +41,8 @@ def download_progress() -> DownloadBars | None:
     if disabled in {"1", "on", "yes", "true"}:
         return None
     try:
-        from tqdm.auto import tqdm
+        # Imported by name: tqdm is optional and untyped.
+        tqdm = importlib.import_module("tqdm.auto").tqdm
     except ImportError:
         return None
     return DownloadBars(tqdm)

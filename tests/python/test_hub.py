@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ from candle_unet2d import (
     SchedulerMixin,
     UNet2DModel,
 )
+
 from conftest import DIGITS16, UNET2D_FIXTURES
 
 COMMIT = "1" * 40
@@ -63,7 +66,7 @@ class FakeHub:
 
 def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def do_HEAD(self) -> None:
@@ -162,7 +165,9 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
 
 def _out(model: UNet2DModel) -> np.ndarray:
     x = np.ones((1, model.config.in_channels, 16, 16), dtype=np.float32)
-    return np.asarray(model(x, 10).sample)
+    # Class-conditional models (the digits pipeline) get class 3.
+    labels = np.array([3]) if model.config.get("num_class_embeds") else None
+    return np.asarray(model(x, 10, class_labels=labels).sample)
 
 
 def test_model_downloads_and_matches_the_local_folder(hub: FakeHub, tmp_path: Path) -> None:
@@ -231,7 +236,7 @@ def test_offline_errors_say_what_is_cached(hub: FakeHub, monkeypatch: pytest.Mon
 class _WebPage(BaseHTTPRequestHandler):
     """A web server that is not a Hub: every path is a small HTML page."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -254,7 +259,8 @@ def test_a_server_that_is_not_a_hub(hub: FakeHub, monkeypatch: pytest.MonkeyPatc
     finally:
         server.shutdown()
         server.server_close()
-    assert issubclass(DownloadError, OSError) and candle_unet2d.DownloadError is DownloadError
+    assert issubclass(DownloadError, OSError)
+    assert candle_unet2d.DownloadError is DownloadError
 
 
 def test_pipeline_downloads_unet_and_scheduler(hub: FakeHub) -> None:
@@ -281,3 +287,38 @@ def test_scheduler_downloads_its_config(hub: FakeHub) -> None:
     # Keywords that are not Hub keywords still override config values.
     ddpm = DDPMScheduler.from_pretrained("org/digits", subfolder="scheduler", num_train_timesteps=10, token=False)
     assert ddpm.config["num_train_timesteps"] == 10
+
+
+class _RecordingBar:
+    """Stands in for tqdm: records what the download bars are told."""
+
+    made: ClassVar[list[_RecordingBar]] = []
+
+    def __init__(self, total: int | None = None, initial: int = 0, desc: str = "", **_: Any) -> None:
+        self.total, self.n, self.desc, self.closed = total, initial, desc, False
+        _RecordingBar.made.append(self)
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_downloads_show_a_tqdm_bar_per_file(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("tqdm.auto")
+    module.tqdm = _RecordingBar  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", module)
+    _RecordingBar.made.clear()
+    UNet2DModel.from_pretrained("org/ddpm")
+    weights = (UNET2D_FIXTURES / "ddpm_default_blocks" / "diffusion_pytorch_model.safetensors").stat().st_size
+    bars = {bar.desc: bar for bar in _RecordingBar.made}
+    assert set(bars) == {"config.json", "diffusion_pytorch_model.safetensors"}
+    bar = bars["diffusion_pytorch_model.safetensors"]
+    assert (bar.total, bar.n, bar.closed) == (weights, weights, True)
+    # HF_HUB_DISABLE_PROGRESS_BARS turns them off, as in huggingface_hub.
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    _RecordingBar.made.clear()
+    UNet2DModel.from_pretrained("org/ddpm", force_download=True)
+    assert _RecordingBar.made == []
