@@ -53,7 +53,7 @@ fn variant_of(err: &Error) -> Option<Variant> {
         Error::Unsupported(_) => Variant::Unsupported,
         Error::Io { .. } => Variant::Io,
         Error::TooLarge { .. } => Variant::TooLarge,
-        Error::Candle(_) | Error::Cancelled { .. } => return None,
+        Error::Candle(_) | Error::Cancelled { .. } | Error::Hub(_) => return None,
     })
 }
 
