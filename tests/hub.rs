@@ -130,6 +130,16 @@ fn a_second_load_uses_the_cache_even_without_the_server() {
     drop(server);
     UNet2DModel::from_pretrained("org/ddpm", &options).unwrap();
     // force_download cannot fall back: it must fetch.
+    let server = HubServer::start(vec![ddpm_repo()]);
+    let mut failing = options.clone();
+    failing.hub.endpoint = Some(server.endpoint.clone());
+    server.set_faults(Faults { api_status: Some(503), ..Faults::default() });
+    // A failing Hub (503) is stood in for too; with an empty cache, the error says both.
+    UNet2DModel::from_pretrained("org/ddpm", &failing).unwrap();
+    failing.hub.cache_dir = Some(temp_cache("reuse-empty"));
+    let err = hub_error(UNet2DModel::from_pretrained("org/ddpm", &failing));
+    assert!(matches!(err, HubError::Unreachable { .. }) && err.to_string().contains("503"), "{err}");
+    drop(server);
     let mut forced = options.clone();
     forced.hub.force_download = true;
     assert!(matches!(hub_error(UNet2DModel::from_pretrained("org/ddpm", &forced)), HubError::Transfer { .. }));

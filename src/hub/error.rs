@@ -28,8 +28,8 @@ pub enum HubError {
     #[error("{repo:?} is not in the local Hugging Face cache as needed ({reason}); {why}; the cache {cached}")]
     NotCached { repo: String, reason: String, why: String, cached: String },
 
-    /// The Hub could not be reached, and the cache cannot stand in for it.
-    #[error("cannot reach {endpoint} ({reason}), and the local cache cannot stand in: {cached}")]
+    /// The Hub could not be reached (or failed), and the cache cannot stand in for it.
+    #[error("cannot use the Hub at {endpoint} ({reason}), and the local cache cannot stand in: the cache {cached}")]
     Unreachable { endpoint: String, reason: String, cached: String },
 
     /// The server answered, but not as a Hugging Face Hub does.

@@ -180,7 +180,9 @@ pub fn transfer(url: &str, err: &ureq::Error) -> HubError {
     HubError::Transfer { url: url.into(), reason: err.to_string() }
 }
 
-/// Whether `err` means the server could not be reached at all (so the cache may stand in).
-pub fn is_unreachable(err: &crate::error::Error) -> bool {
-    matches!(err, crate::error::Error::Hub(HubError::Transfer { .. }))
+/// Whether the cache may stand in after `err` from the revision API: no answer at all, or an HTTP
+/// error that names no missing repository or revision (a 5xx) — what huggingface_hub's
+/// `snapshot_download` falls back on.
+pub fn cache_may_stand_in(err: &crate::error::Error) -> bool {
+    matches!(err, crate::error::Error::Hub(HubError::Transfer { .. } | HubError::Http { .. }))
 }

@@ -165,10 +165,10 @@ pub fn snapshot(repo_id: &str, wanted: &Wanted, options: &HubOptions) -> Result<
     let client = Client::new(settings::endpoint(options), settings::token(options));
     let (commit, all) = match revision_info(&client, &repo, repo_id, revision) {
         Ok(info) => info,
-        // huggingface_hub falls back to the cache when the Hub cannot be reached (not when it
-        // answers: a 404 is an answer); a forced download cannot.
-        Err(e) if http::is_unreachable(&e) && !options.force_download => {
-            return from_cache(&repo, repo_id, revision, wanted, "the Hub is unreachable").map_err(|_| {
+        // huggingface_hub falls back to the cache when the Hub cannot be reached or fails (not when
+        // it says the repository or revision does not exist); a forced download cannot.
+        Err(e) if http::cache_may_stand_in(&e) && !options.force_download => {
+            return from_cache(&repo, repo_id, revision, wanted, "the Hub failed").map_err(|_| {
                 HubError::Unreachable {
                     endpoint: client.endpoint.clone(),
                     reason: e.to_string(),

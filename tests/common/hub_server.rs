@@ -67,6 +67,8 @@ pub struct Faults {
     pub no_repo_commit: bool,
     /// Answer everything with a 200 HTML page (a web server that is not a Hub at all).
     pub not_a_hub: bool,
+    /// Answer the revision API with this status (a failing Hub: 500, 503).
+    pub api_status: Option<u16>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -279,6 +281,9 @@ fn answer(state: &State, request: &Request) -> Answer {
         return cdn(state, request, rest);
     }
     if let Some(rest) = path.strip_prefix("/api/models/") {
+        if let Some(status) = faults.api_status {
+            return Answer::new(status).body(b"overloaded".to_vec());
+        }
         let Some((repo_id, revision)) = rest.split_once("/revision/") else { return Answer::new(404) };
         let revision = revision.replace("%2F", "/");
         let repo = match find_repo(state, request, repo_id) {
