@@ -747,7 +747,9 @@ fn quote_non_finite_tokens(text: &str) -> String {
 /// Finds the scheduler config of `dir`: `dir/scheduler_config.json`, or `dir/scheduler/scheduler_config.json`
 /// for a diffusers pipeline folder. `dir` may also be the JSON file itself.
 pub fn find_config_file(dir: &Path) -> Result<PathBuf> {
-    if dir.is_file() {
+    // Anything that is not a folder is the file itself: reading it says what it is if it is no
+    // regular file (a FIFO, a device).
+    if crate::files::exists(dir) && !dir.is_dir() {
         return Ok(dir.to_path_buf());
     }
     if !dir.exists() {
