@@ -56,6 +56,11 @@ pub enum Error {
     #[error("cancelled after step {step} of {total}")]
     Cancelled { step: usize, total: usize },
 
+    /// A Hub download failed: the repository, revision or file does not exist (or is private), the
+    /// cache lacks it while offline, the server is not a Hub, or the transfer failed.
+    #[error("{0}")]
+    Hub(#[from] crate::hub::HubError),
+
     /// An error raised by candle while computing. The message leaves out the Rust backtrace candle
     /// attaches when `RUST_BACKTRACE` is set (it belongs in a bug report, not in an error line).
     #[error("{}", candle_message(.0))]

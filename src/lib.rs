@@ -24,6 +24,7 @@ extern crate self as candle_unet2d;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod hub;
 pub mod loading;
 pub mod pipeline;
 pub mod rng;

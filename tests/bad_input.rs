@@ -39,6 +39,7 @@ enum Variant {
     Unsupported,
     Io,
     TooLarge,
+    Hub,
 }
 
 fn variant_of(err: &Error) -> Option<Variant> {
@@ -53,6 +54,7 @@ fn variant_of(err: &Error) -> Option<Variant> {
         Error::Unsupported(_) => Variant::Unsupported,
         Error::Io { .. } => Variant::Io,
         Error::TooLarge { .. } => Variant::TooLarge,
+        Error::Hub(_) => Variant::Hub,
         // `Error` is non-exhaustive: a variant added later is "not one of these" until named here.
         _ => return None,
     })
@@ -1385,9 +1387,13 @@ fn bad_options_are_named_errors() {
         (
             "hub_id_not_cached",
             Box::new(|| {
+                // Offline, into an empty cache: a test never reaches the network.
+                let mut options = LoadOptions::default();
+                options.hub.local_files_only = true;
+                options.hub.cache_dir = Some(std::env::temp_dir().join("unet2d-bad-input-empty-hub-cache"));
                 check(
-                    load(Path::new("nobody-xyz/no-such-model")),
-                    Expect::Err(NotFound, "neither a local folder nor in the local Hugging Face cache"),
+                    UNet2DModel::from_pretrained("nobody-xyz/no-such-model", &options),
+                    Expect::Err(Hub, "is not in the local Hugging Face cache"),
                 )
             }),
         ),

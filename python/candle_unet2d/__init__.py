@@ -27,6 +27,7 @@ from ._core import (
 )
 from ._errors import (
     ConfigError,
+    DownloadError,
     InternalError,
     InvalidArgumentError,
     ModelNotFoundError,
@@ -44,6 +45,7 @@ __all__ = [
     "WITH_CUDA",
     "ConfigError",
     "DiffusionPipeline",
+    "DownloadError",
     "FrozenDict",
     "Generator",
     "ImagePipelineOutput",

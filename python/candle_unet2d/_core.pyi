@@ -110,6 +110,7 @@ class UNet2DModel:
             ConfigError: (a ``ValueError``) the file is not a JSON object.
         """
 
+    @overload
     @staticmethod
     def from_pretrained(
         path: str | os.PathLike[str],
@@ -118,21 +119,79 @@ class UNet2DModel:
         device: str | Any | None = None,
         dtype: _DType | None = None,
         torch_dtype: _DType | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool | None = None,
+        force_download: bool | None = None,
+        token: str | bool | None = None,
+        proxies: None = None,
+        resume_download: bool | None = None,
+        use_safetensors: bool | None = None,
+        low_cpu_mem_usage: bool | None = None,
+        device_map: Literal["cpu"] | None = None,
+        output_loading_info: Literal[True],
+    ) -> tuple[UNet2DModel, dict[str, list[Any]]]: ...
+    @overload
+    @staticmethod
+    def from_pretrained(
+        path: str | os.PathLike[str],
+        subfolder: str | None = None,
+        variant: str | None = None,
+        device: str | Any | None = None,
+        dtype: _DType | None = None,
+        torch_dtype: _DType | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool | None = None,
+        force_download: bool | None = None,
+        token: str | bool | None = None,
+        proxies: None = None,
+        resume_download: bool | None = None,
+        use_safetensors: bool | None = None,
+        low_cpu_mem_usage: bool | None = None,
+        device_map: Literal["cpu"] | None = None,
+        output_loading_info: Literal[False] = False,
     ) -> UNet2DModel:
-        """Loads a model folder as diffusers saved it.
+        """Loads a model folder as diffusers saved it, or downloads one from the Hugging Face Hub.
 
         Args:
             path: the model folder (``config.json`` + ``diffusion_pytorch_model.safetensors``, a sharded
-                index, or a ``.bin``), a pipeline folder (its ``unet/`` is used), or a Hub id already in
-                the local Hugging Face cache.
+                index, or a ``.bin``), a pipeline folder (its ``unet/`` is used), or a Hub id
+                (``"org/name"``): only its ``config.json`` and the one weights file read are downloaded,
+                into the Hugging Face cache (``HF_ENDPOINT``, ``HF_HUB_CACHE``, ``HF_TOKEN``,
+                ``HF_HUB_OFFLINE`` apply), with a tqdm bar when tqdm is installed.
             subfolder: a folder inside ``path``, e.g. ``"unet"``.
             variant: the weights variant, e.g. ``"fp16"`` for ``diffusion_pytorch_model.fp16.safetensors``.
             device: ``"cpu"`` (``None``, the default), ``"cuda"`` or ``"cuda:N"``, or a ``torch.device``.
             dtype: the dtype the model computes in (``None``, the default: float32); weights are converted.
             torch_dtype: the same as ``dtype``, under diffusers' name; give one of the two.
+            revision: the Hub revision of a Hub id: a branch, tag or commit id (``None``: ``"main"``).
+            cache_dir: the Hub cache folder (``None``: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+                ``~/.cache/huggingface/hub``), shared with huggingface_hub.
+            local_files_only: use the cache only, as ``HF_HUB_OFFLINE=1`` does.
+            force_download: download the files again even when cached.
+            token: the Hub token: a str; ``True`` or ``None`` (the default) for ``$HF_TOKEN`` or the
+                token ``huggingface-cli login`` saved; ``False`` for none.
+            proxies: must be ``None``; set ``HTTPS_PROXY`` instead.
+            resume_download: ignored (deprecated in huggingface_hub; downloads always resume).
+            use_safetensors: ``None`` reads safetensors when present, else ``.bin``; ``True`` only
+                safetensors; ``False`` prefers ``.bin``.
+            low_cpu_mem_usage: ignored (the weights are memory-mapped either way).
+            device_map: ``None`` or ``"cpu"`` only; use ``device`` to choose where the model runs.
+            output_loading_info: also return diffusers' loading info (all lists empty: a load that
+                misses or leaves over a tensor fails).
+
+        Any other keyword raises ``InvalidArgumentError`` naming it.
 
         Raises:
             ModelNotFoundError: (a ``FileNotFoundError``) the folder, subfolder, config or weights are missing.
+            ModelNotFoundError: (a ``FileNotFoundError``) also: a Hub repository that does not exist or is
+                private without a token, an unknown revision, a missing file, or, offline, a repository
+                not in the cache (the message lists what the cache holds).
+            DownloadError: (an ``OSError``) the Hub cannot be reached (and the cache cannot stand in),
+                the server is not a Hub, or a transfer broke or arrived corrupt.
             ConfigError: (a ``ValueError``) ``config.json`` is invalid.
             WeightsError: (a ``ValueError``) the weights do not fit the config.
             InvalidArgumentError: (a ``ValueError``) a bad argument, e.g. an unknown dtype name.
@@ -463,17 +522,45 @@ class SchedulerMixin:
         """
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], subfolder: str | None = None, **kwargs: Any) -> Self:
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        subfolder: str | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool | None = None,
+        force_download: bool | None = None,
+        token: str | bool | None = None,
+        proxies: None = None,
+        resume_download: bool | None = None,
+        **kwargs: Any,
+    ) -> Self:
         """Loads ``scheduler_config.json``, as diffusers' ``from_pretrained``.
 
         Args:
             path: a folder holding ``scheduler_config.json``, a pipeline folder (its ``scheduler/`` is
-                used), the JSON file itself, or a Hub id already in the local Hugging Face cache.
+                used), the JSON file itself, or a Hub id (``"org/name"``), whose scheduler config alone is
+                downloaded into the Hugging Face cache.
             subfolder: a folder inside ``path``, e.g. ``"scheduler"``.
+            revision: the Hub revision of a Hub id: a branch, tag or commit id (``None``: ``"main"``).
+            cache_dir: the Hub cache folder (``None``: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+                ``~/.cache/huggingface/hub``), shared with huggingface_hub.
+            local_files_only: use the cache only, as ``HF_HUB_OFFLINE=1`` does.
+            force_download: download the files again even when cached.
+            token: the Hub token: a str; ``True`` or ``None`` (the default) for ``$HF_TOKEN`` or the
+                token ``huggingface-cli login`` saved; ``False`` for none.
+            proxies: must be ``None``; set ``HTTPS_PROXY`` instead.
+            resume_download: ignored (deprecated in huggingface_hub; downloads always resume).
             **kwargs: config values overriding the file's, e.g. ``timestep_spacing="trailing"``.
 
         Raises:
             ModelNotFoundError: (a ``FileNotFoundError``) the folder or config is missing.
+            ModelNotFoundError: (a ``FileNotFoundError``) also: a Hub repository that does not exist or is
+                private without a token, an unknown revision, a missing file, or, offline, a repository
+                not in the cache (the message lists what the cache holds).
+            DownloadError: (an ``OSError``) the Hub cannot be reached (and the cache cannot stand in),
+                the server is not a Hub, or a transfer broke or arrived corrupt.
             ConfigError: (a ``ValueError``) the config is invalid, or names an unsupported class.
         """
 
@@ -635,6 +722,17 @@ class DiffusionPipeline:
         dtype: _DType | None = None,
         variant: str | None = None,
         torch_dtype: _DType | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool | None = None,
+        force_download: bool | None = None,
+        token: str | bool | None = None,
+        proxies: None = None,
+        resume_download: bool | None = None,
+        use_safetensors: bool | None = None,
+        low_cpu_mem_usage: bool | None = None,
+        device_map: Literal["cpu"] | None = None,
     ) -> Self:
         """Loads a diffusers pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``), or a bare
         UNet folder with the ``scheduler_config.json`` beside it (else diffusers' default ``DDPMScheduler``).
@@ -644,14 +742,36 @@ class DiffusionPipeline:
         ``UNet2DPipeline``); on a subclass, that class.
 
         Args:
-            pretrained_model_name_or_path: the folder, or a Hub id already in the local Hugging Face cache.
+            pretrained_model_name_or_path: the folder, or a Hub id (``"org/name"``): its
+                ``model_index.json``, the UNet's config and chosen weights and the scheduler config are
+                downloaded into the Hugging Face cache (nothing else).
             device: ``"cpu"`` (``None``, the default), ``"cuda"`` or ``"cuda:N"``, or a ``torch.device``.
             dtype: the dtype the UNet computes in (``None``, the default: float32).
             variant: the weights variant, e.g. ``"fp16"``.
             torch_dtype: the same as ``dtype``, under diffusers' name; give one of the two.
+            revision: the Hub revision of a Hub id: a branch, tag or commit id (``None``: ``"main"``).
+            cache_dir: the Hub cache folder (``None``: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+                ``~/.cache/huggingface/hub``), shared with huggingface_hub.
+            local_files_only: use the cache only, as ``HF_HUB_OFFLINE=1`` does.
+            force_download: download the files again even when cached.
+            token: the Hub token: a str; ``True`` or ``None`` (the default) for ``$HF_TOKEN`` or the
+                token ``huggingface-cli login`` saved; ``False`` for none.
+            proxies: must be ``None``; set ``HTTPS_PROXY`` instead.
+            resume_download: ignored (deprecated in huggingface_hub; downloads always resume).
+            use_safetensors: ``None`` reads safetensors when present, else ``.bin``; ``True`` only
+                safetensors; ``False`` prefers ``.bin``.
+            low_cpu_mem_usage: ignored (the weights are memory-mapped either way).
+            device_map: ``None`` or ``"cpu"`` only; use ``device`` to choose where the model runs.
+
+        Any other keyword raises ``InvalidArgumentError`` naming it.
 
         Raises:
             ModelNotFoundError: (a ``FileNotFoundError``) the folder, config or weights are missing.
+            ModelNotFoundError: (a ``FileNotFoundError``) also: a Hub repository that does not exist or is
+                private without a token, an unknown revision, a missing file, or, offline, a repository
+                not in the cache (the message lists what the cache holds).
+            DownloadError: (an ``OSError``) the Hub cannot be reached (and the cache cannot stand in),
+                the server is not a Hub, or a transfer broke or arrived corrupt.
             ConfigError: (a ``ValueError``) a config is invalid or names an unsupported scheduler.
             UnsupportedError: (a ``RuntimeError``) ``model_index.json`` names a pipeline class this package
                 does not have, or the device cannot be used by this build.

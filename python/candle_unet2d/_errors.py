@@ -13,7 +13,12 @@ class                      also a                  raised for
 ``WeightsError``           ``ValueError``          weights that do not fit the config (missing or
                                                    unused tensors, wrong shapes, malformed files)
 ``ModelNotFoundError``     ``FileNotFoundError``   a missing model folder, subfolder, config or
-                                                   weights file
+                                                   weights file; a Hub repository, revision or file
+                                                   that does not exist (or is private), or is not
+                                                   cached while offline
+``DownloadError``          ``OSError``             a Hub download that failed: the Hub unreachable
+                                                   (and not cached), a server that is not a Hub, an
+                                                   HTTP error, a broken or corrupt transfer
 ``ReadError``              ``OSError``             a file that exists but cannot be read
 ``UnsupportedError``       ``RuntimeError``        a device this build cannot use (e.g. ``"cuda"`` in
                                                    a CPU-only build)
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DownloadError",
     "InternalError",
     "InvalidArgumentError",
     "ModelNotFoundError",
@@ -64,6 +70,11 @@ class ReadError(UNet2DError, OSError):
     """A file exists but could not be read."""
 
 
+class DownloadError(UNet2DError, OSError):
+    """A Hub download failed: the Hub could not be reached (and the cache cannot stand in), the
+    server is not a Hugging Face Hub, an HTTP error, or a broken or corrupt transfer."""
+
+
 class UnsupportedError(UNet2DError, RuntimeError):
     """The requested device cannot be used by this build."""
 
@@ -85,6 +96,7 @@ for _cls in (
     WeightsError,
     ModelNotFoundError,
     ReadError,
+    DownloadError,
     UnsupportedError,
     TooLargeError,
     InternalError,

@@ -1,13 +1,14 @@
 //! Loading a `UNet2DModel` the way diffusers' `from_pretrained` does: a model folder (or a pipeline
-//! folder's `unet/`, or a Hub id in the local cache), `config.json`, and the weights in whichever
+//! folder's `unet/`, or a Hub id, downloaded into the Hub cache by [`crate::hub`]), `config.json`, and the weights in whichever
 //! format diffusers wrote: safetensors (memory-mapped), sharded safetensors, a `.bin` pickle (read
 //! without executing it), each optionally as a variant (`diffusion_pytorch_model.fp16.safetensors`).
 
-pub mod hub;
 pub mod pickle_guard;
+mod select;
 mod source;
 pub mod weights;
 
+pub use select::{check_variant, choose_weights, shard_names, WeightsChoice, WEIGHTS_NAME};
 pub use source::WeightSource;
 
 use std::path::{Path, PathBuf};
@@ -17,12 +18,10 @@ use candle_nn::VarBuilder;
 
 use crate::config::UNet2DConfig;
 use crate::error::{Error, Result};
+use crate::hub::{HubOptions, Wanted};
 use crate::saving::{LoadedConfig, StampedFile, WeightOrigin};
 use crate::unet::UNet2DModel;
 use weights::{StoreBackend, WeightStore};
-
-/// diffusers' weights file stem.
-const WEIGHTS_NAME: &str = "diffusion_pytorch_model";
 
 /// Options of [`UNet2DModel::from_pretrained`], as diffusers' keyword arguments.
 #[derive(Debug, Clone)]
@@ -35,11 +34,23 @@ pub struct LoadOptions {
     pub device: Device,
     /// The dtype the model computes in; weights are converted from the file's dtype.
     pub dtype: DType,
+    /// diffusers' `use_safetensors`: `None` reads safetensors when present, else `.bin`;
+    /// `Some(true)` only safetensors; `Some(false)` prefers `.bin`.
+    pub use_safetensors: Option<bool>,
+    /// How a Hub id is downloaded (revision, cache, token, offline); unused for a local folder.
+    pub hub: HubOptions,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { subfolder: None, variant: None, device: Device::Cpu, dtype: DType::F32 }
+        Self {
+            subfolder: None,
+            variant: None,
+            device: Device::Cpu,
+            dtype: DType::F32,
+            use_safetensors: None,
+            hub: HubOptions::default(),
+        }
     }
 }
 
@@ -56,16 +67,17 @@ pub struct LoadReport {
 
 impl UNet2DModel {
     /// Loads a model folder as diffusers wrote it. `path` is a folder (a model folder, or a pipeline
-    /// folder whose `unet/` is used) or a Hub id found in the local Hugging Face cache.
+    /// folder whose `unet/` is used) or a Hub id (`org/name`), whose config and chosen weights are
+    /// downloaded into the Hugging Face cache unless already there (see [`crate::hub`]).
     pub fn from_pretrained(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         Self::from_pretrained_with_report(path, options).map(|(model, _)| model)
     }
 
     /// [`UNet2DModel::from_pretrained`], also saying which files were read.
     pub fn from_pretrained_with_report(path: impl AsRef<Path>, options: &LoadOptions) -> Result<(Self, LoadReport)> {
-        let model_dir = resolve_model_dir(path.as_ref(), options.subfolder.as_deref())?;
+        let model_dir = resolve_model_dir(path.as_ref(), options)?;
         let (config, json) = UNet2DConfig::from_file_with_json(&model_dir.join("config.json"))?;
-        let files = weight_files(&model_dir, options.variant.as_deref())?;
+        let files = weight_files(&model_dir, options.variant.as_deref(), options.use_safetensors)?;
         // Stamped before they are read: a file changed from here on is no longer the model's weights.
         let stamped = files.iter().map(|f| StampedFile::new(f)).collect::<Result<Vec<_>>>()?;
         let store = WeightStore::open(&files)?;
@@ -147,22 +159,31 @@ pub(crate) fn check_device_dtype(device: &Device, dtype: DType) -> Result<()> {
     }
 }
 
-/// The folder holding the UNet's `config.json`.
-pub fn resolve_model_dir(path: &Path, subfolder: Option<&str>) -> Result<PathBuf> {
-    let mut dir = if path.is_dir() {
-        path.to_path_buf()
-    } else if path.exists() {
-        return Err(Error::argument("path", format!("{} is a file; pass the model folder", path.display())));
-    } else {
-        match path.to_str() {
-            Some(s) if hub::looks_like_repo_id(s) && !s.starts_with('.') => hub::resolve(s)?,
-            _ => return Err(Error::NotFound { what: format!("model folder {}", path.display()) }),
-        }
+/// The folder holding the UNet's `config.json`: `path` itself, its `subfolder`, or its `unet/`
+/// (a pipeline folder); a Hub id is first downloaded (only the config and the weights that
+/// [`choose_weights`] picks) into the Hub cache, and its snapshot folder used.
+pub fn resolve_model_dir(path: &Path, options: &LoadOptions) -> Result<PathBuf> {
+    let subfolder = options.subfolder.as_deref().filter(|s| !s.is_empty());
+    let wanted = Wanted::Model {
+        subfolder: subfolder.map(str::to_string),
+        variant: options.variant.clone(),
+        use_safetensors: options.use_safetensors,
     };
-    if let Some(sub) = subfolder.filter(|s| !s.is_empty()) {
+    let root = match crate::hub::locate(path, &wanted, &options.hub)? {
+        Some(root) if root.is_dir() => root,
+        Some(_) => return Err(Error::argument("path", format!("{} is a file; pass the model folder", path.display()))),
+        None => return Err(Error::NotFound { what: format!("model folder {}", path.display()) }),
+    };
+    model_dir_in(&root, subfolder, path)
+}
+
+/// The UNet folder inside the folder `root` (which `shown` names in messages).
+pub(crate) fn model_dir_in(root: &Path, subfolder: Option<&str>, shown: &Path) -> Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    if let Some(sub) = subfolder {
         dir = dir.join(sub);
         if !dir.is_dir() {
-            return Err(Error::NotFound { what: format!("subfolder {sub:?} in {}", path.display()) });
+            return Err(Error::NotFound { what: format!("subfolder {sub:?} in {}", shown.display()) });
         }
     } else if !dir.join("config.json").exists() && dir.join("unet").join("config.json").exists() {
         // A pipeline folder: its UNet is in unet/.
@@ -174,76 +195,39 @@ pub fn resolve_model_dir(path: &Path, subfolder: Option<&str>) -> Result<PathBuf
     Ok(dir)
 }
 
-/// The weights files to read, in diffusers' order of preference: safetensors, sharded safetensors,
-/// `.bin`, sharded `.bin`; each with the variant infix when one is asked for.
-pub fn weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
-    let infix = variant.map(|v| format!(".{v}")).unwrap_or_default();
-    if let Some(v) = variant {
-        if v.is_empty() || v.contains(['/', '\\']) || v.contains("..") {
-            return Err(Error::argument("variant", format!("{v:?} is not a variant name (e.g. \"fp16\")")));
-        }
+/// The weights files to read from the model folder `dir`, as [`choose_weights`] picks them among
+/// its files; a shard index's shards, each checked to be in `dir`.
+pub fn weight_files(dir: &Path, variant: Option<&str>, use_safetensors: Option<bool>) -> Result<Vec<PathBuf>> {
+    check_variant(variant)?;
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(WEIGHTS_NAME))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let choice = choose_weights(&names, variant, use_safetensors, &dir.display().to_string())?;
+    // Something at the name that is not a regular file (a folder, a FIFO, a device) is reported
+    // as what it is, not skipped as if it were missing.
+    let file = dir.join(choice.name());
+    crate::files::check_regular(&file)?;
+    match choice {
+        WeightsChoice::Single(_) => Ok(vec![file]),
+        WeightsChoice::Index(_) => shard_files(dir, &file),
     }
-    for ext in ["safetensors", "bin"] {
-        // Something at the name that is not a regular file (a folder, a FIFO, a device) is reported
-        // as what it is, not skipped as if it were missing.
-        let single = dir.join(format!("{WEIGHTS_NAME}{infix}.{ext}"));
-        if crate::files::exists(&single) {
-            crate::files::check_regular(&single)?;
-            return Ok(vec![single]);
-        }
-        let index = dir.join(format!("{WEIGHTS_NAME}.{ext}.index{infix}.json"));
-        if crate::files::exists(&index) {
-            crate::files::check_regular(&index)?;
-            return shard_files(dir, &index);
-        }
-    }
-    let present: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(WEIGHTS_NAME))
-                .collect()
-        })
-        .unwrap_or_default();
-    let hint = match (variant, present.is_empty()) {
-        (_, true) => String::new(),
-        (None, false) => format!("; found {} (pass the variant, e.g. variant=\"fp16\")", present.join(", ")),
-        (Some(_), false) => format!("; found {}", present.join(", ")),
-    };
-    Err(Error::NotFound {
-        what: format!("{WEIGHTS_NAME}{infix}.safetensors (or .bin, or a sharded index) in {}{hint}", dir.display()),
-    })
 }
 
 /// The shard files a `*.index.json` names, each checked to exist inside `dir`.
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     let text = crate::files::read_json_text(index)?;
-    let parsed: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::ConfigParse { path: index.to_path_buf(), reason: e.to_string() })?;
-    let bad = |reason: &str| Error::Weights { path: index.to_path_buf(), reason: reason.into() };
-    let map = parsed.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no \"weight_map\" object"))?;
-    let mut names: Vec<&str> = Vec::new();
-    for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| bad(&format!("weight_map[{tensor:?}] is not a file name")))?;
-        if file.contains(['/', '\\']) || file.starts_with('.') {
-            return Err(bad(&format!("shard name {file:?} points outside the model folder")));
-        }
-        if !names.contains(&file) {
-            names.push(file);
-        }
-    }
-    names.sort();
-    let mut files = Vec::with_capacity(names.len());
-    for name in names {
-        let path = dir.join(name);
+    let mut files = Vec::new();
+    for name in shard_names(&text, index)? {
+        let path = dir.join(&name);
         if !crate::files::exists(&path) {
             return Err(Error::NotFound { what: format!("shard {name} named by {}", index.display()) });
         }
         crate::files::check_regular(&path)?;
         files.push(path);
-    }
-    if files.is_empty() {
-        return Err(bad("the weight_map is empty"));
     }
     Ok(files)
 }

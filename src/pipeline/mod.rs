@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::loading::{resolve_model_dir, LoadOptions, LoadReport};
+use crate::hub::Wanted;
+use crate::loading::{model_dir_in, LoadOptions, LoadReport};
 use crate::schedulers::config::find_config_file;
 use crate::schedulers::{SamplingLoop, Scheduler, SchedulerKind};
 use crate::unet::UNet2DModel;
@@ -75,9 +76,13 @@ pub struct PipelineReport {
     pub unet: LoadReport,
     /// The scheduler config file, or `None` for diffusers' default `DDPMScheduler`.
     pub scheduler_config: Option<PathBuf>,
+    /// That file's JSON as read (every key, those the scheduler does not use too).
+    pub scheduler_json: Option<serde_json::Value>,
 }
 
 impl UNet2DPipeline {
+    /// Loads a pipeline folder, a bare UNet folder, or a Hub id (whose `model_index.json`, UNet
+    /// config and weights and scheduler config are downloaded; see [`crate::hub`]).
     pub fn from_pretrained(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         Ok(Self::from_pretrained_with_report(path, options)?.0)
     }
@@ -87,18 +92,31 @@ impl UNet2DPipeline {
         path: impl AsRef<Path>,
         options: &LoadOptions,
     ) -> Result<(Self, PipelineReport)> {
-        // resolve_model_dir descends into unet/ for pipeline folders and resolves Hub ids.
-        let unet_dir = resolve_model_dir(path.as_ref(), None)?;
+        let shown = path.as_ref();
+        let wanted = Wanted::Pipeline { variant: options.variant.clone(), use_safetensors: options.use_safetensors };
+        let root = match crate::hub::locate(shown, &wanted, &options.hub)? {
+            Some(root) if root.is_dir() => root,
+            Some(_) => {
+                return Err(Error::argument("path", format!("{} is a file; pass the pipeline folder", shown.display())))
+            }
+            None => return Err(Error::NotFound { what: format!("model folder {}", shown.display()) }),
+        };
+        // Descends into unet/ for pipeline folders.
+        let unet_dir = model_dir_in(&root, None, shown)?;
         let unet_options = LoadOptions { subfolder: None, ..options.clone() };
         let (unet, unet_report) = UNet2DModel::from_pretrained_with_report(&unet_dir, &unet_options)?;
         let scheduler_config = scheduler_config_for(&unet_dir);
-        let scheduler = match &scheduler_config {
-            Some(file) => Scheduler::from_pretrained(file)?,
+        let scheduler_json = match &scheduler_config {
+            Some(file) => Some(crate::schedulers::config::read_config_json(file)?),
+            None => None,
+        };
+        let scheduler = match &scheduler_json {
+            Some(json) => Scheduler::from_json(json)?,
             None => default_scheduler()?,
         };
         let path = pipeline_root(&unet_dir).unwrap_or(unet_dir);
         let class_name = model_index_class(&path)?;
-        let report = PipelineReport { unet: unet_report, scheduler_config };
+        let report = PipelineReport { unet: unet_report, scheduler_config, scheduler_json };
         Ok((Self { unet: std::sync::Arc::new(unet), scheduler, path, class_name }, report))
     }
 

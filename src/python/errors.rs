@@ -10,6 +10,8 @@
 //! | `InvalidConfig`, `ConfigParse`                    | `ConfigError(UNet2DError, ValueError)`                  |
 //! | `InvalidArgument`                                 | `InvalidArgumentError(UNet2DError, ValueError)`         |
 //! | `NotFound`, `Io` of a missing file                | `ModelNotFoundError(UNet2DError, FileNotFoundError)`    |
+//! | `Hub`: repo, revision or file not found, offline  | `ModelNotFoundError(UNet2DError, FileNotFoundError)`    |
+//! | `Hub`: unreachable, not a Hub, HTTP, transfer     | `DownloadError(UNet2DError, OSError)`                   |
 //! | `Weights`, `MissingTensor`, `ShapeMismatch`       | `WeightsError(UNet2DError, ValueError)`                 |
 //! | `Unsupported`                                     | `UnsupportedError(UNet2DError, RuntimeError)`           |
 //! | `TooLarge`                                        | `TooLargeError(UNet2DError, MemoryError)`               |
@@ -25,6 +27,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 use crate::error::{Error, Result};
+use crate::hub::HubError;
 
 /// The Python module defining the exception classes.
 const ERRORS_MODULE: &str = "candle_unet2d._errors";
@@ -39,6 +42,7 @@ pub(crate) enum ErrorKind {
     Unsupported,
     TooLarge,
     Read,
+    Download,
     Internal,
 }
 
@@ -52,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "UnsupportedError",
             ErrorKind::TooLarge => "TooLargeError",
             ErrorKind::Read => "ReadError",
+            ErrorKind::Download => "DownloadError",
             ErrorKind::Internal => "InternalError",
         }
     }
@@ -64,6 +69,7 @@ impl ErrorKind {
         static UNSUPPORTED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static TOO_LARGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static READ: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        static DOWNLOAD: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static INTERNAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         match self {
             ErrorKind::Config => &CONFIG,
@@ -73,6 +79,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => &UNSUPPORTED,
             ErrorKind::TooLarge => &TOO_LARGE,
             ErrorKind::Read => &READ,
+            ErrorKind::Download => &DOWNLOAD,
             ErrorKind::Internal => &INTERNAL,
         }
     }
@@ -99,6 +106,18 @@ fn kind_of(err: &Error) -> ErrorKind {
         Error::TooLarge { .. } => ErrorKind::TooLarge,
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::ModelNotFound,
         Error::Io { .. } => ErrorKind::Read,
+        Error::Hub(hub) => match hub {
+            HubError::RepoNotFound { .. }
+            | HubError::GatedRepo { .. }
+            | HubError::RevisionNotFound { .. }
+            | HubError::EntryNotFound { .. }
+            | HubError::NotCached { .. } => ErrorKind::ModelNotFound,
+            HubError::Unreachable { .. }
+            | HubError::NotAHub { .. }
+            | HubError::Http { .. }
+            | HubError::Transfer { .. }
+            | HubError::Corrupt { .. } => ErrorKind::Download,
+        },
         // The bindings stop a run by raising the callback's own exception (or KeyboardInterrupt), so
         // a cancellation reaching Python unreplaced is a bug of theirs.
         Error::Candle(_) | Error::Cancelled { .. } => ErrorKind::Internal,

@@ -1,6 +1,7 @@
 //! Python bindings (`candle_unet2d._core`), built with `--features python` by maturin.
 //!
-//! Bindings only: argument conversion ([`arrays`], and the loading arguments in [`args`]), the exception mapping and the GIL-releasing call
+//! Bindings only: argument conversion ([`arrays`], the loading arguments in [`args`], the Hub keywords in
+//! [`hub_args`]), the exception mapping and the GIL-releasing call
 //! helper ([`errors`]), and the `UNet2DModel` class ([`model`]). The package `candle_unet2d` re-exports
 //! these with the pure-Python pieces (exception classes, `UNet2DOutput`, `FrozenDict`).
 //!
@@ -16,6 +17,7 @@ mod arrays;
 mod cli;
 mod config_values;
 mod errors;
+mod hub_args;
 mod model;
 mod pipeline;
 mod rng;

@@ -21,6 +21,7 @@ use super::args::{device_arg, dtype_arg, path_arg};
 use super::arrays::{is_ndarray, is_torch, is_torch_tensor, numpy_module, to_tensor, Framework, HostArray, Numbers};
 use super::config_values::{json_to_py, py_to_json};
 use super::errors::{argument_error, argument_error_from, guarded, or_interrupt, run_detached, ErrorKind};
+use super::hub_args::{take_hub_kwargs, Caller};
 use super::rng::{default_generator, type_name};
 use crate::config::{ClassEmbeddingKind, TimeEmbeddingKind};
 use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
@@ -54,32 +55,52 @@ enum TimestepArg {
 
 #[pymethods]
 impl PyUNet2DModel {
-    /// Loads a model folder as diffusers saved it (see the stub for the arguments).
+    /// Loads a model folder, or a Hub id (downloaded into the Hugging Face cache), as diffusers
+    /// does; the Hub keywords (`revision`, `token`, …) come through `**kwargs` (see the stub).
     #[staticmethod]
-    #[pyo3(signature = (path, subfolder=None, variant=None, device=None, dtype=None, torch_dtype=None))]
-    fn from_pretrained(
-        py: Python<'_>,
-        path: &Bound<'_, PyAny>,
-        subfolder: Option<&Bound<'_, PyAny>>,
-        variant: Option<&Bound<'_, PyAny>>,
-        device: Option<&Bound<'_, PyAny>>,
-        dtype: Option<&Bound<'_, PyAny>>,
-        torch_dtype: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
+    #[pyo3(signature = (path, subfolder=None, variant=None, device=None, dtype=None, torch_dtype=None, **kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_pretrained<'py>(
+        py: Python<'py>,
+        path: &Bound<'py, PyAny>,
+        subfolder: Option<&Bound<'py, PyAny>>,
+        variant: Option<&Bound<'py, PyAny>>,
+        device: Option<&Bound<'py, PyAny>>,
+        dtype: Option<&Bound<'py, PyAny>>,
+        torch_dtype: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         guarded(py, || {
             let path_buf = path_arg(py, path)?;
             let subfolder = optional_str(subfolder, "subfolder")?;
             let variant = optional_str(variant, "variant")?;
             let device = device_arg(py, device)?;
             let dtype = dtype_arg(py, dtype, torch_dtype)?;
+            let (hub_args, _) = take_hub_kwargs(py, kwargs, Caller::Model)?;
+            let output_loading_info = hub_args.output_loading_info;
 
             let (model, report) = run_detached(py, move || {
-                let options =
-                    LoadOptions { subfolder, variant, device: parse_device(&device)?, dtype: parse_dtype(&dtype)? };
+                let options = LoadOptions {
+                    subfolder,
+                    variant,
+                    device: parse_device(&device)?,
+                    dtype: parse_dtype(&dtype)?,
+                    use_safetensors: hub_args.use_safetensors,
+                    hub: hub_args.hub,
+                };
                 UNet2DModel::from_pretrained_with_report(&path_buf, &options)
             })?;
 
-            Self::from_shared(py, Arc::new(model), report, path)
+            let model = Bound::new(py, Self::from_shared(py, Arc::new(model), report, path)?)?.into_any();
+            if !output_loading_info {
+                return Ok(model);
+            }
+            // Loading fails on any missing, unused or mismatched tensor, so a loaded model has none.
+            let info = PyDict::new(py);
+            for key in ["missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"] {
+                info.set_item(key, pyo3::types::PyList::empty(py))?;
+            }
+            Ok(PyTuple::new(py, [model, info.into_any()])?.into_any())
         })
     }
 
@@ -325,7 +346,7 @@ impl PyUNet2DModel {
                 let file = if path.is_file() && subfolder.is_none() {
                     path
                 } else {
-                    resolve_model_dir(&path, subfolder.as_deref())?.join("config.json")
+                    resolve_model_dir(&path, &LoadOptions { subfolder, ..LoadOptions::default() })?.join("config.json")
                 };
                 let text = crate::files::read_json_text(&file)?;
                 let value: serde_json::Value = serde_json::from_str(&text)

@@ -13,15 +13,14 @@ use pyo3::types::{PyDict, PyModule, PyType};
 
 use super::args::{device_arg, dtype_arg, path_arg};
 use super::errors::{argument_error, guarded, run_detached, to_py_err, ErrorKind};
+use super::hub_args::{take_hub_kwargs, Caller};
 use super::model::{optional_str, PyUNet2DModel};
 use super::rng::{lock, type_name};
 use super::sampling::{sample, SampleArgs};
 use super::schedulers::{scheduler_object, PySchedulerMixin};
 use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
-use crate::loading::weights::WeightStore;
-use crate::loading::{resolve_model_dir, weight_files, LoadOptions, LoadReport};
+use crate::loading::LoadOptions;
 use crate::pipeline::{PipelineKind, UNet2DPipeline};
-use crate::schedulers::config::read_config_json;
 
 /// The pure-Python helpers: the progress bar, the image conversions.
 pub(crate) const PIPELINE_MODULE: &str = "candle_unet2d._pipeline";
@@ -68,11 +67,12 @@ impl PyDiffusionPipeline {
         })
     }
 
-    /// Loads a diffusers pipeline folder (`model_index.json`, `unet/`, `scheduler/`) or a bare UNet
-    /// folder. On `DiffusionPipeline` itself, returns the class `model_index.json` names (or, without
-    /// one, the one the scheduler's loop needs); on a subclass, that class.
+    /// Loads a diffusers pipeline folder (`model_index.json`, `unet/`, `scheduler/`), a bare UNet
+    /// folder, or a Hub id (downloaded into the Hugging Face cache; the Hub keywords come through
+    /// `**kwargs`). On `DiffusionPipeline` itself, returns the class `model_index.json` names (or,
+    /// without one, the one the scheduler's loop needs); on a subclass, that class.
     #[classmethod]
-    #[pyo3(signature = (pretrained_model_name_or_path, device=None, dtype=None, variant=None, torch_dtype=None))]
+    #[pyo3(signature = (pretrained_model_name_or_path, device=None, dtype=None, variant=None, torch_dtype=None, **kwargs))]
     fn from_pretrained<'py>(
         cls: &Bound<'py, PyType>,
         pretrained_model_name_or_path: &Bound<'py, PyAny>,
@@ -80,6 +80,7 @@ impl PyDiffusionPipeline {
         dtype: Option<&Bound<'py, PyAny>>,
         variant: Option<&Bound<'py, PyAny>>,
         torch_dtype: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         guarded(py, || {
@@ -88,24 +89,18 @@ impl PyDiffusionPipeline {
             let device = device_arg(py, device)?;
             let dtype = dtype_arg(py, dtype, torch_dtype)?;
             let variant = optional_str(variant, "variant")?;
+            let (hub_args, _) = take_hub_kwargs(py, kwargs, Caller::Pipeline)?;
 
-            let (pipe, report, scheduler_source) = run_detached(py, move || {
+            let (pipe, report) = run_detached(py, move || {
                 let options = LoadOptions {
                     subfolder: None,
-                    variant: variant.clone(),
+                    variant,
                     device: parse_device(&device)?,
                     dtype: parse_dtype(&dtype)?,
+                    use_safetensors: hub_args.use_safetensors,
+                    hub: hub_args.hub,
                 };
-                let pipe = UNet2DPipeline::from_pretrained(&path_buf, &options)?;
-                let model_dir = resolve_model_dir(&pipe.path, None)?;
-                let files = weight_files(&model_dir, variant.as_deref())?;
-                let safetensors = files.iter().all(|f| f.extension().is_some_and(|e| e == "safetensors"));
-                let stored_dtype =
-                    if safetensors { WeightStore::open(&files).ok().and_then(|s| s.stored_dtype()) } else { None };
-                let report = LoadReport { model_dir, weight_files: files, stored_dtype };
-                // The raw scheduler config, for the keys diffusers keeps in `.config`.
-                let source = read_config_json(&pipe.path.join("scheduler")).ok();
-                Ok((pipe, report, source))
+                UNet2DPipeline::from_pretrained_with_report(&path_buf, &options)
             })?;
 
             let target = if cls.hasattr("_class_name")? {
@@ -115,8 +110,9 @@ impl PyDiffusionPipeline {
                 pipeline_classes(py)?.getattr(kind.class_name())?
             };
             let pipe_path = pipe.path.clone();
-            let unet = Py::new(py, PyUNet2DModel::from_shared(py, pipe.unet, report, path)?)?;
-            let scheduler = scheduler_object(py, pipe.scheduler, scheduler_source.as_ref())?;
+            let unet = Py::new(py, PyUNet2DModel::from_shared(py, pipe.unet, report.unet, path)?)?;
+            // The raw scheduler config, for the keys diffusers keeps in `.config`.
+            let scheduler = scheduler_object(py, pipe.scheduler, report.scheduler_json.as_ref())?;
             let object = target.call1((unet, scheduler))?;
             let this = object.cast::<PyDiffusionPipeline>()?.get();
             *lock(&this.path) = Some(pipe_path);

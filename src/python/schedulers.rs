@@ -25,11 +25,11 @@ use serde_json::{Map, Value};
 use super::arrays::{is_ndarray, is_torch_tensor, numpy_module, to_tensor, HostArray, Like, Numbers};
 use super::config_values::{is_path, json_to_py, py_to_json};
 use super::errors::{argument_error, argument_error_from, guarded, run_detached, ErrorKind};
+use super::hub_args::{take_hub_kwargs, Caller};
 use super::rng::{default_generator, explicit_generator, generator_list, lock, type_name, PyGenerator};
 use crate::error::Error;
-use crate::loading::hub;
 use crate::rng::Generator;
-use crate::schedulers::config::read_config_json;
+use crate::schedulers::config::{locate_config_file, read_config_json};
 use crate::schedulers::{
     Args, MethodInput, Noise, Scheduler, SchedulerKind, SchedulerOutput, StepInput, TensorArgs, TimestepType,
     TimestepsSpec,
@@ -342,8 +342,9 @@ impl PySchedulerMixin {
         })
     }
 
-    /// Loads `scheduler_config.json` from a folder (or a pipeline folder's `scheduler/`); keywords
-    /// override config values.
+    /// Loads `scheduler_config.json` from a folder (or a pipeline folder's `scheduler/`), or a Hub
+    /// id (downloaded into the Hugging Face cache); the Hub keywords (`revision`, `token`, …) are
+    /// taken out of `kwargs`, the other keywords override config values.
     #[classmethod]
     #[pyo3(signature = (path, subfolder=None, **kwargs))]
     fn from_pretrained<'py>(
@@ -363,23 +364,12 @@ impl PySchedulerMixin {
                     argument_error(py, "subfolder", format!("must be a str or None, got {}", type_name(s)))
                 })?),
             };
+            let (hub_args, overrides) = take_hub_kwargs(py, kwargs, Caller::Scheduler)?;
             let source = run_detached(py, move || {
-                let mut dir = path_buf;
-                if !dir.exists() {
-                    if let Some(id) = dir.to_str().filter(|s| hub::looks_like_repo_id(s) && !s.starts_with('.')) {
-                        dir = hub::resolve(id)?;
-                    }
-                }
-                if let Some(sub) = subfolder.filter(|s| !s.is_empty()) {
-                    let nested = dir.join(&sub);
-                    if !nested.is_dir() {
-                        return Err(Error::NotFound { what: format!("subfolder {sub:?} in {}", dir.display()) });
-                    }
-                    dir = nested;
-                }
-                read_config_json(&dir)
+                let file = locate_config_file(&path_buf, subfolder.as_deref(), &hub_args.hub)?;
+                read_config_json(&file)
             })?;
-            build(cls, source, kwargs)
+            build(cls, source, overrides.as_ref())
         })
     }
 

@@ -141,7 +141,7 @@ impl UNet2DModel {
             .try_reserve_exact(capacity)
             .map_err(|_| crate::memory_budget::too_large_now("the model's weights image", capacity as u128))?;
         safetensors_file::write(&mut image, Path::new(IMAGE_NAME), &specs, dtype, |s| read(s.name, s.shape))?;
-        let options = LoadOptions { subfolder: None, variant: None, device: device.clone(), dtype };
+        let options = LoadOptions { device: device.clone(), dtype, ..LoadOptions::default() };
         let mut model = UNet2DModel::from_safetensors_bytes(self.config().clone(), image, &name, &options)?;
         let origin = std::mem::replace(
             &mut *model.provenance().origin.lock().unwrap_or_else(|e| e.into_inner()),

@@ -754,7 +754,9 @@ fn quote_non_finite_tokens(text: &str) -> String {
 /// Finds the scheduler config of `dir`: `dir/scheduler_config.json`, or `dir/scheduler/scheduler_config.json`
 /// for a diffusers pipeline folder. `dir` may also be the JSON file itself.
 pub fn find_config_file(dir: &Path) -> Result<PathBuf> {
-    if dir.is_file() {
+    // Anything that is not a folder is the file itself: reading it says what it is if it is no
+    // regular file (a FIFO, a device).
+    if crate::files::exists(dir) && !dir.is_dir() {
         return Ok(dir.to_path_buf());
     }
     if !dir.exists() {
@@ -777,6 +779,25 @@ pub fn find_config_file(dir: &Path) -> Result<PathBuf> {
             nested.display()
         ),
     })
+}
+
+/// The `scheduler_config.json` that `SchedulerMixin.from_pretrained(path, subfolder=…)` reads:
+/// `path` is a folder (its `subfolder`, else itself or its `scheduler/`), the JSON file itself, or
+/// a Hub id, whose scheduler config alone is downloaded (see [`crate::hub`]).
+pub fn locate_config_file(path: &Path, subfolder: Option<&str>, hub: &crate::hub::HubOptions) -> Result<PathBuf> {
+    let subfolder = subfolder.filter(|s| !s.is_empty());
+    let wanted = crate::hub::Wanted::Scheduler { subfolder: subfolder.map(str::to_string) };
+    let Some(mut dir) = crate::hub::locate(path, &wanted, hub)? else {
+        return Err(Error::NotFound { what: format!("scheduler folder {}", path.display()) });
+    };
+    if let Some(sub) = subfolder {
+        let nested = dir.join(sub);
+        if !nested.is_dir() {
+            return Err(Error::NotFound { what: format!("subfolder {sub:?} in {}", path.display()) });
+        }
+        dir = nested;
+    }
+    find_config_file(&dir)
 }
 
 /// Reads the scheduler config of `dir` (see [`find_config_file`]) as a JSON object.

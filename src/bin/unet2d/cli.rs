@@ -43,9 +43,15 @@ pub struct ModelArgs {
     /// The model: `digits16` (the 16×16 digits model shipped inside the binary; the default), a
     /// diffusers pipeline folder (model_index.json, unet/, scheduler/), a bare UNet folder
     /// (config.json and weights; sampled with diffusers' default DDPM scheduler), or a Hub id
-    /// found in the local Hugging Face cache. Write `./digits16` for a folder of that name.
+    /// (`org/name`), downloaded into the Hugging Face cache unless already there (HF_ENDPOINT,
+    /// HF_HUB_CACHE, HF_TOKEN and HF_HUB_OFFLINE=1 apply, as for huggingface_hub). Write
+    /// `./digits16` for a folder of that name.
     #[arg(long, value_name = "PATH|HUB_ID")]
     pub model: Option<PathBuf>,
+
+    /// The Hub revision of --model: a branch, tag or commit id [default: main].
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
 }
 
 /// `unet2d sample`.

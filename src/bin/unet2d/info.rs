@@ -15,7 +15,7 @@ use super::model::{self, config_field, Loaded};
 use super::shipped;
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
-    let loaded = model::load(args.model.model.as_deref(), &LoadOptions::default())?;
+    let loaded = model::load(&args.model, &LoadOptions::default())?;
     let text = describe(&loaded)?;
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {

@@ -65,7 +65,7 @@ impl Plan {
         let destination = Destination::from_args(args.output, DEFAULT_OUT)?;
         let options =
             LoadOptions { device: device.clone(), dtype: args.compute.dtype.dtype(), ..LoadOptions::default() };
-        let model = model::load(args.model.model.as_deref(), &options)?;
+        let model = model::load(&args.model, &options)?;
         let channels = model.unet.config().in_channels;
         check_channels(channels).with_context(|| format!("cannot inpaint with {}", model.name))?;
         let labels = labels(&model, args.class, batch)?;

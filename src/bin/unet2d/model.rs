@@ -11,6 +11,8 @@ use candle_unet2d::schedulers::Scheduler;
 use candle_unet2d::{LoadOptions, UNet2DModel};
 use serde_json::Value;
 
+use super::cli::ModelArgs;
+use super::progress::DownloadBar;
 use super::shipped;
 
 /// A loaded model.
@@ -29,13 +31,24 @@ pub struct Loaded {
     pub report: LoadReport,
 }
 
-/// Loads `--model` (`None`: the shipped model).
-pub fn load(model: Option<&Path>, options: &LoadOptions) -> anyhow::Result<Loaded> {
-    match model {
-        None => load_shipped(options),
-        Some(path) if path == Path::new(shipped::NAME) => load_shipped(options),
-        Some(path) => load_path(path, options).with_context(|| format!("cannot load the model {}", path.display())),
+/// Loads `--model` (none: the shipped model) at `--revision`, with a download bar on stderr while
+/// a Hub id downloads.
+pub fn load(args: &ModelArgs, options: &LoadOptions) -> anyhow::Result<Loaded> {
+    let shipped = args.model.as_deref().is_none_or(|path| path == Path::new(shipped::NAME));
+    if shipped {
+        if args.revision.is_some() {
+            anyhow::bail!("--revision needs a Hub id as --model (the shipped model has no revisions)");
+        }
+        return load_shipped(options);
     }
+    let path = args.model.as_deref().unwrap_or(Path::new(shipped::NAME));
+    let mut options = options.clone();
+    options.hub.revision = args.revision.clone();
+    let bar = DownloadBar::new();
+    options.hub.progress = bar.as_ref().map(DownloadBar::callback);
+    let loaded = load_path(path, &options).with_context(|| format!("cannot load the model {}", path.display()));
+    drop(bar);
+    loaded
 }
 
 fn load_shipped(options: &LoadOptions) -> anyhow::Result<Loaded> {
@@ -51,8 +64,8 @@ fn load_shipped(options: &LoadOptions) -> anyhow::Result<Loaded> {
     })
 }
 
-/// A pipeline folder (its `unet/` and `scheduler/`), a bare UNet folder, or a Hub id in the local
-/// cache: whatever `UNet2DPipeline::from_pretrained` accepts, with its report of what was read.
+/// A pipeline folder (its `unet/` and `scheduler/`), a bare UNet folder, or a Hub id (downloaded
+/// when not cached): whatever `UNet2DPipeline::from_pretrained` accepts, with its report of what was read.
 fn load_path(path: &Path, options: &LoadOptions) -> anyhow::Result<Loaded> {
     let (pipeline, report) = UNet2DPipeline::from_pretrained_with_report(path, options)?;
     let scheduler_source = match report.scheduler_config {

@@ -98,7 +98,7 @@ impl Plan {
         let step_args = step_args(eta, &extra_step_args);
         let flags = pipeline_choice::Flags { pipeline, scheduler, sigmas, correct_steps, snr };
 
-        let model = model::load(model_args.model.as_deref(), &options)?;
+        let model = model::load(&model_args, &options)?;
         let config = model.unet.config();
         check_channels(config.in_channels).with_context(|| format!("cannot sample {}", model.name))?;
         if config.sample_size.is_none() {

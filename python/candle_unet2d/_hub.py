@@ -1,0 +1,48 @@
+"""Progress bars for Hub downloads: one tqdm bar per file, as huggingface_hub shows, when tqdm is
+installed (and ``HF_HUB_DISABLE_PROGRESS_BARS`` is not set). The Rust downloader calls the object
+:func:`download_progress` returns with ``(file, downloaded, total)``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+
+class DownloadBars:
+    """One bar per file being downloaded; a bar closes when its file is complete."""
+
+    def __init__(self, tqdm: Any) -> None:
+        self._tqdm = tqdm
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, file: str, downloaded: int, total: int | None) -> None:
+        bar = self._bars.get(file)
+        if bar is None:
+            bar = self._tqdm(
+                total=total,
+                initial=downloaded,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=file,
+            )
+            self._bars[file] = bar
+        else:
+            bar.update(downloaded - bar.n)
+        if total is not None and downloaded >= total:
+            bar.close()
+            del self._bars[file]
+
+
+def download_progress() -> DownloadBars | None:
+    """Bars for a download, or ``None`` when tqdm is not importable or bars are disabled."""
+    disabled = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").strip().lower()
+    if disabled in {"1", "on", "yes", "true"}:
+        return None
+    try:
+        # Imported by name: tqdm is optional and untyped.
+        tqdm = importlib.import_module("tqdm.auto").tqdm
+    except ImportError:
+        return None
+    return DownloadBars(tqdm)
