@@ -43,6 +43,7 @@ pub mod resnet;
 pub mod rng;
 pub mod saving;
 pub mod schedulers;
+pub mod service;
 pub mod stats;
 pub mod unet;
 
