@@ -55,7 +55,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let service = BatchingService::new(service_model, service_options)
         .with_context(|| format!("cannot serve {}", loaded.name))?;
-    let app = Arc::new(routes::App::new(service, request_timeout));
+    let app = Arc::new(routes::App::new(service, request_timeout, args.max_body));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("unet2d-http")
@@ -91,7 +91,7 @@ async fn serve(app: Arc<routes::App>, args: &ServeArgs, name: &str) -> anyhow::R
         }
     };
     let server =
-        axum::serve(listener, routes::router(app, args.max_body)).with_graceful_shutdown(stopping).into_future();
+        axum::serve(listener, routes::router(app)).with_graceful_shutdown(stopping).into_future();
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.context("the server failed"),

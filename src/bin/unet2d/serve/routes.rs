@@ -5,10 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,35 +27,50 @@ pub struct App {
     /// The service's request timeout; the handler waits this long plus a margin at most, in case
     /// a single denoising step outlasts the deadline.
     pub request_timeout: Option<Duration>,
+    /// Largest request body in bytes.
+    pub max_body: usize,
     next_request: AtomicU64,
 }
 
 impl App {
-    pub fn new(service: BatchingService, request_timeout: Option<Duration>) -> Self {
-        Self { service, metrics: HttpMetrics::default(), request_timeout, next_request: AtomicU64::new(1) }
+    pub fn new(service: BatchingService, request_timeout: Option<Duration>, max_body: usize) -> Self {
+        Self { service, metrics: HttpMetrics::default(), request_timeout, max_body, next_request: AtomicU64::new(1) }
     }
 }
 
-pub fn router(app: Arc<App>, max_body: usize) -> Router {
+pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/images", post(images).fallback(method_not_allowed))
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }
 
-async fn images(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let (code, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ("body_too_large", "the body is larger than this server's --max-body; send a smaller request".to_owned())
-        } else {
-            ("unreadable_body", format!("cannot read the body: {}", rejection.body_text()))
-        };
-        ApiError::new(status, code, message)
+async fn images(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than this server's --max-body of {} bytes; send a smaller request", app.max_body),
+        )
+    };
+    // A body announced as too large is refused before any of it is read (or uploaded).
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > app.max_body as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, app.max_body).await.map_err(|e| {
+        // `to_bytes` reports the limit as an error whose source is a `LengthLimitError`.
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = err.source();
+        }
+        ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", format!("cannot read the body: {e}"))
     })?;
     let api::Parsed { request, format } = api::parse(&body)?;
     let channels = app.service.model_info().channels;
@@ -166,7 +180,8 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     let status = response.status();
     let elapsed = guard.started.elapsed();
     app.metrics.observe(route, status.as_str(), elapsed);
-    if status.is_server_error() {
+    // Back-pressure (503) is the server working as meant; other 5xx are worth a look.
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         tracing::warn!(request = id, %method, route, status = status.as_u16(), ms = elapsed.as_millis() as u64, "answered");
     } else {
         tracing::info!(request = id, %method, route, status = status.as_u16(), ms = elapsed.as_millis() as u64, "answered");
