@@ -107,6 +107,10 @@ fn run_batch(shared: &Shared, parts: Vec<Part>) {
         Ok(Err(e)) => Ending::Failed(e.to_string()),
         Err(panic) => Ending::Failed(format!("internal error (a bug): {}", panic_message(&panic))),
     };
+    // The counters first: a client that reads the metrics right after its answer sees its batch.
+    metrics.batches_running.store(0, Ordering::Relaxed);
+    ServiceMetrics::add(&metrics.batches, 1);
+    metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
     match ending {
         Ending::Done(images) => deliver(metrics, &parts, &images),
         Ending::Stopped(shutdown) => {
@@ -124,9 +128,6 @@ fn run_batch(shared: &Shared, parts: Vec<Part>) {
             }
         }
     }
-    metrics.batches_running.store(0, Ordering::Relaxed);
-    ServiceMetrics::add(&metrics.batches, 1);
-    metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
 }
 
 /// Splits the batch's float NHWC images into each request's images.
