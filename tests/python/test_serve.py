@@ -46,12 +46,15 @@ class Server:
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert self.process.stdout is not None
+        stdout = self.process.stdout
+        assert stdout is not None
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.append(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        # A thread, so that the wait for the address line has a timeout.
+        reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(timeout=60)
-        assert lines and lines[0].startswith("listening on http://"), f"no address line: {lines}"
+        assert lines, "the server printed no address line within 60 s"
+        assert lines[0].startswith("listening on http://"), f"unexpected first line: {lines[0]!r}"
         self.url = lines[0].strip().removeprefix("listening on ")
 
     def post(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
