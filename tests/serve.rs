@@ -305,7 +305,10 @@ fn bad_requests_get_json_errors_and_the_server_goes_on() {
     // the limit.
     let mut stream = connect(server.addr);
     let big = format!("{{\"seed\": 1, \"pad\": \"{}\"}}", "x".repeat(2000));
-    let head = format!("POST /v1/images HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", server.addr);
+    let head = format!(
+        "POST /v1/images HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len()).as_bytes()).unwrap();
     let reply = read_reply(&mut stream);

@@ -27,6 +27,7 @@
 //! ([`ServiceError::QueueFull`]); a request past its deadline ends with
 //! [`ServiceError::TimedOut`]; a dropped [`Ticket`] withdraws its request.
 
+mod batching;
 mod error;
 mod job;
 mod metrics;
@@ -34,16 +35,15 @@ mod model;
 mod options;
 mod queue;
 mod request;
-mod service;
 mod ticket;
 mod worker;
 
+pub use batching::{BatchingService, ModelInfo};
 pub use error::{ErrorKind, ServiceError, ServiceResult};
 pub use metrics::{header as metric_header, Histogram, ServiceMetrics, SECONDS_BUCKETS, SIZE_BUCKETS};
 pub use model::ServiceModel;
 pub use options::ServiceOptions;
 pub use request::{ClassLabels, GeneratedImage, ImageRequest};
-pub use service::{BatchingService, ModelInfo};
 pub use ticket::{Outcome, Ticket};
 
-use service::Shared;
+use batching::Shared;

@@ -90,8 +90,7 @@ async fn serve(app: Arc<routes::App>, args: &ServeArgs, name: &str) -> anyhow::R
             let _ = signalled_tx.send(());
         }
     };
-    let server =
-        axum::serve(listener, routes::router(app)).with_graceful_shutdown(stopping).into_future();
+    let server = axum::serve(listener, routes::router(app)).with_graceful_shutdown(stopping).into_future();
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.context("the server failed"),

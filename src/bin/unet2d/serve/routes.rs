@@ -53,7 +53,10 @@ async fn images(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the body is larger than this server's --max-body of {} bytes; send a smaller request", app.max_body),
+            format!(
+                "the body is larger than this server's --max-body of {} bytes; send a smaller request",
+                app.max_body
+            ),
         )
     };
     // A body announced as too large is refused before any of it is read (or uploaded).
