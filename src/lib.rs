@@ -30,6 +30,7 @@ pub mod pipeline;
 pub mod rng;
 pub mod saving;
 pub mod schedulers;
+pub mod service;
 pub mod stats;
 
 // Internals that the benchmarks, examples and tests reach into; not part of the API (no semver).

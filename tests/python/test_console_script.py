@@ -32,7 +32,7 @@ def test_version_and_help() -> None:
     assert out.stdout.strip() == f"unet2d {_core.__version__}"
     out = run("--help")
     assert out.returncode == 0
-    for command in ("sample", "inpaint", "info"):
+    for command in ("sample", "inpaint", "info", "serve"):
         assert command in out.stdout
 
 

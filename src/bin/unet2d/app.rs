@@ -33,6 +33,8 @@ mod pipeline_choice;
 mod progress;
 #[path = "sample.rs"]
 mod sample;
+#[path = "serve.rs"]
+mod serve;
 #[path = "shipped.rs"]
 mod shipped;
 
@@ -74,6 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(args) => sample::run(*args),
         Command::Inpaint(args) => inpaint::run(*args),
         Command::Info(args) => info::run(args),
+        Command::Serve(args) => serve::run(*args),
     }
 }
 

@@ -35,6 +35,10 @@ pub enum Command {
     Inpaint(Box<InpaintArgs>),
     /// Describe a model: its config in brief, size, compute cost, weights and scheduler.
     Info(InfoArgs),
+    /// Serve a model over HTTP: `POST /v1/images` samples images (concurrent requests with the same
+    /// scheduler and steps share one batched run), `GET /healthz`, `GET /metrics` (Prometheus).
+    /// Prints `listening on http://ADDRESS` once ready; SIGTERM or Ctrl-C stops it (exit 0).
+    Serve(Box<ServeArgs>),
 }
 
 /// Which model to load; shared by every subcommand.
@@ -211,6 +215,64 @@ pub struct InpaintArgs {
     pub output: OutputArgs,
 }
 
+/// `unet2d serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Address to listen on (an IP address or host name).
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on; 0 picks a free one (the `listening on` line says which).
+    #[arg(long, value_name = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Most images in one batched sampling run (1 turns batching off).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = at_least_one)]
+    pub max_batch: usize,
+
+    /// Most requests waiting; more are answered 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = at_least_one)]
+    pub max_queue: usize,
+
+    /// Most images one request may ask for (413 beyond).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = at_least_one)]
+    pub max_images: usize,
+
+    /// Most denoising steps one request may ask for (413 beyond).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = at_least_one)]
+    pub max_steps: usize,
+
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
+    pub max_body: usize,
+
+    /// How long a request may take, queue included (504 after it; 0 for no limit), e.g. 60s, 500ms, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub request_timeout: std::time::Duration,
+
+    /// How long an idle server waits for more requests to batch with the first one.
+    #[arg(long, value_name = "DURATION", default_value = "2ms", value_parser = duration)]
+    pub batch_wait: std::time::Duration,
+
+    /// On SIGTERM or Ctrl-C, how long queued and running work may go on before it is cancelled.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub shutdown_timeout: std::time::Duration,
+
+    /// Compute threads of the sampling runs [default: one per core].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub threads: Option<usize>,
+
+    /// Log filter for the request logs on stderr (`info`, `warn`, `debug`, …); RUST_LOG overrides it.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
 /// `unet2d info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -336,6 +398,22 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A duration: a number with a unit (`ms`, `s`, `m`, `h`), or seconds without one.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 60s, 500ms or 2m"))?;
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown unit {other:?}: use ms, s, m or h")),
+    };
+    std::time::Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{s:?} is out of range"))
+}
+
 fn non_negative_finite(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
@@ -395,5 +473,11 @@ mod tests {
         assert_eq!(step_arg("x=abc"), Ok(("x".into(), serde_json::json!("abc"))));
         assert!(step_arg("=1").is_err());
         assert!(step_arg("s_churn").is_err());
+        assert_eq!(duration("60s"), Ok(std::time::Duration::from_secs(60)));
+        assert_eq!(duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert_eq!(duration("2m"), Ok(std::time::Duration::from_secs(120)));
+        assert_eq!(duration("1.5"), Ok(std::time::Duration::from_millis(1500)));
+        assert!(duration("5 parsecs").is_err());
+        assert!(duration("s").is_err());
     }
 }
