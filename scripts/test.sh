@@ -62,7 +62,9 @@ case "$core" in
 esac
 scripts/check-simd-inlining.sh "$core"
 echo "== stubs against the built module"
-allowlist="$PWD/scripts/stubtest-allowlist.txt"
-(cd /tmp && python -m mypy.stubtest candle_unet2d --allowlist "$allowlist")
+# From /tmp, so that the installed package is checked (not python/ in this folder), with our mypy config.
+root=$PWD
+(cd /tmp && python -m mypy.stubtest candle_unet2d --mypy-config-file "$root/pyproject.toml" \
+  --allowlist "$root/scripts/stubtest-allowlist.txt")
 echo "== python tests"
 pytest -q tests/python

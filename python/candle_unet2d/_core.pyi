@@ -59,7 +59,7 @@ class UNet2DModel:
     computes with the new weights from its next call on, as in diffusers.
     """
 
-    def __init__(self, **config: Any) -> None:
+    def __new__(cls, **config: Any) -> Self:
         """A freshly initialised model, as diffusers' ``UNet2DModel(**config)``: the keywords are its
         constructor's (``sample_size``, ``in_channels``, ``block_out_channels=(32, 64)``, ...), each
         defaulting to diffusers' default. The model computes in float32 on the CPU (``to`` changes that).

@@ -277,11 +277,11 @@ impl PyUNet2DModel {
 
     /// `UNet2DModel(**config)`: a freshly initialised model, as diffusers' constructor (see the stub).
     #[new]
-    #[pyo3(signature = (**kwargs))]
-    fn new(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    #[pyo3(signature = (**config))]
+    fn new(py: Python<'_>, config: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         guarded(py, || {
             let mut fields = serde_json::Map::new();
-            if let Some(kwargs) = kwargs {
+            if let Some(kwargs) = config {
                 for (key, value) in kwargs.iter() {
                     let key: String = key.extract()?;
                     check_config_key(py, &key)?;

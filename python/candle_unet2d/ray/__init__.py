@@ -138,6 +138,12 @@ def _run(
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
     ):
         raise InvalidArgumentError(f"concurrency: must be an int ≥ 1, got {concurrency!r}")
+    if num_gpus_per_worker is not None and (
+        isinstance(num_gpus_per_worker, bool)
+        or not isinstance(num_gpus_per_worker, (int, float))
+        or not num_gpus_per_worker >= 0
+    ):
+        raise InvalidArgumentError(f"num_gpus_per_worker: must be a number ≥ 0, got {num_gpus_per_worker!r}")
     if not ray.is_initialized():
         ray.init()
     cpus = float(num_cpus_per_worker or 1)
