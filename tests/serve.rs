@@ -4,18 +4,19 @@
 //! Run with `cargo test --release --features cli --test serve`. DDIM with few steps keeps it fast.
 #![cfg(feature = "cli")]
 
+#[path = "common/single_run.rs"]
+mod single_run;
+use single_run::single;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use candle_unet2d::pipeline::{sample_per_image, to_images, to_uint8, PipelineKind, SampleOptions, UNet2DPipeline};
-use candle_unet2d::rng::Generator;
-use candle_unet2d::schedulers::{Scheduler, SchedulerKind};
+use candle_unet2d::pipeline::UNet2DPipeline;
 use candle_unet2d::LoadOptions;
 use serde_json::{json, Value};
 
@@ -169,25 +170,6 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 fn digits16() -> UNet2DPipeline {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits16");
     UNet2DPipeline::from_pretrained(path, &LoadOptions::default()).unwrap()
-}
-
-/// The library's batch of one for `seed` and `label` (float HWC and its uint8 quantisation).
-fn single(pipe: &UNet2DPipeline, scheduler: &str, steps: usize, seed: u64, label: i64) -> (Vec<f32>, Vec<u8>) {
-    let kind = SchedulerKind::from_short_name(scheduler).unwrap();
-    let converted = Scheduler::from_json_as(kind, &pipe.scheduler.config_json()).unwrap();
-    let mut scheduler = PipelineKind::for_scheduler(kind).prepare_scheduler(converted).unwrap();
-    let options = SampleOptions {
-        batch_size: 1,
-        num_inference_steps: steps,
-        class_labels: Some(vec![label]),
-        ..Default::default()
-    };
-    let mut generators = [Generator::from_seed(seed)];
-    let x =
-        sample_per_image(&pipe.unet, &mut scheduler, &options, &mut generators, |_| ControlFlow::Continue(())).unwrap();
-    let images = to_images(&x).unwrap();
-    let bytes = to_uint8(&images).unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    (images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), bytes)
 }
 
 fn base64(data: &Value) -> Vec<u8> {

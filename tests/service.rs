@@ -3,14 +3,15 @@
 //! and the queue, cancellation, timeouts and shutdown behave. Runs with `cargo test --release
 //! --test service`; DDIM with few steps keeps it fast.
 
-use std::ops::ControlFlow;
+#[path = "common/single_run.rs"]
+mod single_run;
+use single_run::single;
+
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use candle_unet2d::pipeline::{sample_per_image, to_images, to_uint8, PipelineKind, SampleOptions, UNet2DPipeline};
-use candle_unet2d::rng::Generator;
-use candle_unet2d::schedulers::{Scheduler, SchedulerKind};
+use candle_unet2d::pipeline::UNet2DPipeline;
 use candle_unet2d::service::{
     BatchingService, ClassLabels, ErrorKind, GeneratedImage, ImageRequest, ServiceError, ServiceModel, ServiceOptions,
 };
@@ -23,26 +24,6 @@ fn digits16() -> UNet2DPipeline {
 
 fn service(options: ServiceOptions) -> BatchingService {
     BatchingService::new(ServiceModel::from_pipeline(digits16()).unwrap(), options).unwrap()
-}
-
-/// A batch of one through the library, as `UNet2DPipeline(...)(batch_size=1, class_labels=[label],
-/// generator=[Generator().manual_seed(seed)])` with the scheduler converted from the model's config.
-fn single(pipe: &UNet2DPipeline, scheduler: &str, steps: usize, seed: u64, label: i64) -> (Vec<f32>, Vec<u8>) {
-    let kind = SchedulerKind::from_short_name(scheduler).unwrap();
-    let converted = Scheduler::from_json_as(kind, &pipe.scheduler.config_json()).unwrap();
-    let mut scheduler = PipelineKind::for_scheduler(kind).prepare_scheduler(converted).unwrap();
-    let options = SampleOptions {
-        batch_size: 1,
-        num_inference_steps: steps,
-        class_labels: Some(vec![label]),
-        ..SampleOptions::default()
-    };
-    let mut generators = [Generator::from_seed(seed)];
-    let x =
-        sample_per_image(&pipe.unet, &mut scheduler, &options, &mut generators, |_| ControlFlow::Continue(())).unwrap();
-    let images = to_images(&x).unwrap();
-    let bytes = to_uint8(&images).unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    (images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), bytes)
 }
 
 fn ddim(num_images: usize, seed: u64, labels: ClassLabels, steps: usize) -> ImageRequest {

@@ -281,13 +281,7 @@ impl PyUNet2DModel {
     fn new(py: Python<'_>, config: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         guarded(py, || {
             let mut fields = serde_json::Map::new();
-            if let Some(kwargs) = config {
-                for (key, value) in kwargs.iter() {
-                    let key: String = key.extract()?;
-                    check_config_key(py, &key)?;
-                    fields.insert(key.clone(), py_to_json(&value, &key)?);
-                }
-            }
+            insert_config_keywords(py, &mut fields, config)?;
             Self::initialised(py, fields)
         })
     }
@@ -319,13 +313,7 @@ impl PyUNet2DModel {
                 };
                 fields = config_fields(py, map)?;
             }
-            if let Some(kwargs) = kwargs {
-                for (key, value) in kwargs.iter() {
-                    let key: String = key.extract()?;
-                    check_config_key(py, &key)?;
-                    fields.insert(key.clone(), py_to_json(&value, &key)?);
-                }
-            }
+            insert_config_keywords(py, &mut fields, kwargs)?;
             Self::initialised(py, fields)
         })
     }
@@ -674,6 +662,21 @@ fn timestep_arg(obj: &Bound<'_, PyAny>) -> PyResult<TimestepArg> {
         "timestep",
         format!("must be an int, a float, a numpy array or a torch tensor, got {}", type_name(obj)),
     ))
+}
+
+/// Config keywords (`UNet2DModel(**config)`, `from_config`'s overrides) into `fields`, each checked to
+/// be a `UNet2DModel` argument.
+fn insert_config_keywords(
+    py: Python<'_>,
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+    keywords: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    for (key, value) in keywords.into_iter().flat_map(|k| k.iter()) {
+        let key: String = key.extract()?;
+        check_config_key(py, &key)?;
+        fields.insert(key.clone(), py_to_json(&value, &key)?);
+    }
+    Ok(())
 }
 
 /// An optional string argument.
