@@ -18,6 +18,18 @@ const MAX_ERROR_BYTES: u64 = 64 << 10;
 /// Redirects followed on the Hub itself (a renamed repository answers with a relative one).
 pub const MAX_REDIRECTS: usize = 5;
 
+/// Whether `url`'s host is this machine's loopback (`localhost`, `127.x.y.z`, `[::1]`).
+fn is_loopback(url: &str) -> bool {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host.starts_with('[') {
+        host.split(']').next().unwrap_or_default().trim_start_matches('[')
+    } else {
+        host.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A client for one endpoint.
 pub struct Client {
     agent: ureq::Agent,
@@ -36,6 +48,9 @@ impl Client {
             .timeout_recv_body(None)
             .timeout_per_read(Some(Duration::from_secs(60)))
             .user_agent(concat!("candle-unet2d/", env!("CARGO_PKG_VERSION"), "; hf_hub-compatible"))
+            // A Hub on this machine (a mirror, a test server) is reached directly, whatever
+            // HTTP(S)_PROXY says: a proxy elsewhere cannot reach this machine's loopback.
+            .proxy(if is_loopback(&endpoint) { None } else { ureq::Proxy::try_from_env() })
             .build();
         Self { agent: config.into(), endpoint, token }
     }
@@ -185,4 +200,19 @@ pub fn transfer(url: &str, err: &ureq::Error) -> HubError {
 /// `snapshot_download` falls back on.
 pub fn cache_may_stand_in(err: &crate::error::Error) -> bool {
     matches!(err, crate::error::Error::Hub(HubError::Transfer { .. } | HubError::Http { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_hosts() {
+        for url in ["http://127.0.0.1:8000", "http://localhost:1/x", "http://[::1]:9/a", "http://u@127.0.0.2/"] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in ["https://huggingface.co", "http://10.0.0.1:80", "http://localhost.example.com"] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
 }

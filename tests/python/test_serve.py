@@ -37,6 +37,10 @@ def unet2d_script() -> str:
     return found
 
 
+# The server is on loopback: never through an HTTP(S)_PROXY the environment may set.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class Server:
     """A ``unet2d serve`` on a free loopback port."""
 
@@ -62,7 +66,7 @@ class Server:
             f"{self.url}/v1/images", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=120) as reply:
+            with _DIRECT.open(request, timeout=120) as reply:
                 return reply.status, json.loads(reply.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
