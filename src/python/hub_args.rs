@@ -12,7 +12,9 @@ use pyo3::types::{PyBool, PyDict, PyString};
 
 use super::errors::{argument_error, argument_error_from};
 use super::rng::type_name;
+use crate::device::{parse_device, parse_dtype};
 use crate::hub::{DownloadProgress, HubOptions, Token};
+use crate::loading::LoadOptions;
 
 /// The pure-Python progress bars.
 const HUB_MODULE: &str = "candle_unet2d._hub";
@@ -33,6 +35,26 @@ pub(crate) struct HubArgs {
     pub use_safetensors: Option<bool>,
     /// `output_loading_info=True` (models only).
     pub output_loading_info: bool,
+}
+
+impl HubArgs {
+    /// The [`LoadOptions`] of a model or pipeline load: these keywords with the call's own.
+    pub(crate) fn load_options(
+        self,
+        subfolder: Option<String>,
+        variant: Option<String>,
+        device: &str,
+        dtype: &str,
+    ) -> crate::Result<LoadOptions> {
+        Ok(LoadOptions {
+            subfolder,
+            variant,
+            device: parse_device(device)?,
+            dtype: parse_dtype(dtype)?,
+            use_safetensors: self.use_safetensors,
+            hub: self.hub,
+        })
+    }
 }
 
 /// Keywords every caller takes.

@@ -80,14 +80,7 @@ impl PyUNet2DModel {
             let output_loading_info = hub_args.output_loading_info;
 
             let (model, report) = run_detached(py, move || {
-                let options = LoadOptions {
-                    subfolder,
-                    variant,
-                    device: parse_device(&device)?,
-                    dtype: parse_dtype(&dtype)?,
-                    use_safetensors: hub_args.use_safetensors,
-                    hub: hub_args.hub,
-                };
+                let options = hub_args.load_options(subfolder, variant, &device, &dtype)?;
                 UNet2DModel::from_pretrained_with_report(&path_buf, &options)
             })?;
 

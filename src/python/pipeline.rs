@@ -18,8 +18,7 @@ use super::model::{optional_str, PyUNet2DModel};
 use super::rng::{lock, type_name};
 use super::sampling::{sample, SampleArgs};
 use super::schedulers::{scheduler_object, PySchedulerMixin};
-use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
-use crate::loading::LoadOptions;
+use crate::device::{device_name, dtype_name};
 use crate::pipeline::{PipelineKind, UNet2DPipeline};
 
 /// The pure-Python helpers: the progress bar, the image conversions.
@@ -92,14 +91,7 @@ impl PyDiffusionPipeline {
             let (hub_args, _) = take_hub_kwargs(py, kwargs, Caller::Pipeline)?;
 
             let (pipe, report) = run_detached(py, move || {
-                let options = LoadOptions {
-                    subfolder: None,
-                    variant,
-                    device: parse_device(&device)?,
-                    dtype: parse_dtype(&dtype)?,
-                    use_safetensors: hub_args.use_safetensors,
-                    hub: hub_args.hub,
-                };
+                let options = hub_args.load_options(None, variant, &device, &dtype)?;
                 UNet2DPipeline::from_pretrained_with_report(&path_buf, &options)
             })?;
 
