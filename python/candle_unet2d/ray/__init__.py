@@ -215,8 +215,9 @@ def _collect(dataset: ray.data.Dataset) -> list[dict[str, Any]]:
     try:
         rows = dataset.take_all()
     except Exception as error:
-        cause = _library_error(error)
-        if cause is not None:
+        # Ray's RayTaskError keeps the worker's exception as `cause`: raise that, not the wrapper.
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, UNet2DError):
             raise cause from error
         raise
     return [
@@ -231,22 +232,6 @@ def _collect(dataset: ray.data.Dataset) -> list[dict[str, Any]]:
     ]
 
 
-def _library_error(error: BaseException) -> UNet2DError | None:
-    """The ``UNet2DError`` a Ray exception carries (as its cause, or in its chain)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, UNet2DError):
-            return current
-        cause = getattr(current, "cause", None)
-        if isinstance(cause, BaseException) and id(cause) not in seen:
-            current = cause
-            continue
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def _verified(out: str, plan: Plan, run_key: str) -> dict[int, dict[str, Any]]:
     """The images already in ``out`` that are this run's and whole, as manifest rows."""
     manifest = read_manifest(out)
@@ -255,20 +240,12 @@ def _verified(out: str, plan: Plan, run_key: str) -> dict[int, dict[str, Any]]:
         path = image_path(out, index)
         if not os.path.exists(path):
             continue
-        labels = plan.labels.of([index])  # type: ignore[arg-type]
-        label = None if labels is None else labels[0]
-        expected = {"index": index, "seed": plan.seed + index, "class_label": label, "run": run_key}
+        expected = plan.image_meta(index, run_key)
         listed = manifest.get(index)
         digest = verify(path, expected, listed["sha256"] if listed else None)
         if digest is not None:
-            file = os.path.relpath(path, out)
-            kept[index] = {
-                "index": index,
-                "seed": plan.seed + index,
-                "class_label": label,
-                "file": file,
-                "sha256": digest,
-            }
+            row = {k: expected[k] for k in ("index", "seed", "class_label")}
+            kept[index] = {**row, "file": os.path.relpath(path, out), "sha256": digest}
     return kept
 
 

@@ -48,6 +48,12 @@ class Plan:
         text = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def image_meta(self, index: int, run_key: str) -> dict[str, Any]:
+        """What image ``index`` is: the identity its PNG carries and a resumed run checks."""
+        labels = self.labels.of([index])
+        label = None if labels is None else labels[0]
+        return {"index": index, "seed": self.seed + index, "class_label": label, "run": run_key}
+
 
 @dataclass(frozen=True)
 class Labels:
@@ -57,7 +63,7 @@ class Labels:
     value: int = 0
     values: tuple[int, ...] = ()
 
-    def of(self, indices: np.ndarray) -> list[int] | None:
+    def of(self, indices: Sequence[int] | np.ndarray) -> list[int] | None:
         if self.mode == "none":
             return None
         if self.mode == "constant":
@@ -136,7 +142,6 @@ def make_plan(
 
 def _scheduler(scheduler: Any, pipe: DiffusionPipeline) -> tuple[str, dict[str, Any]]:
     """The scheduler as (class name, config), which every worker rebuilds with ``from_config``."""
-    import candle_unet2d
 
     if scheduler is None:
         current = pipe.scheduler
@@ -144,22 +149,30 @@ def _scheduler(scheduler: Any, pipe: DiffusionPipeline) -> tuple[str, dict[str, 
     if isinstance(scheduler, SchedulerMixin):
         return type(scheduler).__name__, dict(scheduler.config)
     if isinstance(scheduler, str):
-        cls = getattr(candle_unet2d, scheduler, None)
-        if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-            known = ", ".join(sorted(candle_unet2d._schedulers.__all__))
-            raise InvalidArgumentError(f"scheduler: {scheduler!r} is not a scheduler class; one of {known}")
         # As diffusers' swap: the new class from the model's own scheduler config.
-        built = cls.from_config(pipe.scheduler.config)
+        built = _scheduler_class(scheduler).from_config(pipe.scheduler.config)
         return scheduler, dict(built.config)
     if isinstance(scheduler, dict) or hasattr(scheduler, "keys"):
         config = dict(scheduler)
         name = config.get("_class_name")
         if not isinstance(name, str):
             raise InvalidArgumentError("scheduler: a config dict must name its class in '_class_name'")
-        return _scheduler(name, pipe)[0], config
+        _scheduler_class(name)
+        return name, config
     raise InvalidArgumentError(
         f"scheduler: must be None, a scheduler class name, a scheduler or its config, got {type(scheduler).__name__}"
     )
+
+
+def _scheduler_class(name: str) -> type[SchedulerMixin]:
+    """The package's scheduler class called ``name``."""
+    import candle_unet2d
+
+    cls = getattr(candle_unet2d, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        known = ", ".join(sorted(candle_unet2d._schedulers.__all__))
+        raise InvalidArgumentError(f"scheduler: {name!r} is not a scheduler class; one of {known}")
+    return cls
 
 
 def _labels(class_labels: Any, count: int, config: Any) -> Labels:

@@ -12,7 +12,7 @@ from ._output import image_path, write_png
 from ._plan import Plan
 
 
-def sample_indices(pipe: Any, plan: Plan, indices: np.ndarray) -> np.ndarray:
+def sample_indices(pipe: Any, plan: Plan, indices: np.ndarray, labels: list[int] | None) -> np.ndarray:
     """Images ``indices`` of the job as uint8 NHWC, one generator per image: image ``i`` is what
     ``pipe(batch_size=1, generator=[Generator().manual_seed(seed + i)], …)`` gives, bit for bit, in
     any batch (the per-image loop runs with batch-invariant kernels)."""
@@ -24,7 +24,7 @@ def sample_indices(pipe: Any, plan: Plan, indices: np.ndarray) -> np.ndarray:
         generator=generators,
         num_inference_steps=plan.num_inference_steps,
         output_type="uint8",
-        class_labels=plan.labels.of(indices),
+        class_labels=labels,
     )
     return np.asarray(output.images)
 
@@ -63,8 +63,8 @@ class ImageSampler:
         if self._error is not None:
             raise self._error
         indices = np.asarray(batch["id"], dtype=np.int64)
-        images = sample_indices(self._pipe, self._plan, indices)
         labels = self._plan.labels.of(indices)
+        images = sample_indices(self._pipe, self._plan, indices, labels)
         rows: dict[str, np.ndarray] = {
             "index": indices,
             "seed": np.asarray([self._plan.seed + int(i) for i in indices], dtype=np.uint64),
@@ -76,10 +76,8 @@ class ImageSampler:
         files: list[str] = []
         hashes: list[str] = []
         for i, image in zip(indices, images):
-            label = None if labels is None else labels[len(files)]
             path = image_path(self._output_dir, int(i))
-            meta = {"index": int(i), "seed": self._plan.seed + int(i), "class_label": label, "run": self._run_key}
-            hashes.append(write_png(path, image, meta))
+            hashes.append(write_png(path, image, self._plan.image_meta(int(i), self._run_key)))
             files.append(os.path.relpath(path, self._output_dir))
         rows["file"] = np.asarray(files, dtype=object)
         rows["sha256"] = np.asarray(hashes, dtype=object)
