@@ -51,18 +51,22 @@ impl PackedWeights {
     /// `weight`: [c_out, c_in, kernel, kernel], contiguous.
     pub(super) fn new(weight: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Self {
         let k = c_in * kernel * kernel;
-        let mut data = vec![0f32; c_out.div_ceil(MR) * k * MR];
-        crate::memory::advise_huge_pages(&mut data);
-        // Panels in parallel; within one, write sequentially while reading the MR rows side by side.
-        data.par_chunks_mut(k * MR).enumerate().for_each(|(panel, dst)| {
-            let rows: Vec<&[f32]> =
-                (panel * MR..((panel + 1) * MR).min(c_out)).map(|row| &weight[row * k..(row + 1) * k]).collect();
-            for (kk, step) in dst.chunks_exact_mut(MR).enumerate() {
-                for (d, row) in step.iter_mut().zip(&rows) {
-                    *d = row[kk];
+        let fill = |data: &mut [std::mem::MaybeUninit<f32>]| {
+            // Panels in parallel; within one, write sequentially while reading the MR rows side by side.
+            data.par_chunks_mut(k * MR).enumerate().for_each(|(panel, dst)| {
+                let rows: Vec<&[f32]> =
+                    (panel * MR..((panel + 1) * MR).min(c_out)).map(|row| &weight[row * k..(row + 1) * k]).collect();
+                for (kk, step) in dst.chunks_exact_mut(MR).enumerate() {
+                    let (loaded, past_c_out) = step.split_at_mut(rows.len());
+                    for (d, row) in loaded.iter_mut().zip(&rows) {
+                        d.write(row[kk]);
+                    }
+                    past_c_out.iter_mut().for_each(|d| _ = d.write(0.0));
                 }
-            }
-        });
+            });
+        };
+        // SAFETY: the panels cover the buffer, and each writes all MR rows of each of its k steps.
+        let data = unsafe { crate::memory::filled_by(c_out.div_ceil(MR) * k * MR, fill) };
         Self { data, c_out, c_in, kernel }
     }
 

@@ -6,6 +6,7 @@
 // Inside `Simd::vectorize` code: index loops over the small arrays (see `microkernel`).
 #![allow(clippy::needless_range_loop)]
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -40,38 +41,42 @@ pub struct WinogradWeights {
 impl WinogradWeights {
     /// `weight`: [c_out, c_in, 3, 3], contiguous.
     pub(in crate::kernels::conv2d) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
-        let mut data = vec![0f32; c_out.div_ceil(MR) * POINTS * c_in * MR];
-        crate::memory::advise_huge_pages(&mut data);
         // One pair of block buffers per worker, not per panel.
         let buffers = || (Box::new([[0f64; FILTER_BLOCK * MR]; 9]), Box::new([[0f32; FILTER_BLOCK * MR]; POINTS]));
-        data.par_chunks_mut(POINTS * c_in * MR).enumerate().for_each_init(
-            buffers,
-            |(filters, transformed), (panel, dst)| {
-                // A block of input channels at a time: gather its filters element by element
-                // (`[e][ci·MR + r]`), transform them all at once, then copy each point's row into place,
-                // where the packed layout `[ξ][ci][r]` makes it one contiguous run.
-                let rows = MR.min(c_out - panel * MR);
-                if rows < MR {
-                    // The last panel's rows past `c_out` transform to zero (the buffer is reused).
-                    filters.iter_mut().for_each(|element| element.fill(0.0));
-                }
-                for ci0 in (0..c_in).step_by(FILTER_BLOCK) {
-                    let channels = FILTER_BLOCK.min(c_in - ci0);
-                    for ci in 0..channels {
-                        for r in 0..rows {
-                            let filter = &weight[((panel * MR + r) * c_in + ci0 + ci) * 9..][..9];
-                            for (e, &value) in filter.iter().enumerate() {
-                                filters[e][ci * MR + r] = f64::from(value);
+        let fill = |data: &mut [MaybeUninit<f32>]| {
+            data.par_chunks_mut(POINTS * c_in * MR).enumerate().for_each_init(
+                buffers,
+                |(filters, transformed), (panel, dst)| {
+                    // A block of input channels at a time: gather its filters element by element
+                    // (`[e][ci·MR + r]`), transform them all at once, then copy each point's row into place,
+                    // where the packed layout `[ξ][ci][r]` makes it one contiguous run.
+                    let rows = MR.min(c_out - panel * MR);
+                    if rows < MR {
+                        // The last panel's rows past `c_out` transform to zero (the buffer is reused).
+                        filters.iter_mut().for_each(|element| element.fill(0.0));
+                    }
+                    for ci0 in (0..c_in).step_by(FILTER_BLOCK) {
+                        let channels = FILTER_BLOCK.min(c_in - ci0);
+                        for ci in 0..channels {
+                            for r in 0..rows {
+                                let filter = &weight[((panel * MR + r) * c_in + ci0 + ci) * 9..][..9];
+                                for (e, &value) in filter.iter().enumerate() {
+                                    filters[e][ci * MR + r] = f64::from(value);
+                                }
                             }
                         }
+                        transform_filters(filters, transformed, channels * MR);
+                        for (point, row) in transformed.iter().enumerate() {
+                            let dst = &mut dst[(point * c_in + ci0) * MR..][..channels * MR];
+                            dst.iter_mut().zip(row).for_each(|(d, &value)| _ = d.write(value));
+                        }
                     }
-                    transform_filters(filters, transformed, channels * MR);
-                    for (point, row) in transformed.iter().enumerate() {
-                        dst[(point * c_in + ci0) * MR..][..channels * MR].copy_from_slice(&row[..channels * MR]);
-                    }
-                }
-            },
-        );
+                },
+            )
+        };
+        // SAFETY: the panels cover the buffer; each writes every point of every block of input channels,
+        // `POINTS · c_in · MR` floats (rows past `c_out` as the zeros their zeroed filters transform to).
+        let data = unsafe { crate::memory::filled_by(c_out.div_ceil(MR) * POINTS * c_in * MR, fill) };
         Self { data, c_out, c_in, direct: OnceLock::new(), f4: OnceLock::new() }
     }
 
