@@ -27,7 +27,7 @@ pub(crate) fn release_mapped_pages(bytes: &[u8]) {
 /// of the page faults. The buffer must not have been written yet (a `vec![0.0; n]` has: calloc clears
 /// reused heap memory, faulting every page in at 4 KiB before the advice), so callers pass the spare
 /// capacity of a `Vec::with_capacity` (see [`filled_by`]).
-pub(crate) fn advise_huge_pages<T>(buffer: &mut [T]) {
+fn advise_huge_pages<T>(buffer: &mut [T]) {
     #[cfg(target_os = "linux")]
     {
         const HUGE_PAGE: usize = 2 << 20;

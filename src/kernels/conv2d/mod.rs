@@ -590,9 +590,13 @@ mod tests {
     fn winograd_error_stays_near_the_direct_kernels() {
         let dev = Device::Cpu;
         let (b, c, h) = (2, 256, 16);
-        let x = Tensor::randn(0f32, 1.0, (b, c, h, h), &dev).unwrap();
+        // Seeded, so that the test is deterministic: the largest error of 131 072 outputs moves by up
+        // to 1.5× from one draw to the next (seeds 0–7 below).
+        let mut generator = crate::rng::Generator::from_seed(0);
+        let mut randn = |shape: &[usize]| Tensor::from_vec(generator.randn(shape), shape, &dev).unwrap();
+        let x = randn(&[b, c, h, h]);
         // diffusers' default init scale: uniform in ±1/sqrt(fan_in), here as a normal of that size.
-        let wt = (Tensor::randn(0f32, 1.0, (c, c, 3, 3), &dev).unwrap() / (9.0 * c as f64).sqrt()).unwrap();
+        let wt = (randn(&[c, c, 3, 3]) / (9.0 * c as f64).sqrt()).unwrap();
         let bias = Tensor::zeros(c, DType::F32, &dev).unwrap();
         let reference = x.to_dtype(DType::F64).unwrap().conv2d(&wt.to_dtype(DType::F64).unwrap(), 1, 1, 1, 1).unwrap();
         let params = Conv2dParams { kernel: 3, stride: 1, padding: 1 };
@@ -607,10 +611,13 @@ mod tests {
             assert_eq!(winograd.kernel(), Some((ConvKernel::Winograd, isa)), "a 3×3 256-channel layer");
             let f2 = error(Conv2dWeight::with_kernel(wt.clone(), ConvKernel::WinogradF2, isa).unwrap());
             assert!(f2 < 4.0 * direct && f2 < 1e-5, "{isa}: F(2×2) {f2:e}, direct {direct:e}");
-            // F(4×4)'s transforms reach 8 and 16/15: about eight times F(2×2)'s error (1.4e-5 here,
-            // on outputs of about 4), still far inside the fixtures' 1e-4.
+            // F(4×4)'s transforms reach 8 and 16/15: about eight times F(2×2)'s error, on outputs of
+            // about 4. Measured over seeds 0–7: 1.1–1.9e-5 at the scalar and AVX2 levels, 2.0–2.3e-5 at
+            // AVX-512 (whose direct and F(2×2) errors are also about 1.4× the others': another order of
+            // summation), so the bound leaves 1.5× above the worst draw and stays far inside the
+            // fixtures' 1e-4. (It was 2.5e-5, which one AVX-512 draw in eight crossed.)
             let f4 = error(Conv2dWeight::with_kernel(wt.clone(), ConvKernel::WinogradF4, isa).unwrap());
-            assert!(f4 < 24.0 * direct && f4 < 2.5e-5, "{isa}: F(4×4) {f4:e}, direct {direct:e}");
+            assert!(f4 < 24.0 * direct && f4 < 3.5e-5, "{isa}: F(4×4) {f4:e}, direct {direct:e}");
             println!("{isa}: max error against f64: direct {direct:e}, F(2×2) {f2:e}, F(4×4) {f4:e}");
         }
     }

@@ -201,6 +201,10 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[inline(always)]
     unsafe fn transpose_quads(x: [V; 4]) -> [V; 4] {
         let low = transpose_in_lanes([x[0][0], x[1][0], x[2][0], x[3][0]]);
         let high = transpose_in_lanes([x[0][1], x[1][1], x[2][1], x[3][1]]);

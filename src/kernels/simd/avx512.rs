@@ -139,6 +139,10 @@ unsafe impl Simd for Avx512 {
         }
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[inline(always)]
     unsafe fn transpose_quads(x: [__m512; 4]) -> [__m512; 4] {
         // `_MM_TRANSPOSE4_PS` in each 128-bit lane.
         let (ab_low, cd_low) = (_mm512_unpacklo_ps(x[0], x[1]), _mm512_unpacklo_ps(x[2], x[3]));

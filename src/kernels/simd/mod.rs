@@ -96,6 +96,11 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     unsafe fn store_quads(p: *mut f32, offsets: &[usize; 4], blocks: usize, v: Self::V);
     /// A 4 × 4 transpose inside every block: lane `4q + j` of output `i` is lane `4q + i` of input `j`.
     unsafe fn transpose_quads(x: [Self::V; 4]) -> [Self::V; 4];
+    /// A hint to bring the cache line holding `p` into L1; never faults, whatever `p` is.
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        let _ = p;
+    }
 }
 
 /// Runs `$body` with `$S` naming the [`Simd`] implementation of `$isa` (a level this build lacks runs

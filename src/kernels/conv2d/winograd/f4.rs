@@ -19,6 +19,7 @@
 // small arrays, a `match` instead of `Option::map`.
 #![allow(clippy::needless_range_loop, clippy::manual_map)]
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -66,10 +67,14 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: SendPtr) {
         tiles_per_image: (h / 4) * (w / 4),
     };
     let u = p.weights.f4(|weights| {
-        let mut u = vec![0f32; c_out.div_ceil(MR) * POINTS * c_in * MR];
-        // SAFETY: `S`'s level per the caller; `u` has room for every panel.
-        profile::time("conv2d.winograd_filters", || unsafe { transform_filters::<S>(weights, &mut u) });
-        u
+        profile::time("conv2d.winograd_filters", || {
+            // SAFETY: `S`'s level per the caller; `transform_filters` writes every element of every panel.
+            unsafe {
+                crate::memory::filled_by(c_out.div_ceil(MR) * POINTS * c_in * MR, |u| {
+                    transform_filters::<S>(weights, u)
+                })
+            }
+        })
     });
     let filters = Filters { data: u, c_in, c_out, points: POINTS };
     // SAFETY: per the caller; `filters` is this layer's F(4×4) `U`.
@@ -80,12 +85,12 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: SendPtr) {
 /// in L1 (26 KiB).
 const FILTER_BLOCK: usize = 128;
 
-/// F(4×4)'s `U = G g Gᵀ` into `u` (`[panel][ξ][C_in][MR]`), each filter `g` recovered from F(2×2)'s
-/// `U`. Both layouts hold a panel's points as runs of `C_in · MR` floats; a block of each run is
-/// copied in, transformed 16 filters at a time, and copied out. (Transforming in place, straight
+/// F(4×4)'s `U = G g Gᵀ` into `u` (`[panel][ξ][C_in][MR]`, every element written), each filter `g`
+/// recovered from F(2×2)'s `U`. Both layouts hold a panel's points as runs of `C_in · MR` floats; a
+/// block of each run is copied in, transformed 16 filters at a time, and copied out. (Transforming in place, straight
 /// across the 52 runs, ran 30× slower: with power-of-two channel counts the runs are a multiple of
 /// 4 KiB apart, so every load and store of one step lands in the same L1 set.)
-unsafe fn transform_filters<S: Simd>(weights: &WinogradWeights, u: &mut [f32]) {
+unsafe fn transform_filters<S: Simd>(weights: &WinogradWeights, u: &mut [MaybeUninit<f32>]) {
     let run = weights.c_in * MR;
     let source = weights.packed();
     u.par_chunks_mut(POINTS * run).enumerate().for_each(|(panel, dst)| {
@@ -110,8 +115,10 @@ unsafe fn transform_filters<S: Simd>(weights: &WinogradWeights, u: &mut [f32]) {
                             n += LANES;
                         }
                         for point in 0..POINTS {
-                            dst[point * run + n0..][..count]
-                                .copy_from_slice(&transformed[point * FILTER_BLOCK..][..count]);
+                            let row = &transformed[point * FILTER_BLOCK..][..count];
+                            let to = &mut dst[point * run + n0..][..count];
+                            // A copy, not a closure over the elements (see the note above).
+                            std::ptr::copy_nonoverlapping(row.as_ptr(), to.as_mut_ptr().cast::<f32>(), count);
                         }
                         n0 += count;
                     }
