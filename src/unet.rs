@@ -249,7 +249,10 @@ impl UNet2DModel {
         let batch = sample.dim(0)?;
         let timesteps = self.timesteps(timestep.into(), batch)?;
         let class_input = self.check_class_labels(class_labels, batch)?;
-        Ok(profile::time("other", || self.run(&sample, &timesteps, class_input.as_ref()))?)
+        let run = || profile::time("other", || self.run(&sample, &timesteps, class_input.as_ref()));
+        // On the CPU the whole forward runs on a rayon worker (see `kernels::on_worker`).
+        let output = if sample.device().is_cpu() { crate::kernels::on_worker(run) } else { run() };
+        Ok(output?)
     }
 
     fn run(&self, sample: &Tensor, timesteps: &Tensor, class_labels: Option<&Tensor>) -> candle_core::Result<Tensor> {

@@ -31,9 +31,14 @@ pub fn batch_invariant<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether this thread is inside [`batch_invariant`].
+pub(crate) fn is_active() -> bool {
+    ACTIVE.with(Cell::get)
+}
+
 /// The batch size a kernel should choose its algorithm for: 1 inside [`batch_invariant`].
 pub(crate) fn choice_batch(batch: usize) -> usize {
-    if ACTIVE.with(Cell::get) {
+    if is_active() {
         1
     } else {
         batch

@@ -75,6 +75,11 @@ impl Isa {
         *CONFIGURED.get_or_init(|| from_env(std::env::var(ISA_ENV).ok().as_deref()))
     }
 
+    /// The level [`Isa::run_at`] forces on this thread, if any.
+    pub(crate) fn forced() -> Option<Isa> {
+        FORCED.with(Cell::get)
+    }
+
     /// Runs `f` with [`Isa::active`] returning `self` on this thread (kernels that `f` spreads over
     /// other threads do not see it: run `f` on a one-thread pool to cover everything). An error when
     /// the CPU lacks the level.
@@ -82,6 +87,12 @@ impl Isa {
         if !self.is_supported() {
             return Err(UnsupportedIsa(self));
         }
+        Ok(self.force(f))
+    }
+
+    /// [`Isa::run_at`] for a level already known to be supported (one a caller forced).
+    pub(crate) fn force<R>(self, f: impl FnOnce() -> R) -> R {
+        debug_assert!(self.is_supported());
         let previous = FORCED.with(|forced| forced.replace(Some(self)));
         // Restored on unwind too, so a panicking test does not leak the level into the next.
         struct Restore(Option<Isa>);
@@ -91,7 +102,7 @@ impl Isa {
             }
         }
         let _restore = Restore(previous);
-        Ok(f())
+        f()
     }
 }
 

@@ -11,9 +11,11 @@ pub mod isa;
 pub mod linear;
 pub mod simd;
 pub mod upsample;
+mod worker;
 
 pub use batch_invariance::batch_invariant;
 pub(crate) use batch_invariance::choice_batch;
+pub(crate) use worker::on_worker;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
