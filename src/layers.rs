@@ -93,10 +93,18 @@ pub fn conv2d(
     stride: usize,
     vb: WeightSource,
 ) -> Result<Conv2d> {
-    let weight = vb.get((cout, cin, kernel, kernel), "weight")?;
-    let bias = vb.get(cout, "bias")?;
     let params = Conv2dParams { kernel, stride, padding };
-    Ok(Conv2d { weight: Conv2dWeight::for_params(weight, params)?, bias, params })
+    let shape = (cout, cin, kernel, kernel);
+    // Float32 filters are prepared straight from the file's bytes (one pass, into buffers advised for
+    // huge pages), not first copied into a tensor and then again into the prepared weights.
+    let prepared =
+        vb.with_f32_data(shape, "weight", |data| Conv2dWeight::for_params_from_f32(data, cout, cin, params))?;
+    let weight = match prepared {
+        Some(weight) => weight?,
+        None => Conv2dWeight::for_params(vb.get(shape, "weight")?, params)?,
+    };
+    let bias = vb.get(cout, "bias")?;
+    Ok(Conv2d { weight, bias, params })
 }
 
 /// A linear layer (`weight` [out, in], `bias` [out]).

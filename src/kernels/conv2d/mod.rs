@@ -6,8 +6,9 @@
 //! - `direct`: an implicit-GEMM convolution for every other shape.
 //!
 //! Both share one micro-kernel and store epilogue (`microkernel`), one padding routine
-//! (`padding`) and the `Call` they compute. The weights are prepared for one kernel at load; other
-//! devices and dtypes keep the loaded tensor and use candle's ops.
+//! (`padding`) and the `Call` they compute. The weights are prepared for one kernel at load (the
+//! Winograd transform itself runs on a layer's first call, see `winograd::weights`); other devices
+//! and dtypes keep the loaded tensor and use candle's ops.
 
 pub(crate) mod direct;
 pub(crate) mod microkernel;
@@ -83,8 +84,9 @@ pub enum ConvKernel {
     WinogradF4,
 }
 
-/// A convolution's weight, prepared once at load for one of the CPU kernels at one instruction-set
-/// level (float32 CPU weights; the loaded tensor is then dropped, so the model is not held twice), or
+/// A convolution's weight, prepared at load for one of the CPU kernels at one instruction-set level
+/// (float32 CPU weights, copied out of the loaded tensor, which is then dropped; a Winograd layer's
+/// transform runs on its first call), or
 /// as loaded (other devices and dtypes, which candle's ops compute).
 #[derive(Debug, Clone)]
 pub enum Conv2dWeight {
@@ -129,7 +131,7 @@ impl Conv2dWeight {
         if data.len() != c_out * c_in * k * k {
             candle_core::bail!("conv2d: {} floats for a [{c_out}, {c_in}, {k}, {k}] weight", data.len());
         }
-        Ok(Self::prepare_f32(data, c_out, c_in, k, Self::kernel_for(c_out, c_in, params), Isa::active()))
+        Self::prepare_f32(data, c_out, c_in, k, Self::kernel_for(c_out, c_in, params), Isa::active())
     }
 
     /// Winograd for 3×3 stride-1 padding-1 convolutions between enough channels, else direct.
@@ -161,22 +163,29 @@ impl Conv2dWeight {
             candle_core::bail!("conv2d: square kernels expected, got {kh}×{kw}");
         }
         let weight = weight.contiguous()?;
+        if kernel != ConvKernel::Direct && kh == 3 {
+            // The Winograd layer keeps this tensor until its first call (see `winograd::weights`).
+            let weights = Arc::new(WinogradWeights::new(weight, c_out, c_in));
+            return Ok(Self::Winograd { weights, isa, kernel });
+        }
         let (storage, layout) = weight.storage_and_layout();
         let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
             candle_core::bail!("conv2d: float32 CPU weights expected");
         };
         let data = contiguous_slice(data, layout, "conv2d weight")?;
-        Ok(Self::prepare_f32(data, c_out, c_in, kh, kernel, isa))
+        Self::prepare_f32(data, c_out, c_in, kh, kernel, isa)
     }
 
     /// `data` (`[c_out, c_in, k, k]`) packed for `kernel` (Winograd only for 3×3) at `isa`, which the
     /// CPU supports.
-    fn prepare_f32(data: &[f32], c_out: usize, c_in: usize, k: usize, kernel: ConvKernel, isa: Isa) -> Self {
+    fn prepare_f32(data: &[f32], c_out: usize, c_in: usize, k: usize, kernel: ConvKernel, isa: Isa) -> Result<Self> {
         if kernel != ConvKernel::Direct && k == 3 {
-            let weights = Arc::new(WinogradWeights::new(data, c_out, c_in));
-            return Self::Winograd { weights, isa, kernel };
+            let filters =
+                Tensor::from_vec(crate::memory::copied(data), (c_out, c_in, 3, 3), &candle_core::Device::Cpu)?;
+            let weights = Arc::new(WinogradWeights::new(filters, c_out, c_in));
+            return Ok(Self::Winograd { weights, isa, kernel });
         }
-        Self::Direct { weights: Arc::new(PackedWeights::new(data, c_out, c_in, k)), isa }
+        Ok(Self::Direct { weights: Arc::new(PackedWeights::new(data, c_out, c_in, k)), isa })
     }
 
     /// The CPU kernel and level this weight runs, `None` when candle's ops compute it.

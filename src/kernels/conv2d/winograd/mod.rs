@@ -15,8 +15,8 @@
 //!
 //! **Which tile a call runs** ([`choose`]). F(4×4) needs a quarter of F(2×2)'s tiles and 36/16 of its
 //! weights per tile: it wins where there are many tiles, and loses at batch 1 on small maps, where the
-//! GEMMs are few columns wide and bound by reading `U`. A layer loads with F(2×2)'s `U` only
-//! (`weights`); the first call with enough tiles builds F(4×4)'s from it and the layer keeps both
+//! GEMMs are few columns wide and bound by reading `U`. A layer holds F(2×2)'s `U` only (built
+//! from the loaded filters on its first call, `weights`); the first call with enough tiles builds F(4×4)'s from it and the layer keeps both
 //! (rebuilding it per call cost a quarter of the call: writing 36 floats per filter is memory-bound),
 //! so only the layers that see such calls hold the extra 2.25×. Calls with fewer tiles than one vector
 //! of 16 (4×4 maps at batch 1 to 3) run the direct kernel on filters recovered from `U`
@@ -24,8 +24,8 @@
 //!
 //! **Accuracy.** F(2×2)'s transforms use only 0, ±1 and ±½; F(4×4)'s reach 8 and 1/24, which costs
 //! float32 about one more decimal digit (its error against float64 is bounded in the tests, and the
-//! UNet fixtures still match diffusers to about 1e-5). Filter transforms are computed in f64 at load
-//! (F(2×2)) or from the rounded `U` in f32 (F(4×4), whose own error dominates).
+//! UNet fixtures still match diffusers to about 1e-5). Filter transforms are computed in f64 on a layer's
+//! first call (F(2×2)) or from the rounded `U` in f32 (F(4×4), whose own error dominates).
 
 mod f2;
 mod f4;

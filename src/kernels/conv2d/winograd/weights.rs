@@ -1,13 +1,22 @@
-//! How a Winograd layer's weights are held: F(2×2, 3×3)'s `U = G g Gᵀ`, computed once at load. The
-//! other forms a call may need are derived from it: the direct kernel's packed filters (recovered once,
-//! for layers that see calls too small for Winograd) and F(4×4, 3×3)'s `U` (rebuilt per call, see
-//! `f4`), so the model holds one copy of each layer.
+//! How a Winograd layer's weights are held: the loaded filters, copied out of the file at load, and
+//! F(2×2, 3×3)'s `U = G g Gᵀ`, computed from them on the layer's first call (after which the filters
+//! are dropped). The other forms a call may need are derived: the direct kernel's packed filters (for
+//! layers that see calls too small for Winograd) and F(4×4, 3×3)'s `U` (see `f4`), each built once.
+//!
+//! **Why on first use.** The transform writes 16/9 of the filters' size, in f64 arithmetic: it was
+//! most of `from_pretrained` (150 ms for cifar10-32, against diffusers' 32 ms on the same machine).
+//! Deferred, a load costs a copy, as diffusers' does, and each layer pays its transform once, inside
+//! the first forward, so a load plus one forward takes as long as before. Peak memory does not rise:
+//! a layer holds its filters or its `U` (and both only while it builds `U`), where it used to hold `U`
+//! from the load on.
 
 // Inside `Simd::vectorize` code: index loops over the small arrays (see `microkernel`).
 #![allow(clippy::needless_range_loop)]
 
 use std::mem::MaybeUninit;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use candle_core::{CpuStorage, Storage, Tensor};
 
 use rayon::prelude::*;
 
@@ -20,12 +29,16 @@ pub(super) const POINTS: usize = 16;
 /// Input channels per block of filters transformed at once when the weights are packed.
 const FILTER_BLOCK: usize = 64;
 
-/// A 3×3 convolution's weights in the Winograd domain, `U[ξ] = (G g Gᵀ)[ξ]` for every (output,
-/// input) channel pair, packed as `[panel of MR output channels][ξ][C_in][MR]` for the micro-kernel.
-/// Rows past `c_out` are zero. Built once, when the model loads.
+/// A 3×3 convolution's weights for the Winograd kernels: the loaded filters until the first call,
+/// then `U[ξ] = (G g Gᵀ)[ξ]` for every (output, input) channel pair, packed as `[panel of MR output
+/// channels][ξ][C_in][MR]` for the micro-kernel (rows past `c_out` zero).
 #[derive(Debug)]
 pub struct WinogradWeights {
-    data: Vec<f32>,
+    /// `U`, built on the first call that needs it ([`WinogradWeights::packed`]).
+    u: OnceLock<Vec<f32>>,
+    /// The loaded filters, `[c_out, c_in, 3, 3]` (float32, contiguous, CPU), until `u` is built: the
+    /// tensor the load made, not a copy of it.
+    filters: Mutex<Option<Tensor>>,
     pub(in crate::kernels::conv2d) c_out: usize,
     pub(in crate::kernels::conv2d) c_in: usize,
     /// The same filters packed for the direct kernel, built on the first call with fewer tiles than
@@ -39,8 +52,15 @@ pub struct WinogradWeights {
 }
 
 impl WinogradWeights {
-    /// `weight`: [c_out, c_in, 3, 3], contiguous.
-    pub(in crate::kernels::conv2d) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
+    /// `filters`: [c_out, c_in, 3, 3], float32, contiguous, on the CPU (kept, and transformed on
+    /// first use).
+    pub(in crate::kernels::conv2d) fn new(filters: Tensor, c_out: usize, c_in: usize) -> Self {
+        let filters = Mutex::new(Some(filters));
+        Self { u: OnceLock::new(), filters, c_out, c_in, direct: OnceLock::new(), f4: OnceLock::new() }
+    }
+
+    /// `U` for `weight` ([c_out, c_in, 3, 3]), packed.
+    fn transform(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
         // One pair of block buffers per worker, not per panel.
         let buffers = || (Box::new([[0f64; FILTER_BLOCK * MR]; 9]), Box::new([[0f32; FILTER_BLOCK * MR]; POINTS]));
         let fill = |data: &mut [MaybeUninit<f32>]| {
@@ -76,8 +96,12 @@ impl WinogradWeights {
         };
         // SAFETY: the panels cover the buffer; each writes every point of every block of input channels,
         // `POINTS · c_in · MR` floats (rows past `c_out` as the zeros their zeroed filters transform to).
-        let data = unsafe { crate::memory::filled_by(c_out.div_ceil(MR) * POINTS * c_in * MR, fill) };
-        Self { data, c_out, c_in, direct: OnceLock::new(), f4: OnceLock::new() }
+        unsafe { crate::memory::filled_by(c_out.div_ceil(MR) * POINTS * c_in * MR, fill) }
+    }
+
+    /// The loaded filters, while `U` has not been built.
+    fn filters(&self) -> Option<Tensor> {
+        self.filters.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The filters packed for the direct kernel (see `direct`), recovered from `U`: `G`'s first and
@@ -87,11 +111,14 @@ impl WinogradWeights {
     pub(in crate::kernels::conv2d) fn direct(&self) -> &PackedWeights {
         get_or_build(&self.direct, || {
             let (c_out, c_in) = (self.c_out, self.c_in);
+            // Always from `U`, even while the loaded filters are still held: packing those instead
+            // would make a call's result depend on whether the layer had run a Winograd call before.
+            let u = self.packed();
             let mut filters = vec![0f32; c_out * c_in * 9];
             filters.par_chunks_mut(c_in * 9).enumerate().for_each(|(co, filters)| {
                 let (panel, r) = (co / MR, co % MR);
                 for (ci, g) in filters.chunks_exact_mut(9).enumerate() {
-                    let u = |point: usize| f64::from(self.data[((panel * POINTS + point) * c_in + ci) * MR + r]);
+                    let u = |point: usize| f64::from(u[((panel * POINTS + point) * c_in + ci) * MR + r]);
                     // Row i of t = G g, from row i of U = t Gᵀ: (U[i][0], U[i][1] − U[i][2], U[i][3]).
                     let t = |i: usize| [u(4 * i), u(4 * i + 1) - u(4 * i + 2), u(4 * i + 3)];
                     let (t0, t1, t2, t3) = (t(0), t(1), t(2), t(3));
@@ -106,9 +133,28 @@ impl WinogradWeights {
         })
     }
 
-    /// The packed `U`, `[panel][ξ][C_in][MR]`.
+    /// The packed `U`, `[panel][ξ][C_in][MR]`, built from the loaded filters on the first call (which
+    /// then drops them). Two threads that meet here may both build it; one result is kept (see
+    /// [`get_or_build`]).
     pub(super) fn packed(&self) -> &[f32] {
-        &self.data
+        if let Some(u) = self.u.get() {
+            return u;
+        }
+        // No filters means another thread has set `U` (they are dropped only after it is set).
+        if let Some(filters) = self.filters() {
+            let (storage, layout) = filters.storage_and_layout();
+            let data = match &*storage {
+                Storage::Cpu(CpuStorage::F32(data)) => {
+                    layout.contiguous_offsets().map(|(start, end)| &data[start..end])
+                }
+                _ => None,
+            };
+            let len = self.c_out * self.c_in * 9;
+            let data = data.filter(|data| data.len() == len).expect("float32 CPU filters, checked by `Conv2dWeight`");
+            let _ = self.u.set(Self::transform(data, self.c_out, self.c_in));
+            *self.filters.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        self.u.get().expect("U is set before the filters are dropped")
     }
 
     /// F(4×4)'s packed `U`, built by `build` on first use.
@@ -163,8 +209,13 @@ mod tests {
         let (c_out, c_in) = (13, 70);
         let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
         let expected = PackedWeights::new(&weight, c_out, c_in, 3);
-        let winograd = WinogradWeights::new(&weight, c_out, c_in);
+        let filters = Tensor::from_slice(&weight, (c_out, c_in, 3, 3), &candle_core::Device::Cpu).unwrap();
+        let winograd = WinogradWeights::new(filters, c_out, c_in);
+        assert!(winograd.filters().is_some() && winograd.u.get().is_none(), "U is built on first use");
         let recovered = winograd.direct();
+        assert!(winograd.filters().is_none(), "the loaded filters are dropped once U is built");
+        let u = winograd.packed().to_vec();
+        assert_eq!(u, WinogradWeights::transform(&weight, c_out, c_in));
         assert_eq!(recovered.packed().len(), expected.packed().len());
         for (i, (&a, &b)) in recovered.packed().iter().zip(expected.packed()).enumerate() {
             // Four rounded points of up to ~0.7 each: a few 1e-8 of error apiece.
