@@ -95,12 +95,11 @@ pub fn conv2d(
 ) -> Result<Conv2d> {
     let params = Conv2dParams { kernel, stride, padding };
     let shape = (cout, cin, kernel, kernel);
-    // Float32 filters are prepared straight from the file's bytes (one pass, into buffers advised for
-    // huge pages), not first copied into a tensor and then again into the prepared weights.
-    let prepared =
-        vb.with_f32_data(shape, "weight", |data| Conv2dWeight::for_params_from_f32(data, cout, cin, params))?;
-    let weight = match prepared {
-        Some(weight) => weight?,
+    // Float32 filters in a mapped file are prepared from the file's bytes: the direct kernel's packed
+    // in one pass, the Winograd kernels' left in the mapping until the layer's first call (see
+    // `kernels::conv2d::winograd::weights`), not first copied into a tensor.
+    let weight = match vb.mapped_f32(shape, "weight")? {
+        Some(filters) => Conv2dWeight::for_params_mapped(filters, cout, cin, params)?,
         None => Conv2dWeight::for_params(vb.get(shape, "weight")?, params)?,
     };
     let bias = vb.get(cout, "bias")?;

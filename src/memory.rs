@@ -22,6 +22,46 @@ pub(crate) fn release_mapped_pages(bytes: &[u8]) {
     let _ = bytes;
 }
 
+/// `len` float32 values inside a read-only file mapping that is shared (an `Arc`) with every other
+/// `MappedF32` of the same file: a weight handed out by the loader without a copy, read when the layer
+/// first runs, and then released ([`MappedF32::release`]). The file must not be truncated or rewritten
+/// in place while any of them lives (see docs/errors-and-safety.md, "Files").
+#[derive(Clone)]
+pub(crate) struct MappedF32 {
+    map: std::sync::Arc<memmap2::Mmap>,
+    /// Byte offset of the first value in the mapping.
+    offset: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for MappedF32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedF32").field("offset", &self.offset).field("len", &self.len).finish()
+    }
+}
+
+impl MappedF32 {
+    /// The `len` floats at byte `offset` of `map`; `None` unless they lie inside it at a 4-byte aligned
+    /// address, on a little-endian machine (the file's byte order).
+    pub(crate) fn new(map: std::sync::Arc<memmap2::Mmap>, offset: usize, len: usize) -> Option<Self> {
+        let end = len.checked_mul(4).and_then(|bytes| bytes.checked_add(offset))?;
+        let aligned = (map.as_ptr() as usize).wrapping_add(offset).is_multiple_of(std::mem::align_of::<f32>());
+        (cfg!(target_endian = "little") && end <= map.len() && aligned).then_some(Self { map, offset, len })
+    }
+
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        let bytes = &self.map[self.offset..self.offset + 4 * self.len];
+        // SAFETY: `new` checked that the range lies inside the mapping, 4-byte aligned; every bit
+        // pattern is a valid f32 (little-endian, as safetensors stores it); the `Arc` keeps the mapping.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), self.len) }
+    }
+
+    /// Drops the values' pages from this process's resident set (they read back from the file).
+    pub(crate) fn release(&self) {
+        release_mapped_pages(&self.map[self.offset..self.offset + 4 * self.len]);
+    }
+}
+
 /// Asks for transparent huge pages behind a large, freshly allocated (not yet touched) buffer: prepared
 /// weights are written once at load, and faulting them in 2 MiB at a time instead of 4 KiB saves most
 /// of the page faults. The buffer must not have been written yet (a `vec![0.0; n]` has: calloc clears

@@ -46,22 +46,16 @@ impl<'a> WeightSource<'a> {
         self.vb.dtype()
     }
 
-    /// Runs `f` on tensor `name`'s float32 data in place when the store can give it (see
-    /// [`WeightStore::with_f32_data`]) and the model computes in float32 on the CPU; `None` when it
-    /// cannot, and the tensor must be read with [`WeightSource::get`]. Errors (a missing tensor, a
-    /// wrong shape) are recorded in the store, as `get`'s are.
-    pub fn with_f32_data<R>(
-        &self,
-        shape: impl Into<Shape>,
-        name: &str,
-        f: impl FnOnce(&[f32]) -> R,
-    ) -> Result<Option<R>> {
+    /// Tensor `name` as float32 values left in the file's shared mapping (see
+    /// [`WeightStore::mapped_f32`]) when the model computes in float32 on the CPU; `None` when it cannot
+    /// be, and the tensor must be read with [`WeightSource::get`]. Errors are recorded as `get`'s are.
+    pub(crate) fn mapped_f32(&self, shape: impl Into<Shape>, name: &str) -> Result<Option<crate::memory::MappedF32>> {
         let Some(store) = self.store else { return Ok(None) };
         if self.vb.dtype() != DType::F32 || !self.vb.device().is_cpu() {
             return Ok(None);
         }
         let prefix = self.vb.prefix();
         let full_name = if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
-        store.with_f32_data(&full_name, &shape.into(), f).map_err(|e| store.record(e))
+        store.mapped_f32(&full_name, &shape.into()).map_err(|e| store.record(e))
     }
 }

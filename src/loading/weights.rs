@@ -4,18 +4,20 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::safetensors::{BufferedSafetensors, Load, MmapedSafetensors};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
 use crate::error::{candle_message, Error, Result};
-use crate::memory::release_mapped_pages;
+use crate::memory::{release_mapped_pages, MappedF32};
 
 /// One weights file.
 enum WeightFile {
-    Safetensors(MmapedSafetensors),
+    /// candle's reader over the mapped file, and a second, shared mapping of it from which float32
+    /// tensors are handed out without a copy ([`WeightStore::mapped_f32`]).
+    Safetensors(MmapedSafetensors, Arc<memmap2::Mmap>),
     /// A safetensors image held in memory (a model embedded in a binary).
     Buffered(BufferedSafetensors),
     Pth(candle_core::pickle::PthTensors),
@@ -26,6 +28,8 @@ struct Entry {
     file: usize,
     stored_name: String,
     shape: Vec<usize>,
+    /// Where the tensor's bytes lie in a mapped safetensors file, and whether they are float32.
+    bytes: Option<(std::ops::Range<usize>, bool)>,
 }
 
 /// All tensors of a checkpoint, by diffusers name.
@@ -56,14 +60,33 @@ impl WeightStore {
             let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
             let file = if is_safetensors {
                 // SAFETY: the file is mapped read-only; like every mmap reader we rely on it not being
-                // truncated while the model loads: a page cut off by another process reads as SIGBUS,
-                // which kills the process (documented in docs/errors-and-safety.md, "Files"). Tensors
-                // are copied out during loading, so the requirement ends when loading returns.
+                // truncated or rewritten in place while it is mapped: a page cut off by another process
+                // reads as SIGBUS, which kills the process (documented in docs/errors-and-safety.md,
+                // "Files"). Most tensors are copied out during loading; the Winograd convolutions'
+                // filters stay mapped until each layer's first call.
                 let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| bad(candle_message(&e)))?;
+                // SAFETY: as above; this mapping may outlive the load, held by weights handed out in place
+                // (`mapped_f32`), and the same requirement holds while it lives.
+                let map = std::fs::File::open(path)
+                    .and_then(|file| unsafe { memmap2::Mmap::map(&file) })
+                    .map_err(|e| bad(e.to_string()))?;
+                // candle's reader validated the file; read where each tensor's bytes start.
+                let (header, metadata) =
+                    safetensors::SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
+                let data_start = 8 + header;
+                let bytes: HashMap<String, (std::ops::Range<usize>, bool)> = metadata
+                    .tensors()
+                    .into_iter()
+                    .map(|(name, info)| {
+                        let (start, end) = info.data_offsets;
+                        (name, (data_start + start..data_start + end, info.dtype == safetensors::Dtype::F32))
+                    })
+                    .collect();
                 for (name, view) in st.tensors() {
-                    add_entry(&mut entries, path, index, name, view.shape().to_vec())?;
+                    let range = bytes.get(&name).cloned();
+                    add_entry(&mut entries, path, index, name, view.shape().to_vec(), range)?;
                 }
-                WeightFile::Safetensors(st)
+                WeightFile::Safetensors(st, Arc::new(map))
             } else {
                 // candle's pickle reader runs no pickle code but trusts the file's structure: screen it
                 // first (allowed globals only, bounded depth, sizes and objects).
@@ -72,7 +95,7 @@ impl WeightStore {
                 let pth = candle_core::pickle::PthTensors::new(path, None)
                     .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {}", candle_message(&e))))?;
                 for (name, info) in pth.tensor_infos() {
-                    add_entry(&mut entries, path, index, name.clone(), info.layout.dims().to_vec())?;
+                    add_entry(&mut entries, path, index, name.clone(), info.layout.dims().to_vec(), None)?;
                 }
                 WeightFile::Pth(pth)
             };
@@ -96,7 +119,7 @@ impl WeightStore {
             .map_err(|e| Error::Weights { path: name.to_path_buf(), reason: candle_message(&e) })?;
         let mut entries = HashMap::new();
         for (stored, view) in st.tensors() {
-            add_entry(&mut entries, name, 0, stored, view.shape().to_vec())?;
+            add_entry(&mut entries, name, 0, stored, view.shape().to_vec(), None)?;
         }
         for key in IGNORED_KEYS {
             entries.remove(*key);
@@ -149,7 +172,7 @@ impl WeightStore {
 
     fn entry_dtype(&self, e: &Entry) -> Option<DType> {
         match &self.files[e.file] {
-            WeightFile::Safetensors(st) => st.get(&e.stored_name).ok().and_then(|v| DType::try_from(v.dtype()).ok()),
+            WeightFile::Safetensors(st, _) => st.get(&e.stored_name).ok().and_then(|v| DType::try_from(v.dtype()).ok()),
             WeightFile::Buffered(st) => st.get(&e.stored_name).ok().and_then(|v| DType::try_from(v.dtype()).ok()),
             WeightFile::Pth(p) => p.tensor_infos().get(&e.stored_name).map(|i| i.dtype),
         }
@@ -188,36 +211,20 @@ impl WeightStore {
         Ok(entry)
     }
 
-    /// Runs `f` on tensor `name` read in place as float32, when the file stores it so (a safetensors
-    /// file, memory-mapped or in memory, holding little-endian f32 at a 4-byte aligned offset); `None`
-    /// when it does not, and the tensor must be loaded instead. Saves the copy out of the memory map
-    /// for weights that are repacked anyway (the convolutions'); the mapped pages are released after.
-    pub fn with_f32_data<R>(&self, name: &str, expected: &Shape, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+    /// Tensor `name` as float32 values left in the shared file mapping, when the file stores it so (a
+    /// memory-mapped safetensors file holding float32 at a 4-byte aligned offset); `None` when it does
+    /// not, and the tensor must be loaded instead. For weights that are transformed on first use (the
+    /// Winograd convolutions'): the load then copies nothing, as diffusers' memory-mapped load does not.
+    pub(crate) fn mapped_f32(&self, name: &str, expected: &Shape) -> Result<Option<MappedF32>> {
         let entry = self.entry(name, Some(expected))?;
-        let path = &self.paths[entry.file];
-        let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
-        let (data, mapped) = match &self.files[entry.file] {
-            WeightFile::Safetensors(st) => (st.get(&entry.stored_name).map_err(|e| bad(e.to_string()))?, true),
-            WeightFile::Buffered(st) => (st.get(&entry.stored_name).map_err(|e| bad(e.to_string()))?, false),
-            WeightFile::Pth(_) => return Ok(None),
+        let (WeightFile::Safetensors(_, map), Some((range, true))) = (&self.files[entry.file], &entry.bytes) else {
+            return Ok(None);
         };
-        let bytes = data.data();
-        let floats = expected.elem_count();
-        let in_place = cfg!(target_endian = "little")
-            && DType::try_from(data.dtype()).ok() == Some(DType::F32)
-            && bytes.len() == floats * 4
-            && (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
-        if !in_place {
+        let len = expected.elem_count();
+        if range.len() != len * 4 {
             return Ok(None);
         }
-        // SAFETY: `bytes` holds `floats` little-endian f32 values (checked above) at an aligned address,
-        // and every bit pattern is a valid f32; the slice lives as long as the mapping, which `self` holds.
-        let values = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), floats) };
-        let result = f(values);
-        if mapped {
-            release_mapped_pages(bytes);
-        }
-        Ok(Some(result))
+        Ok(MappedF32::new(Arc::clone(map), range.start, len))
     }
 
     /// Tensor `name` of shape `shape`, converted to `dtype` as loading converts it, on the CPU.
@@ -230,7 +237,7 @@ impl WeightStore {
         let path = &self.paths[entry.file];
         let bad = |reason: String| Error::Weights { path: path.clone(), reason: format!("tensor `{name}`: {reason}") };
         let tensor = match &self.files[entry.file] {
-            WeightFile::Safetensors(st) => {
+            WeightFile::Safetensors(st, _) => {
                 let view = st.get(&entry.stored_name).map_err(|e| bad(candle_message(&e)))?;
                 let tensor = view.load(&Device::Cpu).map_err(|e| bad(candle_message(&e)))?;
                 release_mapped_pages(view.data());
@@ -257,9 +264,10 @@ fn add_entry(
     file: usize,
     stored_name: String,
     shape: Vec<usize>,
+    bytes: Option<(std::ops::Range<usize>, bool)>,
 ) -> Result<()> {
     let name = modern_name(&stored_name);
-    let entry = Entry { file, stored_name, shape };
+    let entry = Entry { file, stored_name, shape, bytes };
     if let Some(previous) = entries.insert(name.clone(), entry) {
         // The same tensor in two shards is ambiguous. (Within one file, a legacy name renamed onto a
         // current one wins, as in diffusers.)
@@ -354,22 +362,29 @@ mod tests {
         let shape = Shape::from(store.entries[name].shape.clone());
         let loaded = store.load(name, Some(&shape), DType::F32, &Device::Cpu).unwrap();
         let expected = loaded.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let in_place = store.with_f32_data(name, &shape, <[f32]>::to_vec).unwrap();
-        assert_eq!(in_place, Some(expected));
+        let mapped = store.mapped_f32(name, &shape).unwrap().expect("float32 safetensors are mapped");
+        assert_eq!(mapped.as_slice(), expected.as_slice());
+        // Released pages read back from the file.
+        mapped.release();
+        assert_eq!(mapped.as_slice(), expected.as_slice());
+        // The mapping outlives the store.
+        drop(store);
+        assert_eq!(mapped.as_slice(), expected.as_slice());
+        let store = WeightStore::open(std::slice::from_ref(&path)).unwrap();
         let wrong = Shape::from(vec![1, 2, 3]);
-        let error = store.with_f32_data(name, &wrong, |_| ()).unwrap_err();
+        let error = store.mapped_f32(name, &wrong).unwrap_err();
         assert!(matches!(error, Error::ShapeMismatch { .. }), "{error}");
-        let error = store.with_f32_data("conv_in.nope", &shape, |_| ()).unwrap_err();
+        let error = store.mapped_f32("conv_in.nope", &shape).unwrap_err();
         assert!(matches!(error, Error::MissingTensor { .. }), "{error}");
 
         let half = fixtures.join("fp16_variant/diffusion_pytorch_model.fp16.safetensors");
         let store = WeightStore::open(std::slice::from_ref(&half)).unwrap();
         let shape = Shape::from(store.entries[name].shape.clone());
-        assert_eq!(store.with_f32_data(name, &shape, |_| ()).unwrap(), None, "float16 is converted, not read in place");
+        assert!(store.mapped_f32(name, &shape).unwrap().is_none(), "float16 is converted, not mapped");
         let bin = fixtures.join("pytorch_bin/diffusion_pytorch_model.bin");
         let store = WeightStore::open(std::slice::from_ref(&bin)).unwrap();
         let shape = Shape::from(store.entries[name].shape.clone());
-        assert_eq!(store.with_f32_data(name, &shape, |_| ()).unwrap(), None, "a .bin is loaded");
+        assert!(store.mapped_f32(name, &shape).unwrap().is_none(), "a .bin is loaded");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 
 use self::direct::PackedWeights;
-use self::winograd::WinogradWeights;
 pub use self::winograd::{tile_override as winograd_tile_override, TILE_ENV as WINOGRAD_TILE_ENV};
+use self::winograd::{LoadedFilters, WinogradWeights};
 use super::isa::Isa;
 use super::simd::with_simd;
 use super::{contiguous_slice, f32_inputs};
@@ -124,14 +124,27 @@ impl Conv2dWeight {
         Self::prepare(weight, Self::kernel_for(c_out, c_in, params), isa)
     }
 
-    /// [`Conv2dWeight::for_params`] from float32 CPU data, `[c_out, c_in, k, k]` row-major (a weight
-    /// read in place from a memory-mapped file), at [`Isa::active`].
-    pub fn for_params_from_f32(data: &[f32], c_out: usize, c_in: usize, params: Conv2dParams) -> Result<Self> {
+    /// [`Conv2dWeight::for_params`] for float32 filters left in a file mapping, `[c_out, c_in, k, k]`,
+    /// at [`Isa::active`]: a Winograd layer keeps them there until its first call; the direct kernel's
+    /// are packed now and their pages released.
+    pub(crate) fn for_params_mapped(
+        filters: crate::memory::MappedF32,
+        c_out: usize,
+        c_in: usize,
+        params: Conv2dParams,
+    ) -> Result<Self> {
         let k = params.kernel;
-        if data.len() != c_out * c_in * k * k {
-            candle_core::bail!("conv2d: {} floats for a [{c_out}, {c_in}, {k}, {k}] weight", data.len());
+        if filters.as_slice().len() != c_out * c_in * k * k {
+            candle_core::bail!("conv2d: {} floats for a [{c_out}, {c_in}, {k}, {k}] weight", filters.as_slice().len());
         }
-        Self::prepare_f32(data, c_out, c_in, k, Self::kernel_for(c_out, c_in, params), Isa::active())
+        let (kernel, isa) = (Self::kernel_for(c_out, c_in, params), Isa::active());
+        if kernel != ConvKernel::Direct && k == 3 {
+            let weights = Arc::new(WinogradWeights::new(LoadedFilters::Mapped(filters), c_out, c_in));
+            return Ok(Self::Winograd { weights, isa, kernel });
+        }
+        let weight = Self::prepare_f32(filters.as_slice(), c_out, c_in, k, kernel, isa);
+        filters.release();
+        weight
     }
 
     /// Winograd for 3×3 stride-1 padding-1 convolutions between enough channels, else direct.
@@ -165,7 +178,7 @@ impl Conv2dWeight {
         let weight = weight.contiguous()?;
         if kernel != ConvKernel::Direct && kh == 3 {
             // The Winograd layer keeps this tensor until its first call (see `winograd::weights`).
-            let weights = Arc::new(WinogradWeights::new(weight, c_out, c_in));
+            let weights = Arc::new(WinogradWeights::new(LoadedFilters::Tensor(weight), c_out, c_in));
             return Ok(Self::Winograd { weights, isa, kernel });
         }
         let (storage, layout) = weight.storage_and_layout();
@@ -182,7 +195,7 @@ impl Conv2dWeight {
         if kernel != ConvKernel::Direct && k == 3 {
             let filters =
                 Tensor::from_vec(crate::memory::copied(data), (c_out, c_in, 3, 3), &candle_core::Device::Cpu)?;
-            let weights = Arc::new(WinogradWeights::new(filters, c_out, c_in));
+            let weights = Arc::new(WinogradWeights::new(LoadedFilters::Tensor(filters), c_out, c_in));
             return Ok(Self::Winograd { weights, isa, kernel });
         }
         Ok(Self::Direct { weights: Arc::new(PackedWeights::new(data, c_out, c_in, k)), isa })

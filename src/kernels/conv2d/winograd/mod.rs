@@ -37,6 +37,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+pub(in crate::kernels::conv2d) use self::weights::LoadedFilters;
 pub use self::weights::WinogradWeights;
 use super::direct::PAIRS_PER_TASK;
 use super::microkernel::{Tile, VectorTarget, MR, NR};

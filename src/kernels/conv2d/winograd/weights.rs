@@ -23,11 +23,41 @@ use rayon::prelude::*;
 use super::super::direct::PackedWeights;
 use super::super::microkernel::MR;
 use crate::kernels::isa::multiversion;
+use crate::memory::MappedF32;
 
 /// Transformed points per tile of F(2×2, 3×3): a 4×4 patch.
 pub(super) const POINTS: usize = 16;
 /// Input channels per block of filters transformed at once when the weights are packed.
 const FILTER_BLOCK: usize = 64;
+
+/// A Winograd layer's filters as loaded, `[c_out, c_in, 3, 3]` float32: where they stay until the
+/// layer's first call.
+#[derive(Debug, Clone)]
+pub(in crate::kernels::conv2d) enum LoadedFilters {
+    /// In the weights file's mapping (a float32 safetensors file): the load copies nothing.
+    Mapped(MappedF32),
+    /// A contiguous float32 CPU tensor (other formats and dtypes, converted as loaded).
+    Tensor(Tensor),
+}
+
+impl LoadedFilters {
+    /// Runs `f` on the values; `None` for a tensor that is not contiguous float32 on the CPU (which
+    /// `Conv2dWeight` never builds).
+    fn with_values<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        match self {
+            Self::Mapped(mapped) => Some(f(mapped.as_slice())),
+            Self::Tensor(tensor) => {
+                let (storage, layout) = tensor.storage_and_layout();
+                match &*storage {
+                    Storage::Cpu(CpuStorage::F32(data)) => {
+                        layout.contiguous_offsets().map(|(start, end)| f(&data[start..end]))
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+}
 
 /// A 3×3 convolution's weights for the Winograd kernels: the loaded filters until the first call,
 /// then `U[ξ] = (G g Gᵀ)[ξ]` for every (output, input) channel pair, packed as `[panel of MR output
@@ -36,9 +66,8 @@ const FILTER_BLOCK: usize = 64;
 pub struct WinogradWeights {
     /// `U`, built on the first call that needs it ([`WinogradWeights::packed`]).
     u: OnceLock<Vec<f32>>,
-    /// The loaded filters, `[c_out, c_in, 3, 3]` (float32, contiguous, CPU), until `u` is built: the
-    /// tensor the load made, not a copy of it.
-    filters: Mutex<Option<Tensor>>,
+    /// The loaded filters, until `u` is built.
+    filters: Mutex<Option<LoadedFilters>>,
     pub(in crate::kernels::conv2d) c_out: usize,
     pub(in crate::kernels::conv2d) c_in: usize,
     /// The same filters packed for the direct kernel, built on the first call with fewer tiles than
@@ -52,9 +81,8 @@ pub struct WinogradWeights {
 }
 
 impl WinogradWeights {
-    /// `filters`: [c_out, c_in, 3, 3], float32, contiguous, on the CPU (kept, and transformed on
-    /// first use).
-    pub(in crate::kernels::conv2d) fn new(filters: Tensor, c_out: usize, c_in: usize) -> Self {
+    /// `filters`: [c_out, c_in, 3, 3] (kept, and transformed on first use).
+    pub(in crate::kernels::conv2d) fn new(filters: LoadedFilters, c_out: usize, c_in: usize) -> Self {
         let filters = Mutex::new(Some(filters));
         Self { u: OnceLock::new(), filters, c_out, c_in, direct: OnceLock::new(), f4: OnceLock::new() }
     }
@@ -100,7 +128,7 @@ impl WinogradWeights {
     }
 
     /// The loaded filters, while `U` has not been built.
-    fn filters(&self) -> Option<Tensor> {
+    fn filters(&self) -> Option<LoadedFilters> {
         self.filters.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
@@ -142,17 +170,15 @@ impl WinogradWeights {
         }
         // No filters means another thread has set `U` (they are dropped only after it is set).
         if let Some(filters) = self.filters() {
-            let (storage, layout) = filters.storage_and_layout();
-            let data = match &*storage {
-                Storage::Cpu(CpuStorage::F32(data)) => {
-                    layout.contiguous_offsets().map(|(start, end)| &data[start..end])
-                }
-                _ => None,
-            };
-            let len = self.c_out * self.c_in * 9;
-            let data = data.filter(|data| data.len() == len).expect("float32 CPU filters, checked by `Conv2dWeight`");
-            let _ = self.u.set(Self::transform(data, self.c_out, self.c_in));
+            let (c_out, c_in) = (self.c_out, self.c_in);
+            let u = filters
+                .with_values(|data| Self::transform(data, c_out, c_in))
+                .expect("contiguous float32 CPU filters, as `Conv2dWeight` builds them");
+            let _ = self.u.set(u);
             *self.filters.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            if let LoadedFilters::Mapped(mapped) = &filters {
+                mapped.release();
+            }
         }
         self.u.get().expect("U is set before the filters are dropped")
     }
@@ -210,7 +236,7 @@ mod tests {
         let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
         let expected = PackedWeights::new(&weight, c_out, c_in, 3);
         let filters = Tensor::from_slice(&weight, (c_out, c_in, 3, 3), &candle_core::Device::Cpu).unwrap();
-        let winograd = WinogradWeights::new(filters, c_out, c_in);
+        let winograd = WinogradWeights::new(LoadedFilters::Tensor(filters), c_out, c_in);
         assert!(winograd.filters().is_some() && winograd.u.get().is_none(), "U is built on first use");
         let recovered = winograd.direct();
         assert!(winograd.filters().is_none(), "the loaded filters are dropped once U is built");
