@@ -5,18 +5,24 @@ installed (and ``HF_HUB_DISABLE_PROGRESS_BARS`` is not set). The Rust downloader
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Any
 
 
 class DownloadBars:
-    """One bar per file being downloaded; a bar closes when its file is complete."""
+    """One bar per file being downloaded; a bar closes when its file is complete. tqdm is imported on
+    the first call: importing it takes tens of milliseconds (more than a whole local
+    ``from_pretrained``), and most loads download nothing."""
 
-    def __init__(self, tqdm: Any) -> None:
-        self._tqdm = tqdm
+    def __init__(self) -> None:
+        self._tqdm: Any = None
         self._bars: dict[str, Any] = {}
 
     def __call__(self, file: str, downloaded: int, total: int | None) -> None:
+        if self._tqdm is None:
+            # Imported by name: tqdm is optional and untyped.
+            self._tqdm = importlib.import_module("tqdm.auto").tqdm
         bar = self._bars.get(file)
         if bar is None:
             bar = self._tqdm(
@@ -40,9 +46,6 @@ def download_progress() -> DownloadBars | None:
     disabled = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").strip().lower()
     if disabled in {"1", "on", "yes", "true"}:
         return None
-    try:
-        # Imported by name: tqdm is optional and untyped.
-        tqdm = importlib.import_module("tqdm.auto").tqdm
-    except ImportError:
+    if importlib.util.find_spec("tqdm") is None:
         return None
-    return DownloadBars(tqdm)
+    return DownloadBars()
