@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from typing import Any
 
 
@@ -17,12 +18,20 @@ class DownloadBars:
 
     def __init__(self) -> None:
         self._tqdm: Any = None
+        self._broken = False
         self._bars: dict[str, Any] = {}
 
     def __call__(self, file: str, downloaded: int, total: int | None) -> None:
         if self._tqdm is None:
-            # Imported by name: tqdm is optional and untyped.
-            self._tqdm = importlib.import_module("tqdm.auto").tqdm
+            if self._broken:
+                return
+            try:
+                # Imported by name: tqdm is optional and untyped.
+                self._tqdm = importlib.import_module("tqdm.auto").tqdm
+            except ImportError:
+                # Found but not importable: download without bars rather than fail.
+                self._broken = True
+                return
         bar = self._bars.get(file)
         if bar is None:
             bar = self._tqdm(
@@ -46,6 +55,14 @@ def download_progress() -> DownloadBars | None:
     disabled = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").strip().lower()
     if disabled in {"1", "on", "yes", "true"}:
         return None
-    if importlib.util.find_spec("tqdm") is None:
-        return None
-    return DownloadBars()
+    return DownloadBars() if _tqdm_installed() else None
+
+
+def _tqdm_installed() -> bool:
+    """Whether tqdm can be found, without importing it."""
+    if "tqdm" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("tqdm") is not None
+    except (ImportError, ValueError):
+        return False

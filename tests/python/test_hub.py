@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import threading
 import types
@@ -322,3 +324,20 @@ def test_downloads_show_a_tqdm_bar_per_file(hub: FakeHub, monkeypatch: pytest.Mo
     _RecordingBar.made.clear()
     UNet2DModel.from_pretrained("org/ddpm", force_download=True)
     assert _RecordingBar.made == []
+
+
+def test_a_local_load_does_not_import_tqdm(tmp_path: Path) -> None:
+    # Importing tqdm took 40-50 ms, more than the whole load: only a download may import it. A fake
+    # tqdm on the path records being imported.
+    fake = tmp_path / "tqdm"
+    fake.mkdir()
+    marker = tmp_path / "imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (fake / "auto.py").write_text("tqdm = object\n")
+    code = "import sys; from candle_unet2d import UNet2DModel; UNet2DModel.from_pretrained(sys.argv[1])"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code, str(DIGITS16 / "unet")], env=env, check=True, timeout=120)
+    assert not marker.exists(), "a local from_pretrained imported tqdm"
+    # The fake is importable, so the check above could have seen it.
+    subprocess.run([sys.executable, "-c", "import tqdm.auto"], env=env, check=True, timeout=60)
+    assert marker.exists()
