@@ -97,22 +97,6 @@ pub(crate) unsafe fn filled_by<T>(len: usize, fill: impl FnOnce(&mut [std::mem::
     data
 }
 
-/// A copy of `data` in a buffer advised for huge pages (see [`filled_by`]), copied in parallel blocks.
-/// For weights copied out of a memory-mapped file: a plain `to_vec` faults the new buffer in 4 KiB at
-/// a time, about 24 000 page faults (a third of `from_pretrained`) for cifar10-32's filters.
-pub(crate) fn copied(data: &[f32]) -> Vec<f32> {
-    use rayon::prelude::*;
-    const BLOCK: usize = 1 << 16;
-    // SAFETY: the blocks of the destination match the blocks of `data` and cover it; each is written whole.
-    unsafe {
-        filled_by(data.len(), |dst| {
-            dst.par_chunks_mut(BLOCK).zip(data.par_chunks(BLOCK)).for_each(|(dst, src)| {
-                std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<f32>(), src.len());
-            })
-        })
-    }
-}
-
 /// `madvise(advice)` on the whole `unit`-aligned units inside `[start, start + len)`; nothing when
 /// there are none (or `unit` is 0).
 ///

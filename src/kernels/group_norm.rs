@@ -150,11 +150,7 @@ multiversion! {
             zero(bottom);
             if width >= LANES {
                 for (out_row, row) in body.chunks_exact_mut(out_width).zip(src.chunks_exact(width)) {
-                    let (left, rest) = out_row.split_at_mut(pad);
-                    let (middle, right) = rest.split_at_mut(width);
-                    zero(left);
-                    zero(right);
-                    affine(middle, row, scale, shift, silu);
+                    affine(bordered(out_row, pad), row, scale, shift, silu);
                 }
                 continue;
             }
@@ -166,11 +162,7 @@ multiversion! {
                 let normalised = &mut normalised[..block.len()];
                 affine(normalised, block, scale, shift, silu);
                 for (out_row, row) in out_rows.chunks_exact_mut(out_width).zip(normalised.chunks_exact(width)) {
-                    let (left, rest) = out_row.split_at_mut(pad);
-                    let (middle, right) = rest.split_at_mut(width);
-                    zero(left);
-                    zero(right);
-                    middle.copy_from_slice(row);
+                    bordered(out_row, pad).copy_from_slice(row);
                 }
             }
         }
@@ -182,6 +174,18 @@ const ROW_BLOCK: usize = 1024;
 
 /// The vector width the loops below are written for: 16 floats, one AVX-512 register or two AVX2 ones.
 const LANES: usize = 16;
+
+/// The middle of an output row with a zero border of `pad` on each side: writes the border, returns
+/// the rest for the caller to fill.
+#[inline(always)]
+fn bordered(out_row: &mut [MaybeUninit<f32>], pad: usize) -> &mut [MaybeUninit<f32>] {
+    let width = out_row.len() - 2 * pad;
+    let (left, rest) = out_row.split_at_mut(pad);
+    let (middle, right) = rest.split_at_mut(width);
+    zero(left);
+    zero(right);
+    middle
+}
 
 #[inline(always)]
 fn zero(dst: &mut [MaybeUninit<f32>]) {

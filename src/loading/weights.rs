@@ -28,8 +28,8 @@ struct Entry {
     file: usize,
     stored_name: String,
     shape: Vec<usize>,
-    /// Where the tensor's bytes lie in a mapped safetensors file, and whether they are float32.
-    bytes: Option<(std::ops::Range<usize>, bool)>,
+    /// Where the tensor's bytes lie in a mapped safetensors file, for float32 tensors only.
+    f32_bytes: Option<std::ops::Range<usize>>,
 }
 
 /// All tensors of a checkpoint, by diffusers name.
@@ -70,20 +70,18 @@ impl WeightStore {
                 let map = std::fs::File::open(path)
                     .and_then(|file| unsafe { memmap2::Mmap::map(&file) })
                     .map_err(|e| bad(e.to_string()))?;
-                // candle's reader validated the file; read where each tensor's bytes start.
+                // candle's reader validated the file; read where each float32 tensor's bytes start.
                 let (header, metadata) =
                     safetensors::SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
                 let data_start = 8 + header;
-                let bytes: HashMap<String, (std::ops::Range<usize>, bool)> = metadata
+                let f32_bytes: HashMap<String, std::ops::Range<usize>> = metadata
                     .tensors()
                     .into_iter()
-                    .map(|(name, info)| {
-                        let (start, end) = info.data_offsets;
-                        (name, (data_start + start..data_start + end, info.dtype == safetensors::Dtype::F32))
-                    })
+                    .filter(|(_, info)| info.dtype == safetensors::Dtype::F32)
+                    .map(|(name, info)| (name, data_start + info.data_offsets.0..data_start + info.data_offsets.1))
                     .collect();
                 for (name, view) in st.tensors() {
-                    let range = bytes.get(&name).cloned();
+                    let range = f32_bytes.get(&name).cloned();
                     add_entry(&mut entries, path, index, name, view.shape().to_vec(), range)?;
                 }
                 WeightFile::Safetensors(st, Arc::new(map))
@@ -217,7 +215,7 @@ impl WeightStore {
     /// Winograd convolutions'): the load then copies nothing, as diffusers' memory-mapped load does not.
     pub(crate) fn mapped_f32(&self, name: &str, expected: &Shape) -> Result<Option<MappedF32>> {
         let entry = self.entry(name, Some(expected))?;
-        let (WeightFile::Safetensors(_, map), Some((range, true))) = (&self.files[entry.file], &entry.bytes) else {
+        let (WeightFile::Safetensors(_, map), Some(range)) = (&self.files[entry.file], &entry.f32_bytes) else {
             return Ok(None);
         };
         let len = expected.elem_count();
@@ -264,10 +262,10 @@ fn add_entry(
     file: usize,
     stored_name: String,
     shape: Vec<usize>,
-    bytes: Option<(std::ops::Range<usize>, bool)>,
+    f32_bytes: Option<std::ops::Range<usize>>,
 ) -> Result<()> {
     let name = modern_name(&stored_name);
-    let entry = Entry { file, stored_name, shape, bytes };
+    let entry = Entry { file, stored_name, shape, f32_bytes };
     if let Some(previous) = entries.insert(name.clone(), entry) {
         // The same tensor in two shards is ambiguous. (Within one file, a legacy name renamed onto a
         // current one wins, as in diffusers.)

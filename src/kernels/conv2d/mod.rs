@@ -85,8 +85,9 @@ pub enum ConvKernel {
 }
 
 /// A convolution's weight, prepared at load for one of the CPU kernels at one instruction-set level
-/// (float32 CPU weights, copied out of the loaded tensor, which is then dropped; a Winograd layer's
-/// transform runs on its first call), or
+/// (float32 CPU weights: the direct kernel's packed, after which the loaded tensor is dropped, so the
+/// model is not held twice; a Winograd layer's filters kept as loaded until its first call, which
+/// transforms them and drops them), or
 /// as loaded (other devices and dtypes, which candle's ops compute).
 #[derive(Debug, Clone)]
 pub enum Conv2dWeight {
@@ -137,14 +138,8 @@ impl Conv2dWeight {
         if filters.as_slice().len() != c_out * c_in * k * k {
             candle_core::bail!("conv2d: {} floats for a [{c_out}, {c_in}, {k}, {k}] weight", filters.as_slice().len());
         }
-        let (kernel, isa) = (Self::kernel_for(c_out, c_in, params), Isa::active());
-        if kernel != ConvKernel::Direct && k == 3 {
-            let weights = Arc::new(WinogradWeights::new(LoadedFilters::Mapped(filters), c_out, c_in));
-            return Ok(Self::Winograd { weights, isa, kernel });
-        }
-        let weight = Self::prepare_f32(filters.as_slice(), c_out, c_in, k, kernel, isa);
-        filters.release();
-        weight
+        let kernel = Self::kernel_for(c_out, c_in, params);
+        Self::from_filters(LoadedFilters::Mapped(filters), c_out, c_in, k, kernel, Isa::active())
     }
 
     /// Winograd for 3×3 stride-1 padding-1 convolutions between enough channels, else direct.
@@ -176,29 +171,29 @@ impl Conv2dWeight {
             candle_core::bail!("conv2d: square kernels expected, got {kh}×{kw}");
         }
         let weight = weight.contiguous()?;
-        if kernel != ConvKernel::Direct && kh == 3 {
-            // The Winograd layer keeps this tensor until its first call (see `winograd::weights`).
-            let weights = Arc::new(WinogradWeights::new(LoadedFilters::Tensor(weight), c_out, c_in));
-            return Ok(Self::Winograd { weights, isa, kernel });
-        }
-        let (storage, layout) = weight.storage_and_layout();
-        let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-            candle_core::bail!("conv2d: float32 CPU weights expected");
-        };
-        let data = contiguous_slice(data, layout, "conv2d weight")?;
-        Self::prepare_f32(data, c_out, c_in, kh, kernel, isa)
+        Self::from_filters(LoadedFilters::Tensor(weight), c_out, c_in, kh, kernel, isa)
     }
 
-    /// `data` (`[c_out, c_in, k, k]`) packed for `kernel` (Winograd only for 3×3) at `isa`, which the
-    /// CPU supports.
-    fn prepare_f32(data: &[f32], c_out: usize, c_in: usize, k: usize, kernel: ConvKernel, isa: Isa) -> Result<Self> {
+    /// `filters` (`[c_out, c_in, k, k]`, float32) prepared for `kernel` (Winograd only for 3×3) at
+    /// `isa`, which the CPU supports: a Winograd layer keeps them until its first call (see
+    /// `winograd::weights`); the direct kernel's are packed now, and mapped ones' pages released.
+    fn from_filters(
+        filters: LoadedFilters,
+        c_out: usize,
+        c_in: usize,
+        k: usize,
+        kernel: ConvKernel,
+        isa: Isa,
+    ) -> Result<Self> {
         if kernel != ConvKernel::Direct && k == 3 {
-            let filters =
-                Tensor::from_vec(crate::memory::copied(data), (c_out, c_in, 3, 3), &candle_core::Device::Cpu)?;
-            let weights = Arc::new(WinogradWeights::new(LoadedFilters::Tensor(filters), c_out, c_in));
+            let weights = Arc::new(WinogradWeights::new(filters, c_out, c_in));
             return Ok(Self::Winograd { weights, isa, kernel });
         }
-        Ok(Self::Direct { weights: Arc::new(PackedWeights::new(data, c_out, c_in, k)), isa })
+        let Some(packed) = filters.with_values(|data| PackedWeights::new(data, c_out, c_in, k)) else {
+            candle_core::bail!("conv2d: float32 CPU weights expected");
+        };
+        filters.release();
+        Ok(Self::Direct { weights: Arc::new(packed), isa })
     }
 
     /// The CPU kernel and level this weight runs, `None` when candle's ops compute it.

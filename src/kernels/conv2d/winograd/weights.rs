@@ -1,14 +1,15 @@
-//! How a Winograd layer's weights are held: the loaded filters, copied out of the file at load, and
-//! F(2×2, 3×3)'s `U = G g Gᵀ`, computed from them on the layer's first call (after which the filters
-//! are dropped). The other forms a call may need are derived: the direct kernel's packed filters (for
-//! layers that see calls too small for Winograd) and F(4×4, 3×3)'s `U` (see `f4`), each built once.
+//! How a Winograd layer's weights are held: the filters as loaded (left in the weights file's mapping
+//! for a float32 safetensors file, else the loaded tensor), and F(2×2, 3×3)'s `U = G g Gᵀ`, computed
+//! from them on the layer's first call (after which the filters are dropped). The other forms a call
+//! may need are derived: the direct kernel's packed filters (for layers that see calls too small for
+//! Winograd) and F(4×4, 3×3)'s `U` (see `f4`), each built once.
 //!
 //! **Why on first use.** The transform writes 16/9 of the filters' size, in f64 arithmetic: it was
 //! most of `from_pretrained` (150 ms for cifar10-32, against diffusers' 32 ms on the same machine).
-//! Deferred, a load costs a copy, as diffusers' does, and each layer pays its transform once, inside
-//! the first forward, so a load plus one forward takes as long as before. Peak memory does not rise:
-//! a layer holds its filters or its `U` (and both only while it builds `U`), where it used to hold `U`
-//! from the load on.
+//! Deferred, a load copies nothing, as diffusers' memory-mapped load does not, and each layer pays its
+//! transform once, inside the first forward, so a load plus one forward takes as long as before. Peak
+//! memory does not rise: a layer holds its filters or its `U` (and both only while it builds `U`),
+//! where it used to hold `U` from the load on.
 
 // Inside `Simd::vectorize` code: index loops over the small arrays (see `microkernel`).
 #![allow(clippy::needless_range_loop)]
@@ -43,7 +44,7 @@ pub(in crate::kernels::conv2d) enum LoadedFilters {
 impl LoadedFilters {
     /// Runs `f` on the values; `None` for a tensor that is not contiguous float32 on the CPU (which
     /// `Conv2dWeight` never builds).
-    fn with_values<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    pub(in crate::kernels::conv2d) fn with_values<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
         match self {
             Self::Mapped(mapped) => Some(f(mapped.as_slice())),
             Self::Tensor(tensor) => {
@@ -55,6 +56,13 @@ impl LoadedFilters {
                     _ => None,
                 }
             }
+        }
+    }
+
+    /// Once the values have been transformed or packed: mapped filters' pages leave the resident set.
+    pub(in crate::kernels::conv2d) fn release(&self) {
+        if let Self::Mapped(mapped) = self {
+            mapped.release();
         }
     }
 }
@@ -176,9 +184,7 @@ impl WinogradWeights {
                 .expect("contiguous float32 CPU filters, as `Conv2dWeight` builds them");
             let _ = self.u.set(u);
             *self.filters.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            if let LoadedFilters::Mapped(mapped) = &filters {
-                mapped.release();
-            }
+            filters.release();
         }
         self.u.get().expect("U is set before the filters are dropped")
     }
