@@ -13,6 +13,13 @@ fn main() -> candle_unet2d::Result<()> {
     let mut args: Vec<String> = std::env::args().collect();
     let profile = args.iter().any(|a| a == "--profile");
     args.retain(|a| a != "--profile");
+    // `--gap MS`: sleep between forwards and report the median single forward, as a server or the
+    // benchmark's "after quiet" runs see it (idle workers may have gone to sleep).
+    let gap_ms: Option<u64> = args.iter().position(|a| a == "--gap").map(|i| {
+        let ms = args.get(i + 1).and_then(|s| s.parse().ok()).expect("--gap takes milliseconds");
+        args.drain(i..i + 2);
+        ms
+    });
     let what = args.get(1).map(String::as_str).unwrap_or("models/digits16/unet");
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
@@ -28,11 +35,26 @@ fn main() -> candle_unet2d::Result<()> {
     let labels = config.num_class_embeds.map(|_| Tensor::zeros(batch, DType::I64, model.device())).transpose()?;
     model.forward(&x, 10i64, labels.as_ref())?;
     candle_unet2d::profile::set_enabled(profile);
-    let t0 = std::time::Instant::now();
-    for _ in 0..n {
-        model.forward(&x, 10i64, labels.as_ref())?;
-    }
-    let ms = t0.elapsed().as_secs_f64() * 1e3 / n as f64;
+    let ms = match gap_ms {
+        None => {
+            let t0 = std::time::Instant::now();
+            for _ in 0..n {
+                model.forward(&x, 10i64, labels.as_ref())?;
+            }
+            t0.elapsed().as_secs_f64() * 1e3 / n as f64
+        }
+        Some(gap) => {
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                std::thread::sleep(std::time::Duration::from_millis(gap));
+                let t0 = std::time::Instant::now();
+                model.forward(&x, 10i64, labels.as_ref())?;
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            times[n / 2]
+        }
+    };
     let gflop = candle_unet2d::stats::flops_per_sample(config, h, w)? / 1e9;
     let params = candle_unet2d::stats::num_parameters(config)? as f64 / 1e6;
     println!(
