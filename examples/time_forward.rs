@@ -9,6 +9,11 @@
 use candle_core::{DType, Device, Tensor};
 use candle_unet2d::{LoadOptions, UNet2DConfig, UNet2DModel};
 
+/// As the CLI and the Python extension run (see `ReusingAllocator`).
+#[cfg(not(feature = "python"))]
+#[global_allocator]
+static ALLOCATOR: candle_unet2d::ReusingAllocator = candle_unet2d::ReusingAllocator::new();
+
 fn main() -> candle_unet2d::Result<()> {
     let mut args: Vec<String> = std::env::args().collect();
     let profile = args.iter().any(|a| a == "--profile");

@@ -54,6 +54,7 @@ mod memory;
 mod python;
 mod random_init;
 mod resnet;
+mod reusing_allocator;
 mod unet;
 
 /// The candle version this crate is built on, for building tensors without a version mismatch.
@@ -65,5 +66,6 @@ pub use kernels::isa::{Isa, ISA_ENV};
 pub use loading::{LoadOptions, LoadReport};
 pub use memory_budget::MEMORY_LIMIT_ENV;
 pub use random_init::InitOptions;
+pub use reusing_allocator::{ReusingAllocator, LARGE_BLOCK};
 pub use saving::{IncompatibleKeys, SaveOptions};
 pub use unet::{Timestep, UNet2DModel};

@@ -127,7 +127,11 @@ pub const REUSE_ENV: &str = "CANDLE_UNET2D_REUSE_MEMORY";
 /// fault in and zero, about a third of the forward's time (3.8 s against 2.5 s with the blocks
 /// reused, `examples/time_forward`). Peak memory does not change (the same blocks are live at the
 /// peak); freed blocks stay in the process for reuse until it exits, as they would with jemalloc or
-/// mimalloc. Left alone where the user has tuned malloc (`MALLOC_MMAP_THRESHOLD_`, or
+/// mimalloc. This is only part of the cure: glibc still trims and deletes its per-thread arenas'
+/// heaps once they are free, so the rayon workers' blocks kept coming back as fresh pages (15 000
+/// faults per cifar10-32 batch-8 forward). [`crate::ReusingAllocator`], which the CLI and the Python
+/// extension install, keeps the blocks itself; this stays for programs that keep the system
+/// allocator. Left alone where the user has tuned malloc (`MALLOC_MMAP_THRESHOLD_`, or
 /// `mmap_threshold` in `GLIBC_TUNABLES`) or set `CANDLE_UNET2D_REUSE_MEMORY=0`; other C libraries are
 /// not touched.
 pub(crate) fn reuse_large_allocations() {

@@ -29,9 +29,10 @@ pub fn limit() -> Limit {
             return Limit { bytes, source: format!("{MEMORY_LIMIT_ENV}={text}") };
         }
     }
-    // Blocks this process freed and malloc keeps for reuse (`memory::reuse_large_allocations`) are
-    // neither available to the system nor new address space, yet a call can use them.
-    let reusable = malloc_free_bytes();
+    // Blocks this process freed and malloc keeps for reuse (`memory::reuse_large_allocations`), or
+    // `ReusingAllocator` does, are neither available to the system nor new address space, yet a call
+    // can use them.
+    let reusable = malloc_free_bytes().saturating_add(crate::reusing_allocator::kept_in_process() as u64);
     let available = mem_available().map(|a| a.saturating_add(reusable));
     let address_space = address_space_left().map(|s| s.saturating_add(reusable));
     let hint = format!("set {MEMORY_LIMIT_ENV} to change it");

@@ -15,6 +15,12 @@
 #[path = "unet2d/app.rs"]
 mod app;
 
+/// Activations reuse the blocks earlier forwards freed (see `ReusingAllocator`). With the `python`
+/// feature the library already installs it.
+#[cfg(not(feature = "python"))]
+#[global_allocator]
+static ALLOCATOR: candle_unet2d::ReusingAllocator = candle_unet2d::ReusingAllocator::new();
+
 fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(app::main(std::env::args_os()))
 }

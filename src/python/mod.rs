@@ -26,6 +26,11 @@ mod schedulers;
 
 use pyo3::prelude::*;
 
+/// The extension's Rust allocations (activations, weights) go through the block-reusing allocator
+/// (see `ReusingAllocator`); Python's and numpy's own are untouched.
+#[global_allocator]
+static ALLOCATOR: crate::ReusingAllocator = crate::ReusingAllocator::new();
+
 /// The compiled part of `candle_unet2d`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
