@@ -584,7 +584,7 @@ def main() -> None:
         if "sampling" in args.only:
             rows.append(sampling_case(64, 50, max(2, reps // 3)))
         if "process" in args.only:
-            rows += process_cases(cifar, "cifar10-32", args.threads, max(2, reps // 3))
+            rows += process_cases(cifar, "cifar10-32", args.threads, max(3, reps // 2))
         cli = cli_case(args.threads, max(2, reps // 3)) if "cli" in args.only else None
         if cli:
             rows.append(cli)
