@@ -32,8 +32,9 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Blocks from this many bytes on are kept for reuse (an activation of 128 channels of 32×32 at
 /// batch 1 is 512 KiB; smaller blocks are the C allocator's business, and it reuses them well).
@@ -62,7 +63,77 @@ pub(crate) fn kept_in_process() -> usize {
 
 /// See the module doc.
 pub struct ReusingAllocator {
-    state: Mutex<State>,
+    /// Guarded by [`LOCK`].
+    state: UnsafeCell<State>,
+}
+
+// SAFETY: `state` is only reached through `lock`, which holds the process-wide `LOCK`.
+unsafe impl Sync for ReusingAllocator {}
+
+/// The one lock of every instance's state. A spin lock of our own rather than a `Mutex` so that
+/// `fork` can hold it: a child forked while another thread held it would otherwise find it locked
+/// forever, and hang at its first large allocation. It is taken before a fork and released after it,
+/// in the parent and the child (`pthread_atfork`, as glibc does for its own malloc's locks), so the
+/// child inherits a consistent state and a free lock. Held for a few list operations at a time.
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+fn acquire() {
+    let mut spins = 0u32;
+    while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        spins = spins.saturating_add(1);
+    }
+}
+
+fn release_lock() {
+    LOCK.store(false, Ordering::Release);
+}
+
+#[cfg(unix)]
+fn fork_safe() {
+    extern "C" fn before_fork() {
+        acquire();
+    }
+    extern "C" fn after_fork() {
+        release_lock();
+    }
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: the handlers only take and release `LOCK`; registering allocates with the C allocator,
+    // never this one, so it may run inside an allocation.
+    REGISTERED.call_once(|| unsafe {
+        libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
+    });
+}
+
+#[cfg(not(unix))]
+fn fork_safe() {}
+
+/// An instance's state while [`LOCK`] is held.
+struct Locked<'a> {
+    state: &'a mut State,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.state
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        release_lock();
+    }
 }
 
 /// The kept blocks (oldest first) and the byte counts that bound them.
@@ -77,7 +148,7 @@ struct State {
 impl ReusingAllocator {
     pub const fn new() -> Self {
         let state = State { blocks: [(0, 0); SLOTS], kept: 0, kept_bytes: 0, live_bytes: 0, high_water: 0 };
-        Self { state: Mutex::new(state) }
+        Self { state: UnsafeCell::new(state) }
     }
 
     /// Returns every kept block to the system allocator (for a program that has finished with its
@@ -95,9 +166,11 @@ impl ReusingAllocator {
         self.lock().kept_bytes
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Nothing under the lock panics; a poisoned lock's state is still consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Locked<'_> {
+        fork_safe();
+        acquire();
+        // SAFETY: `LOCK` is held until the guard drops, so this is the only reference.
+        Locked { state: unsafe { &mut *self.state.get() } }
     }
 
     /// The page layout of a large request, or `None` for one the system allocator serves directly.
@@ -387,5 +460,62 @@ mod tests {
         let total: usize = layouts.iter().skip(3).map(|l| ReusingAllocator::large(*l).unwrap().size()).sum();
         assert_eq!(a.kept_bytes(), total, "the three oldest were freed");
         a.release();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_child_forked_while_another_thread_allocates_can_allocate() {
+        // Threads allocate and free large blocks while this one forks: each child must find the lock
+        // free and the state whole, allocate a large block and exit; a hang fails the watchdog.
+        static SHARED: ReusingAllocator = ReusingAllocator::new();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..2)
+            .map(|i| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let layout = floats((1 << 18) + i * 4096);
+                    while !stop.load(Ordering::Relaxed) {
+                        // SAFETY: allocated and freed with the same layout.
+                        unsafe { SHARED.dealloc(SHARED.alloc(layout), layout) };
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..20 {
+            // SAFETY: the child only allocates, frees and exits (`_exit`: no destructors or atexit).
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let layout = floats(1 << 20);
+                // SAFETY: as above.
+                let ok = unsafe {
+                    let p = SHARED.alloc(layout);
+                    let ok = !p.is_null();
+                    SHARED.dealloc(p, layout);
+                    ok
+                };
+                // SAFETY: ends the child at once, as above.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let start = std::time::Instant::now();
+            let mut status = 0;
+            loop {
+                // SAFETY: waits for our own child without blocking.
+                let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if done == pid {
+                    break;
+                }
+                if start.elapsed() > std::time::Duration::from_secs(20) {
+                    // SAFETY: our own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    panic!("a forked child hung on the allocator's lock");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        workers.into_iter().for_each(|w| w.join().unwrap());
+        SHARED.release();
     }
 }
