@@ -104,7 +104,7 @@ impl UpBlock {
         let per_resnet_attention = self.kind == UpBlockKind::AttnUp;
         for (i, resnet) in self.resnets.iter().enumerate() {
             let res = &res_states[res_states.len() - 1 - i];
-            let input = profile::time("cat", || Tensor::cat(&[&hidden, res], 1))?;
+            let input = profile::time("cat", || crate::kernels::concat::cat_channels(&hidden, res))?;
             hidden = resnet.forward(&input, temb)?;
             if per_resnet_attention {
                 hidden = self.attentions[i].forward(&hidden)?;

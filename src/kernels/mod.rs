@@ -5,6 +5,7 @@
 
 pub mod attention;
 mod batch_invariance;
+pub mod concat;
 pub mod conv2d;
 pub mod group_norm;
 pub mod isa;
