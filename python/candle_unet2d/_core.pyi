@@ -78,8 +78,28 @@ class UNet2DModel:
                 a valid model (e.g. channels not divisible by ``norm_num_groups``).
         """
 
+    @overload
     @staticmethod
-    def from_config(config: Mapping[str, Any] | str | os.PathLike[str] | None = None, **kwargs: Any) -> UNet2DModel:
+    def from_config(
+        config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        return_unused_kwargs: Literal[False] = False,
+        **kwargs: Any,
+    ) -> UNet2DModel: ...
+    @overload
+    @staticmethod
+    def from_config(
+        config: Mapping[str, Any] | str | os.PathLike[str] | None,
+        return_unused_kwargs: Literal[True],
+        **kwargs: Any,
+    ) -> tuple[UNet2DModel, dict[str, Any]]: ...
+    @overload
+    @staticmethod
+    def from_config(
+        config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        return_unused_kwargs: Literal[True],
+        **kwargs: Any,
+    ) -> tuple[UNet2DModel, dict[str, Any]]:
         """A freshly initialised model (see ``__init__``) from a config, as diffusers' ``from_config``.
 
         Args:
@@ -88,11 +108,16 @@ class UNet2DModel:
                 listed in ``_use_default_values`` take the default; other keys ``UNet2DModel`` does not
                 take are ignored with a warning, as diffusers does. A path is read with ``load_config``
                 (diffusers' deprecated form).
+            return_unused_kwargs: return ``(model, unused)`` instead, as diffusers: ``unused`` holds the
+                config's keys the model does not take, the keywords it does not take (then not an error),
+                and the config's other keys that did not become arguments (``_class_name``,
+                ``_name_or_path``, …).
             kwargs: config keys that replace the config's (e.g. ``in_channels=1``).
 
         Raises:
             InvalidArgumentError: (a ``ValueError``) a keyword in ``kwargs`` that is not a ``UNet2DModel``
-                argument (diffusers ignores it silently), or a config that is not a dict.
+                argument (diffusers ignores it silently) unless ``return_unused_kwargs``, or a config that
+                is not a dict.
             ConfigError: (a ``ValueError``) the config does not describe a valid model.
         """
 

@@ -279,16 +279,19 @@ impl PyUNet2DModel {
         })
     }
 
-    /// A freshly initialised model from a config dict (see the stub).
+    /// A freshly initialised model from a config dict, or `(model, unused)` with
+    /// `return_unused_kwargs=True` (see the stub).
     #[staticmethod]
-    #[pyo3(signature = (config=None, **kwargs))]
+    #[pyo3(signature = (config=None, return_unused_kwargs=false, **kwargs))]
     fn from_config(
         py: Python<'_>,
         config: Option<&Bound<'_, PyAny>>,
+        return_unused_kwargs: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
+    ) -> PyResult<Py<PyAny>> {
         guarded(py, || {
-            let mut fields = serde_json::Map::new();
+            // The config's entries, and its keys in its own order (the map sorts them).
+            let (mut original, mut order) = (serde_json::Map::new(), Vec::new());
             if let Some(config) = config.filter(|c| !c.is_none()) {
                 let config = if config.is_instance_of::<PyString>() || config.hasattr("__fspath__")? {
                     // diffusers still takes a path here (deprecated): as `from_config(load_config(path))`.
@@ -304,10 +307,44 @@ impl PyUNet2DModel {
                         format!("must be a dict (e.g. model.config or load_config(path)), got {}", type_name(&config)),
                     ));
                 };
-                fields = config_fields(py, map)?;
+                if return_unused_kwargs {
+                    for key in config.call_method0("keys")?.try_iter()? {
+                        order.extend(key?.extract::<String>().ok());
+                    }
+                }
+                original = map;
             }
-            insert_config_keywords(py, &mut fields, kwargs)?;
-            Self::initialised(py, fields)
+            let mut fields = config_fields(py, original.clone())?;
+            if !return_unused_kwargs {
+                insert_config_keywords(py, &mut fields, kwargs)?;
+                return Ok(Self::initialised(py, fields)?.into_pyobject(py)?.into_any().unbind());
+            }
+            // As diffusers' `extract_init_dict` + `from_config`: the config's keys the model does not
+            // take, then the keywords it does not take (asked for, so not an error here), then every
+            // other key of the config that did not become an argument (`_class_name`, `_name_or_path`,
+            // `_use_default_values` and the keys it lists).
+            let (keys, unused) = (config_keys(), PyDict::new(py));
+            let in_order = || order.iter().filter_map(|key| original.get(key).map(|value| (key, value)));
+            for (key, value) in in_order() {
+                if !key.starts_with('_') && !keys.contains(key) {
+                    unused.set_item(key, json_to_py(py, value)?)?;
+                }
+            }
+            for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
+                let name: String = key.extract()?;
+                if keys.contains(&name) {
+                    fields.insert(name.clone(), py_to_json(&value, &name)?);
+                } else {
+                    unused.set_item(key, value)?;
+                }
+            }
+            for (key, value) in in_order() {
+                if !fields.contains_key(key) && !unused.contains(key)? {
+                    unused.set_item(key, json_to_py(py, value)?)?;
+                }
+            }
+            let model = Self::initialised(py, fields)?.into_pyobject(py)?.into_any();
+            Ok(PyTuple::new(py, [model, unused.into_any()])?.into_any().unbind())
         })
     }
 

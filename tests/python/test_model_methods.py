@@ -133,6 +133,28 @@ def test_from_config_ignores_metadata_and_warns_on_unknown_keys() -> None:
     assert model.config.act_fn == "silu"
 
 
+def test_from_config_returns_the_unused_kwargs_when_asked() -> None:
+    # diffusers 0.42.1 on this config gives (model, {"foo": 1, "_class_name": ..., "_name_or_path": ...}).
+    loaded = UNet2DModel.from_pretrained(CIFAR)
+    model, unused = UNet2DModel.from_config(loaded.config, return_unused_kwargs=True, foo=1, sample_size=16)
+    assert isinstance(model, UNet2DModel)
+    assert model.config.sample_size == 16
+    assert unused == {"foo": 1, "_class_name": "UNet2DModel", "_name_or_path": str(CIFAR)}
+    assert list(unused) == ["foo", "_class_name", "_name_or_path"]
+    # Unknown config keys come first (and are still warned about), then keywords, then the rest.
+    config = {**SMALL, "act_fn": "mish", "bogus": 3, "_use_default_values": ["act_fn"]}
+    with pytest.warns(UserWarning, match="bogus"):
+        model, unused = UNet2DModel.from_config(config, True, extra=[1, 2])
+    assert model.config.act_fn == "silu"
+    assert list(unused) == ["bogus", "extra", "act_fn", "_use_default_values"]
+    assert unused["extra"] == [1, 2]
+    assert unused["act_fn"] == "mish"
+    # Without it, a model alone; an unknown keyword is still an error.
+    assert isinstance(UNet2DModel.from_config(SMALL, return_unused_kwargs=False), UNet2DModel)
+    with pytest.raises(InvalidArgumentError, match="extra"):
+        UNet2DModel.from_config(SMALL, extra=1)
+
+
 def test_load_config(tmp_path: Path) -> None:
     config = UNet2DModel.load_config(CIFAR)
     assert config == json.loads((CIFAR / "config.json").read_text())
