@@ -74,7 +74,7 @@ impl AttentionBlock {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(fused) = &self.fused {
-            if x.device().is_cpu() && x.dtype() == DType::F32 {
+            if crate::kernels::on_cpu_f32(x) {
                 let normed = match &self.group_norm {
                     Some(norm) => norm.forward(x)?,
                     None => x.clone(),

@@ -201,9 +201,33 @@ impl ReusingAllocator {
         None
     }
 
-    /// A new block could not be had: it is not live after all.
-    fn forget(&self, layout: Layout) {
-        self.lock().live_bytes -= layout.size();
+    /// A large block for `layout` (`large` its page layout), zeroed when asked: a kept one, or a new
+    /// one from the system allocator.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`; `large` is `Self::large(layout)`.
+    unsafe fn alloc_large(&self, layout: Layout, large: Layout, zeroed: bool) -> *mut u8 {
+        if let Some(ptr) = self.take(large) {
+            if zeroed {
+                // SAFETY: a kept block of `large.size()` bytes, now the caller's.
+                unsafe { ptr.write_bytes(0, layout.size()) };
+            }
+            return ptr;
+        }
+        // SAFETY: a valid, non-zero-sized layout. Fresh memory from `calloc` is often untouched
+        // mapped pages, so it is not cleared again here.
+        let ptr = unsafe {
+            if zeroed {
+                System.alloc_zeroed(large)
+            } else {
+                System.alloc(large)
+            }
+        };
+        if ptr.is_null() {
+            // A new block could not be had: it is not live after all.
+            self.lock().live_bytes -= large.size();
+        }
+        ptr
     }
 }
 
@@ -256,15 +280,8 @@ unsafe impl GlobalAlloc for ReusingAllocator {
             // SAFETY: forwarded as given.
             return unsafe { System.alloc(layout) };
         };
-        if let Some(ptr) = self.take(large) {
-            return ptr;
-        }
-        // SAFETY: a valid, non-zero-sized layout.
-        let ptr = unsafe { System.alloc(large) };
-        if ptr.is_null() {
-            self.forget(large);
-        }
-        ptr
+        // SAFETY: per the caller; `large` is this layout's.
+        unsafe { self.alloc_large(layout, large, false) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -272,17 +289,8 @@ unsafe impl GlobalAlloc for ReusingAllocator {
             // SAFETY: forwarded as given.
             return unsafe { System.alloc_zeroed(layout) };
         };
-        if let Some(ptr) = self.take(large) {
-            // SAFETY: a kept block of `large.size()` bytes, now the caller's.
-            unsafe { ptr.write_bytes(0, layout.size()) };
-            return ptr;
-        }
-        // SAFETY: as in `alloc`. Fresh memory from `calloc` is often untouched mapped pages.
-        let ptr = unsafe { System.alloc_zeroed(large) };
-        if ptr.is_null() {
-            self.forget(large);
-        }
-        ptr
+        // SAFETY: per the caller; `large` is this layout's.
+        unsafe { self.alloc_large(layout, large, true) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

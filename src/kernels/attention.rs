@@ -17,13 +17,13 @@
 //! Work is spread over rayon's threads as independent tasks when there are enough of them; otherwise
 //! gemm splits each product across the threads itself.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv2d::{pointwise, Conv2dWeight, ConvKernel};
 use super::isa::{multiversion, Isa};
 use super::simd;
-use super::{f32_inputs, SendPtr};
+use super::{f32_inputs, on_cpu_f32, SendPtr};
 use crate::profile;
 
 /// Most query rows per attention task: enough for gemm to run at speed.
@@ -64,7 +64,7 @@ impl AttentionWeights {
         out: (&Tensor, &Tensor),
     ) -> Result<Option<Self>> {
         let all = qkv.iter().flat_map(|&(w, b)| [w, b]).chain([out.0, out.1]);
-        if !all.clone().all(|t| t.device().is_cpu() && t.dtype() == DType::F32) {
+        if !all.clone().all(on_cpu_f32) {
             return Ok(None);
         }
         let inner = heads * head_dim;
@@ -112,7 +112,6 @@ pub fn attention_cpu(
     weights: &AttentionWeights,
     rescale_output_factor: f64,
 ) -> Result<Option<Tensor>> {
-    let on_cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
     if !on_cpu_f32(x) || !on_cpu_f32(residual) || x.rank() != 4 {
         return Ok(None);
     }
@@ -378,7 +377,7 @@ mod tests {
             put("to_out.0.bias", Tensor::randn(0f32, 0.2, c, &dev).unwrap());
             put("group_norm.weight", Tensor::randn(1f32, 0.2, c, &dev).unwrap());
             put("group_norm.bias", Tensor::randn(0f32, 0.2, c, &dev).unwrap());
-            let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
+            let vb = VarBuilder::from_tensors(ts, candle_core::DType::F32, &dev);
             let block = AttentionBlock::new(c, d, groups, 1e-6, rescale, vb.into()).unwrap();
             assert!(block.has_cpu_kernel());
             let x = (Tensor::randn(0f32, 2.0, (b, c, h, w), &dev).unwrap() + 0.5).unwrap();

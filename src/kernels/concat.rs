@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::f32_inputs;
+use super::{f32_inputs, on_cpu_f32};
 
 /// Output floats per task: large enough that a copy outweighs a task's hand-off, small enough that
 /// a 16×16 map at batch 1 still splits.
@@ -18,8 +18,7 @@ struct CatChannels;
 
 /// `torch.cat([a, b], dim=1)` for `a`: [B, C₁, H, W] and `b`: [B, C₂, H, W].
 pub fn cat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.rank() == 4;
-    if f32_cpu(a) && f32_cpu(b) {
+    if [a, b].iter().all(|t| on_cpu_f32(t) && t.rank() == 4) {
         a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &CatChannels)
     } else {
         Tensor::cat(&[a, b], 1)

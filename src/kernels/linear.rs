@@ -5,7 +5,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::f32_inputs;
+use super::{f32_inputs, on_cpu_f32};
 
 /// Products below this many multiply-adds run on one thread.
 const SINGLE_THREAD_MACS: usize = 1 << 22;
@@ -15,8 +15,7 @@ struct LinearOp;
 /// `x · weightᵀ + bias` for `x`: [rows, in], `weight`: [out, in], `bias`: [out]; `None` where the
 /// fast path does not apply (not float32 on the CPU, or not 2-D), so the caller falls back.
 pub fn linear_cpu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
-    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
-    if !(f32_cpu(x) && f32_cpu(weight) && f32_cpu(bias)) || x.rank() != 2 {
+    if ![x, weight, bias].iter().all(|t| on_cpu_f32(t)) || x.rank() != 2 {
         return Ok(None);
     }
     Ok(Some(x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &LinearOp)?))

@@ -21,6 +21,12 @@ pub(crate) use worker::on_worker;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
 
+/// Whether the hand-written kernels take `t`: a float32 tensor on the CPU (anything else falls back to
+/// candle's own ops).
+pub(crate) fn on_cpu_f32(t: &candle_core::Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
 /// The elements of a contiguous tensor (`op` names the kernel in the error for anything else).
 pub(crate) fn contiguous_slice<'a>(data: &'a [f32], layout: &Layout, op: &str) -> Result<&'a [f32]> {
     match layout.contiguous_offsets() {

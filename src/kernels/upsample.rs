@@ -6,14 +6,14 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::f32_inputs;
+use super::{f32_inputs, on_cpu_f32};
 
 struct UpsampleNearest2x;
 
 /// `F.interpolate(x, scale_factor=2.0, mode="nearest")` for `x`: [B, C, H, W].
 pub fn upsample_nearest_2x(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if on_cpu_f32(x) {
         x.contiguous()?.apply_op1_no_bwd(&UpsampleNearest2x)
     } else {
         x.upsample_nearest2d(2 * h, 2 * w)

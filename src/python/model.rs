@@ -274,7 +274,7 @@ impl PyUNet2DModel {
     fn new(py: Python<'_>, config: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         guarded(py, || {
             let mut fields = serde_json::Map::new();
-            insert_config_keywords(py, &mut fields, config)?;
+            insert_config_keywords(py, &mut fields, config, None)?;
             Self::initialised(py, fields)
         })
     }
@@ -316,7 +316,7 @@ impl PyUNet2DModel {
             }
             let mut fields = config_fields(py, original.clone())?;
             if !return_unused_kwargs {
-                insert_config_keywords(py, &mut fields, kwargs)?;
+                insert_config_keywords(py, &mut fields, kwargs, None)?;
                 return Ok(Self::initialised(py, fields)?.into_pyobject(py)?.into_any().unbind());
             }
             // As diffusers' `extract_init_dict` + `from_config`: the config's keys the model does not
@@ -330,14 +330,7 @@ impl PyUNet2DModel {
                     unused.set_item(key, json_to_py(py, value)?)?;
                 }
             }
-            for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
-                let name: String = key.extract()?;
-                if keys.contains(&name) {
-                    fields.insert(name.clone(), py_to_json(&value, &name)?);
-                } else {
-                    unused.set_item(key, value)?;
-                }
-            }
+            insert_config_keywords(py, &mut fields, kwargs, Some(&unused))?;
             for (key, value) in in_order() {
                 if !fields.contains_key(key) && !unused.contains(key)? {
                     unused.set_item(key, json_to_py(py, value)?)?;
@@ -653,7 +646,7 @@ impl PyUNet2DModel {
 fn config_dict(py: Python<'_>, model: &UNet2DModel, path: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
     static FROZEN_DICT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     // Converted directly: importing `json` for this was 3 ms of a fresh process's first load.
-    let fields = super::config_values::json_to_py(py, &model.config().to_json())?;
+    let fields = json_to_py(py, &model.config().to_json())?;
     let dict = PyDict::new(py);
     dict.set_item("_class_name", "UNet2DModel")?;
     dict.update(fields.cast()?)?;
@@ -694,17 +687,24 @@ fn timestep_arg(obj: &Bound<'_, PyAny>) -> PyResult<TimestepArg> {
     ))
 }
 
-/// Config keywords (`UNet2DModel(**config)`, `from_config`'s overrides) into `fields`, each checked to
-/// be a `UNet2DModel` argument.
+/// Config keywords (`UNet2DModel(**config)`, `from_config`'s overrides) into `fields`. One that is not a
+/// `UNet2DModel` argument goes into `unused` as given (`from_config(..., return_unused_kwargs=True)`),
+/// or without it is an error naming it.
 fn insert_config_keywords(
     py: Python<'_>,
     fields: &mut serde_json::Map<String, serde_json::Value>,
     keywords: Option<&Bound<'_, PyDict>>,
+    unused: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
     for (key, value) in keywords.into_iter().flat_map(|k| k.iter()) {
-        let key: String = key.extract()?;
-        check_config_key(py, &key)?;
-        fields.insert(key.clone(), py_to_json(&value, &key)?);
+        let name: String = key.extract()?;
+        match unused {
+            Some(unused) if !config_keys().contains(&name) => unused.set_item(key, value)?,
+            _ => {
+                check_config_key(py, &name)?;
+                fields.insert(name.clone(), py_to_json(&value, &name)?);
+            }
+        }
     }
     Ok(())
 }
