@@ -2,9 +2,9 @@
 //! as it would in a batch of one, so an image's result does not depend on what it is batched with.
 //!
 //! Outside it the convolution picks its algorithm from the whole call's tile count (the direct
-//! kernel below one vector of tiles, F(4×4) Winograd from `F4_MIN_TILES`), which is what is fastest,
-//! but F(2×2), F(4×4) and the direct kernel round differently: a 16×16 map runs F(2×2) at batch 1 and
-//! F(4×4) at batch 8, and the same image comes out a few ulps apart. Sampling with one generator per
+//! kernel below one vector of tiles, F(4×4) Winograd from the level's `F4_MIN_TILES`), which is what is fastest,
+//! but F(2×2), F(4×4) and the direct kernel round differently: at AVX-512 a 16×16 map runs F(2×2) at
+//! batch 1 and F(4×4) at batch 8, and the same image comes out a few ulps apart. Sampling with one generator per
 //! image (`pipeline::sample_per_image`), the HTTP service's dynamic batching and the Ray workers promise
 //! that image `i` equals the batch-of-one run, bit for bit; they run inside this scope. The other
 //! kernels (linear, group norm, attention, the 1×1 and strided convolutions) do not depend on the

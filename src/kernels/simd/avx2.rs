@@ -73,6 +73,9 @@ unsafe impl Simd for Avx2 {
     const ISA: Isa = Isa::Avx2;
     // 16 KiB of columns + 6 KiB of weights inside a 32 KiB L1 (Zen, Skylake); 256 measured 5–15% slower.
     const KC: usize = 128;
+    // `examples/conv_bench`, 2-core AMD EPYC (Zen 3), 256 → 256 channels at 16×16, batch 1 (16 tiles):
+    // F(4×4) 1.35 ms, F(2×2) 1.80 ms; at 8×8 (4 tiles, a quarter of a vector) F(2×2) still leads.
+    const F4_MIN_TILES: usize = 16;
 
     #[inline(always)]
     unsafe fn vectorize<R>(f: impl FnOnce() -> R) -> R {

@@ -27,6 +27,9 @@ unsafe impl Simd for Avx512 {
     const ISA: Isa = Isa::Avx512;
     // 32 KiB of columns: AVX-512 cores have 48 KiB of L1 data (Ice Lake on), and this measured best there.
     const KC: usize = 256;
+    // `examples/conv_bench` (2 threads): F(2×2) and F(4×4) about even at 64 tiles of 256 → 256 channels
+    // (16×16 at batch 4, 32×32 at batch 1), F(4×4) ahead from there on and behind at 16 tiles.
+    const F4_MIN_TILES: usize = 64;
 
     #[inline(always)]
     unsafe fn vectorize<R>(f: impl FnOnce() -> R) -> R {

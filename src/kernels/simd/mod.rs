@@ -48,6 +48,12 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     /// Reduction steps per block of the micro-kernel's panels: the column panel (`KC × 32` floats)
     /// and the weight panel (`KC × 12`) should stay in L1 together.
     const KC: usize;
+    /// F(4×4) tiles from which a Winograd call runs F(4×4) instead of F(2×2)
+    /// ([`crate::kernels::conv2d::winograd`]'s `choose`). F(4×4) does 0.56× the multiplications on
+    /// 2.25× the weights: where the micro-kernel is bound by arithmetic (8-lane FMAs) it wins from the
+    /// first whole vector of tiles, where it is bound by streaming the weights (16-lane FMAs) only once
+    /// the weights are used for several vectors.
+    const F4_MIN_TILES: usize;
 
     /// Runs `f` inside a function compiled with this level's instructions enabled, so that the
     /// `#[inline(always)]` kernels it calls are compiled for them.

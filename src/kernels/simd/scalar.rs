@@ -19,8 +19,9 @@ fn map2(a: V, b: V, f: impl Fn(f32, f32) -> f32) -> V {
 unsafe impl Simd for Scalar {
     type V = V;
     const ISA: Isa = Isa::Scalar;
-    // as for AVX2.
+    // as for AVX2: narrow vectors, bound by arithmetic.
     const KC: usize = 128;
+    const F4_MIN_TILES: usize = 16;
 
     #[inline(always)]
     unsafe fn vectorize<R>(f: impl FnOnce() -> R) -> R {

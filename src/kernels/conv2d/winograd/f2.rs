@@ -32,7 +32,8 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: SendPtr) {
     };
     let input = Padded { data, h: tiling.padded_h, w: tiling.padded_w, channels: c_in };
     let plan = Plan { p, tiling, input };
-    let filters = Filters { data: p.weights.packed(), c_in, c_out, points: POINTS };
+    let u = p.weights.packed();
+    let filters = Filters { data: &u, c_in, c_out, points: POINTS };
     // SAFETY: per the caller; the filters are the layer's F(2×2) `U`.
     unsafe { drive::<S, _>(&plan, &filters, out) }
 }

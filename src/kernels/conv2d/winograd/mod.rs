@@ -14,8 +14,9 @@
 //!    output scale, and stores the tiles' pixels.
 //!
 //! **Which tile a call runs** ([`choose`]). F(4×4) needs a quarter of F(2×2)'s tiles and 36/16 of its
-//! weights per tile: it wins where there are many tiles, and loses at batch 1 on small maps, where the
-//! GEMMs are few columns wide and bound by reading `U`. A layer holds F(2×2)'s `U` only (built
+//! weights per tile: it wins where there are many tiles, and where the GEMMs are few columns wide it
+//! wins only on levels bound by arithmetic (AVX2, scalar) and loses on those bound by reading `U`
+//! (AVX-512); each level sets its threshold ([`Simd::F4_MIN_TILES`]). A layer holds F(2×2)'s `U` only (built
 //! from the loaded filters on its first call, `weights`); the first call with enough tiles builds F(4×4)'s from it and the layer keeps both
 //! (rebuilding it per call cost a quarter of the call: writing 36 floats per filter is memory-bound),
 //! so only the layers that see such calls hold the extra 2.25×. Calls with fewer tiles than one vector
@@ -42,7 +43,8 @@ pub use self::weights::WinogradWeights;
 use super::direct::PAIRS_PER_TASK;
 use super::microkernel::{Tile, VectorTarget, MR, NR};
 use super::{Call, ConvKernel};
-use crate::kernels::simd::{Simd, LANES};
+use crate::kernels::isa::Isa;
+use crate::kernels::simd::{with_simd, Simd, LANES};
 use crate::kernels::SendPtr;
 use crate::profile;
 
@@ -54,10 +56,6 @@ const CHUNK_FLOATS: usize = 1 << 22;
 const LOCAL_CHUNK_FLOATS: usize = 1 << 19;
 /// Channels per task in the transforms.
 const CHANNELS_PER_TASK: usize = 32;
-/// F(4×4) tiles from which a call runs F(4×4) instead of F(2×2) (see [`choose`]): measured with
-/// `examples/conv_bench.rs` on the UNet's layers (AVX2, 2 threads), where the two are about even at 64
-/// tiles of 256 → 256 channels (16×16 at batch 4, 32×32 at batch 1) and F(4×4) leads from there on.
-const F4_MIN_TILES: usize = 64;
 
 /// Everything one Winograd convolution reads (a 3×3, stride-1, padding-1 convolution).
 pub(in crate::kernels::conv2d) struct Problem<'a> {
@@ -96,10 +94,10 @@ fn tile_policy_from_env(value: Option<&str>) -> Option<ConvKernel> {
     }
 }
 
-/// The kernel for `call` under the weights' `policy` (`Winograd` chooses by tile counts, unless
-/// [`TILE_ENV`] fixes the tile size; `WinogradF2` / `WinogradF4` force one where the shape allows it,
-/// for tests and benchmarks).
-pub(in crate::kernels::conv2d) fn choose(call: &Call, policy: ConvKernel) -> Variant {
+/// The kernel for `call` under the weights' `policy` at level `isa` (`Winograd` chooses by tile counts
+/// against the level's [`Simd::F4_MIN_TILES`], unless [`TILE_ENV`] fixes the tile size; `WinogradF2` /
+/// `WinogradF4` force one where the shape allows it, for tests and benchmarks).
+pub(in crate::kernels::conv2d) fn choose(call: &Call, policy: ConvKernel, isa: Isa) -> Variant {
     // Inside `batch_invariant` the choice is the batch-of-one one, so an image rounds the same in any batch.
     let (batch, h, w) = (crate::kernels::choice_batch(call.batch), call.h, call.w);
     let policy = match policy {
@@ -110,7 +108,7 @@ pub(in crate::kernels::conv2d) fn choose(call: &Call, policy: ConvKernel) -> Var
     let variant = match policy {
         ConvKernel::WinogradF4 if f4 => Variant::F4,
         _ if batch * h.div_ceil(2) * w.div_ceil(2) < LANES => Variant::Direct,
-        ConvKernel::Winograd if f4 && batch * (h / 4) * (w / 4) >= F4_MIN_TILES => Variant::F4,
+        ConvKernel::Winograd if f4 && batch * (h / 4) * (w / 4) >= with_simd!(isa, S => S::F4_MIN_TILES) => Variant::F4,
         _ => Variant::F2,
     };
     #[cfg(test)]
@@ -202,8 +200,8 @@ unsafe fn drive<S: Simd, T: Transform>(transform: &T, filters: &Filters, out: Se
         with_scratch(|transformed_input, products| {
             let pairs = chunk.len() / 2;
             let strides = Strides::new(pairs, c_in, c_out);
-            // Phases 1 and 2 write every element of both buffers that is later read, except M's columns
-            // of a vector past the last tile: those may hold stale values, and nothing from them is stored.
+            // Phases 1 and 2 write every element of both buffers that is later read; a vector past the
+            // last tile is neither transformed, multiplied nor stored, so its V and M columns stay stale.
             if transformed_input.len() < T::POINTS * strides.input_point {
                 transformed_input.resize(T::POINTS * strides.input_point, 0.0);
             }
@@ -300,6 +298,10 @@ impl<T: Transform> Phases<'_, T> {
         self.for_each_task(self.chunk.len() * channel_blocks, |task| {
             let (index, block) = (task / channel_blocks, task % channel_blocks);
             let vector = &self.chunk[index];
+            // The vector padding the last pair: the GEMMs skip its columns, so its V is never read.
+            if T::is_empty(vector) {
+                return;
+            }
             let (pair, half) = (index / 2, index % 2);
             // SAFETY: `S`'s level per the caller. Each task writes its own (pair, channel, half) rows of V.
             unsafe {
@@ -387,6 +389,10 @@ impl<T: Transform> Phases<'_, T> {
             let channels = block * CHANNELS_PER_TASK..((block + 1) * CHANNELS_PER_TASK).min(c_out);
             let m = &products[LANES * index..];
             let (transform, vector, strides) = (self.transform, &self.chunk[index], &self.strides);
+            // Nothing of the padding vector is stored.
+            if T::is_empty(vector) {
+                return;
+            }
             // SAFETY: `S`'s level per the caller; each task stores the pixels of its own tiles and channels.
             unsafe {
                 S::vectorize(

@@ -1,21 +1,25 @@
 //! How a Winograd layer's weights are held: the filters as loaded (left in the weights file's mapping
 //! for a float32 safetensors file, else the loaded tensor), and F(2×2, 3×3)'s `U = G g Gᵀ`, computed
-//! from them on the layer's first call (after which the filters are dropped). The other forms a call
-//! may need are derived: the direct kernel's packed filters (for layers that see calls too small for
-//! Winograd) and F(4×4, 3×3)'s `U` (see `f4`), each built once.
+//! from them on the layer's first call. The other forms a call may need are derived from that `U`:
+//! the direct kernel's packed filters (for layers that see calls too small for Winograd) and
+//! F(4×4, 3×3)'s `U` (see `f4`), each built once.
 //!
 //! **Why on first use.** The transform writes 16/9 of the filters' size, in f64 arithmetic: it was
 //! most of `from_pretrained` (150 ms for cifar10-32, against diffusers' 32 ms on the same machine).
 //! Deferred, a load copies nothing, as diffusers' memory-mapped load does not, and each layer pays its
-//! transform once, inside the first forward, so a load plus one forward takes as long as before. Peak
-//! memory does not rise: a layer holds its filters or its `U` (and both only while it builds `U`),
-//! where it used to hold `U` from the load on.
+//! transform once, inside the first forward, so a load plus one forward takes as long as before.
+//!
+//! **What stays resident.** Loaded tensors are dropped once F(2×2)'s `U` is built. Mapped filters
+//! stay mapped, their pages released (they cost no memory until read again), which lets a layer drop
+//! F(2×2)'s `U` once it has built F(4×4)'s: a layer that runs F(4×4) only (every layer from 16×16 up
+//! at AVX2) then holds 36 floats per filter instead of 52, and a later F(2×2) call rebuilds the same
+//! `U` from the mapping, bit for bit (the transform is deterministic).
 
 // Inside `Simd::vectorize` code: index loops over the small arrays (see `microkernel`).
 #![allow(clippy::needless_range_loop)]
 
 use std::mem::MaybeUninit;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use candle_core::{CpuStorage, Storage, Tensor};
 
@@ -72,9 +76,12 @@ impl LoadedFilters {
 /// channels][ξ][C_in][MR]` for the micro-kernel (rows past `c_out` zero).
 #[derive(Debug)]
 pub struct WinogradWeights {
-    /// `U`, built on the first call that needs it ([`WinogradWeights::packed`]).
-    u: OnceLock<Vec<f32>>,
-    /// The loaded filters, until `u` is built.
+    /// F(2×2)'s `U` while held: built on the first call that needs it ([`WinogradWeights::packed`]),
+    /// dropped when F(4×4)'s is built from mapped filters (and rebuilt from them if needed again).
+    /// Shared, so a call that is using it keeps it alive through a drop.
+    u: Mutex<Option<Arc<Vec<f32>>>>,
+    /// The loaded filters: a tensor until `u` is first built, mapped filters for good. At least one
+    /// of the two is always held.
     filters: Mutex<Option<LoadedFilters>>,
     pub(in crate::kernels::conv2d) c_out: usize,
     pub(in crate::kernels::conv2d) c_in: usize,
@@ -88,11 +95,17 @@ pub struct WinogradWeights {
     f4: OnceLock<Vec<f32>>,
 }
 
+/// The value under `mutex`, whether or not a thread panicked while holding it (every value stored
+/// under these locks is whole).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl WinogradWeights {
     /// `filters`: [c_out, c_in, 3, 3] (kept, and transformed on first use).
     pub(in crate::kernels::conv2d) fn new(filters: LoadedFilters, c_out: usize, c_in: usize) -> Self {
         let filters = Mutex::new(Some(filters));
-        Self { u: OnceLock::new(), filters, c_out, c_in, direct: OnceLock::new(), f4: OnceLock::new() }
+        Self { u: Mutex::new(None), filters, c_out, c_in, direct: OnceLock::new(), f4: OnceLock::new() }
     }
 
     /// `U` for `weight` ([c_out, c_in, 3, 3]), packed.
@@ -135,9 +148,9 @@ impl WinogradWeights {
         unsafe { crate::memory::filled_by(c_out.div_ceil(MR) * POINTS * c_in * MR, fill) }
     }
 
-    /// The loaded filters, while `U` has not been built.
+    /// The loaded filters, while held (see the field).
     fn filters(&self) -> Option<LoadedFilters> {
-        self.filters.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        lock(&self.filters).clone()
     }
 
     /// The filters packed for the direct kernel (see `direct`), recovered from `U`: `G`'s first and
@@ -169,29 +182,47 @@ impl WinogradWeights {
         })
     }
 
-    /// The packed `U`, `[panel][ξ][C_in][MR]`, built from the loaded filters on the first call (which
-    /// then drops them). Two threads that meet here may both build it; one result is kept (see
-    /// [`get_or_build`]).
-    pub(super) fn packed(&self) -> &[f32] {
-        if let Some(u) = self.u.get() {
+    /// F(2×2)'s packed `U`, `[panel][ξ][C_in][MR]`, built from the loaded filters when not held (a
+    /// loaded tensor is then dropped, mapped filters released). Two threads that meet here may both
+    /// build it; one result is kept.
+    pub(super) fn packed(&self) -> Arc<Vec<f32>> {
+        if let Some(u) = lock(&self.u).clone() {
             return u;
         }
-        // No filters means another thread has set `U` (they are dropped only after it is set).
-        if let Some(filters) = self.filters() {
-            let (c_out, c_in) = (self.c_out, self.c_in);
-            let u = filters
-                .with_values(|data| Self::transform(data, c_out, c_in))
-                .expect("contiguous float32 CPU filters, as `Conv2dWeight` builds them");
-            let _ = self.u.set(u);
-            *self.filters.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            filters.release();
+        // No filters means another thread has set `U` from a loaded tensor: it is dropped only after
+        // `U` is set, and that `U` is never dropped.
+        let Some(filters) = self.filters() else {
+            return lock(&self.u).clone().expect("U is set before loaded tensors are dropped");
+        };
+        let (c_out, c_in) = (self.c_out, self.c_in);
+        let built = filters
+            .with_values(|data| Self::transform(data, c_out, c_in))
+            .expect("contiguous float32 CPU filters, as `Conv2dWeight` builds them");
+        let u = lock(&self.u).get_or_insert_with(|| Arc::new(built)).clone();
+        if matches!(filters, LoadedFilters::Tensor(_)) {
+            *lock(&self.filters) = None;
         }
-        self.u.get().expect("U is set before the filters are dropped")
+        filters.release();
+        u
     }
 
-    /// F(4×4)'s packed `U`, built by `build` on first use.
+    /// F(4×4)'s packed `U`, built by `build` on first use; F(2×2)'s is then dropped if the filters it
+    /// came from are mapped (see the module doc).
     pub(super) fn f4(&self, build: impl FnOnce(&Self) -> Vec<f32>) -> &[f32] {
-        get_or_build(&self.f4, || build(self)).as_slice()
+        get_or_build(&self.f4, || {
+            let u = build(self);
+            if matches!(*lock(&self.filters), Some(LoadedFilters::Mapped(_))) {
+                *lock(&self.u) = None;
+            }
+            u
+        })
+        .as_slice()
+    }
+
+    /// Whether F(2×2)'s `U` is held now (for tests of what stays resident).
+    #[cfg(test)]
+    pub(in crate::kernels::conv2d) fn holds_f2(&self) -> bool {
+        lock(&self.u).is_some()
     }
 }
 
@@ -235,19 +266,61 @@ multiversion! {
 mod tests {
     use super::*;
 
+    fn filters(c_out: usize, c_in: usize) -> Vec<f32> {
+        (0..c_out * c_in * 9).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect()
+    }
+
+    /// A stand-in for F(4×4)'s build that needs F(2×2)'s `U`, as `f4::transform_filters` does.
+    fn build_f4(weights: &WinogradWeights) -> Vec<f32> {
+        weights.packed().iter().map(|&u| 2.0 * u).collect()
+    }
+
+    /// Mapped filters: F(2×2)'s `U` is dropped once F(4×4)'s is built, and a later call rebuilds the
+    /// same `U` from the mapping; a loaded tensor, which cannot be read again, keeps it.
+    #[test]
+    fn f2_u_is_dropped_for_f4_only_where_the_filters_stay_mapped() {
+        let (c_out, c_in) = (13, 70);
+        let weight = filters(c_out, c_in);
+        let path = std::env::temp_dir().join(format!("candle-unet2d-winograd-filters-{}", std::process::id()));
+        std::fs::write(&path, weight.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: the file is this test's own, and nothing writes it while it is mapped.
+        let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file) }.unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let mapped = MappedF32::new(map, 0, weight.len()).unwrap();
+        let expected = WinogradWeights::transform(&weight, c_out, c_in);
+
+        let winograd = WinogradWeights::new(LoadedFilters::Mapped(mapped), c_out, c_in);
+        let first = winograd.packed();
+        assert_eq!(*first, expected);
+        assert!(winograd.holds_f2() && winograd.filters().is_some(), "mapped filters stay mapped");
+        let f4 = winograd.f4(build_f4).to_vec();
+        assert!(!winograd.holds_f2(), "F(2×2)'s U is dropped once F(4×4)'s is built");
+        assert_eq!(*first, expected, "a call still using the dropped U keeps it whole");
+        assert_eq!(*winograd.packed(), expected, "rebuilt bit for bit from the mapping");
+        assert!(winograd.holds_f2(), "and held again");
+        assert_eq!(winograd.f4(|_| unreachable!("F(4×4)'s U is built once")), &f4[..]);
+
+        let tensor = Tensor::from_slice(&weight, (c_out, c_in, 3, 3), &candle_core::Device::Cpu).unwrap();
+        let winograd = WinogradWeights::new(LoadedFilters::Tensor(tensor), c_out, c_in);
+        assert_eq!(winograd.f4(build_f4), &f4[..]);
+        assert!(winograd.holds_f2() && winograd.filters().is_none(), "a loaded tensor is dropped, its U kept");
+        assert_eq!(*winograd.packed(), expected);
+    }
+
     /// The direct weights recovered from `U` are the loaded filters to within float32 rounding.
     #[test]
     fn recovered_direct_weights_are_the_loaded_ones() {
         let (c_out, c_in) = (13, 70);
-        let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+        let weight = filters(c_out, c_in);
         let expected = PackedWeights::new(&weight, c_out, c_in, 3);
         let filters = Tensor::from_slice(&weight, (c_out, c_in, 3, 3), &candle_core::Device::Cpu).unwrap();
         let winograd = WinogradWeights::new(LoadedFilters::Tensor(filters), c_out, c_in);
-        assert!(winograd.filters().is_some() && winograd.u.get().is_none(), "U is built on first use");
+        assert!(winograd.filters().is_some() && !winograd.holds_f2(), "U is built on first use");
         let recovered = winograd.direct();
         assert!(winograd.filters().is_none(), "the loaded filters are dropped once U is built");
-        let u = winograd.packed().to_vec();
-        assert_eq!(u, WinogradWeights::transform(&weight, c_out, c_in));
+        let u = winograd.packed();
+        assert_eq!(*u, WinogradWeights::transform(&weight, c_out, c_in));
         assert_eq!(recovered.packed().len(), expected.packed().len());
         for (i, (&a, &b)) in recovered.packed().iter().zip(expected.packed()).enumerate() {
             // Four rounded points of up to ~0.7 each: a few 1e-8 of error apiece.
