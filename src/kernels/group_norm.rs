@@ -11,8 +11,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::f32_inputs;
-use super::isa::multiversion;
-use super::simd;
+use super::isa::{multiversion, Isa};
+use super::simd::{silu_vector, with_simd, Simd, LANES};
 
 /// What to apply after the affine transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,48 +122,75 @@ struct GroupLayout {
     silu: bool,
 }
 
-multiversion! {
-    /// One group's output planes (every element of `dst`, borders included): each channel's
-    /// `x · w·rstd + (b − mean·w·rstd)`, then SiLU when asked. One dispatch per group, not per row.
-    fn normalize_group(
-        dst: &mut [MaybeUninit<f32>],
-        src: &[f32],
-        w: &[f32],
-        b: &[f32],
-        layout: GroupLayout,
-        stats: (f64, f64),
-    ) {
-        let GroupLayout { spatial, rows, width, pad, silu } = layout;
-        let (mean, rstd) = stats;
-        let out_width = width + 2 * pad;
-        let out_plane = (rows + 2 * pad) * out_width;
-        for (c, (plane, src)) in dst.chunks_exact_mut(out_plane).zip(src.chunks_exact(spatial)).enumerate() {
-            let scale = (w[c] as f64 * rstd) as f32;
-            let shift = (b[c] as f64 - mean * w[c] as f64 * rstd) as f32;
-            if pad == 0 {
-                affine(plane, src, scale, shift, silu);
-                continue;
+/// One group's output planes (every element of `dst`, borders included): each channel's
+/// `x · w·rstd + (b − mean·w·rstd)`, then SiLU when asked, on explicit vectors of the active level.
+/// One dispatch per group, not per row.
+fn normalize_group(
+    dst: &mut [MaybeUninit<f32>],
+    src: &[f32],
+    w: &[f32],
+    b: &[f32],
+    layout: GroupLayout,
+    stats: (f64, f64),
+) {
+    let isa = Isa::active();
+    #[cfg(test)]
+    crate::kernels::isa::LAST_DISPATCH.with(|last| last.set(Some(isa)));
+    // SAFETY: `active()` only returns levels the CPU supports.
+    with_simd!(isa, S => unsafe {
+        S::vectorize(
+            #[inline(always)]
+            || match layout.silu {
+                true => normalize_group_at::<S, true>(dst, src, w, b, layout, stats),
+                false => normalize_group_at::<S, false>(dst, src, w, b, layout, stats),
+            },
+        )
+    })
+}
+
+/// [`normalize_group`] at level `S`, SiLU when `SILU`.
+///
+/// # Safety
+/// Inside [`Simd::vectorize`] of a level the CPU supports.
+#[inline(always)]
+unsafe fn normalize_group_at<S: Simd, const SILU: bool>(
+    dst: &mut [MaybeUninit<f32>],
+    src: &[f32],
+    w: &[f32],
+    b: &[f32],
+    layout: GroupLayout,
+    stats: (f64, f64),
+) {
+    let GroupLayout { spatial, rows, width, pad, .. } = layout;
+    let (mean, rstd) = stats;
+    let out_width = width + 2 * pad;
+    let out_plane = (rows + 2 * pad) * out_width;
+    for (c, (plane, src)) in dst.chunks_exact_mut(out_plane).zip(src.chunks_exact(spatial)).enumerate() {
+        let scale = (w[c] as f64 * rstd) as f32;
+        let shift = (b[c] as f64 - mean * w[c] as f64 * rstd) as f32;
+        if pad == 0 {
+            affine::<S, SILU>(plane, src, scale, shift);
+            continue;
+        }
+        let (top, rest) = plane.split_at_mut(pad * out_width);
+        let (body, bottom) = rest.split_at_mut(rows * out_width);
+        zero(top);
+        zero(bottom);
+        if width >= LANES {
+            for (out_row, row) in body.chunks_exact_mut(out_width).zip(src.chunks_exact(width)) {
+                affine::<S, SILU>(bordered(out_row, pad), row, scale, shift);
             }
-            let (top, rest) = plane.split_at_mut(pad * out_width);
-            let (body, bottom) = rest.split_at_mut(rows * out_width);
-            zero(top);
-            zero(bottom);
-            if width >= LANES {
-                for (out_row, row) in body.chunks_exact_mut(out_width).zip(src.chunks_exact(width)) {
-                    affine(bordered(out_row, pad), row, scale, shift, silu);
-                }
-                continue;
-            }
-            // Rows shorter than a vector (8×8 and 4×4 maps) would run the scalar tail of `affine`
-            // only: normalise a block of whole rows contiguously, then copy each row into its border.
-            let rows_per_block = ROW_BLOCK / width.max(1);
-            let mut normalised = [MaybeUninit::<f32>::uninit(); ROW_BLOCK];
-            for (out_rows, block) in body.chunks_mut(rows_per_block * out_width).zip(src.chunks(rows_per_block * width)) {
-                let normalised = &mut normalised[..block.len()];
-                affine(normalised, block, scale, shift, silu);
-                for (out_row, row) in out_rows.chunks_exact_mut(out_width).zip(normalised.chunks_exact(width)) {
-                    bordered(out_row, pad).copy_from_slice(row);
-                }
+            continue;
+        }
+        // Rows shorter than a vector (8×8 and 4×4 maps) would fill a vector's lanes by half or a
+        // quarter: normalise a block of whole rows contiguously, then copy each row into its border.
+        let rows_per_block = ROW_BLOCK / width.max(1);
+        let mut normalised = [MaybeUninit::<f32>::uninit(); ROW_BLOCK];
+        for (out_rows, block) in body.chunks_mut(rows_per_block * out_width).zip(src.chunks(rows_per_block * width)) {
+            let normalised = &mut normalised[..block.len()];
+            affine::<S, SILU>(normalised, block, scale, shift);
+            for (out_row, row) in out_rows.chunks_exact_mut(out_width).zip(normalised.chunks_exact(width)) {
+                bordered(out_row, pad).copy_from_slice(row);
             }
         }
     }
@@ -171,9 +198,6 @@ multiversion! {
 
 /// Floats normalised at a time for maps narrower than a vector: a few KiB, in L1.
 const ROW_BLOCK: usize = 1024;
-
-/// The vector width the loops below are written for: 16 floats, one AVX-512 register or two AVX2 ones.
-const LANES: usize = 16;
 
 /// The middle of an output row with a zero border of `pad` on each side: writes the border, returns
 /// the rest for the caller to fill.
@@ -249,43 +273,26 @@ fn stats_term<const SQUARE: bool>(x: f32, center: f32) -> f32 {
     }
 }
 
-/// `dst = src · scale + shift`, then SiLU when `silu`; writes every element of `dst`. Inlined into
-/// [`normalize_group`]'s variant for each level. The 16-float steps over fixed-size arrays, with index
-/// loops rather than closures or `array::map` (each a function of its own, which the compiler may
-/// leave outside the level's `#[target_feature]` function, and so scalar), are what it vectorises,
-/// [`simd::silu`]'s branch-free `exp` included.
+/// `dst = src · scale + shift`, then SiLU when `SILU`; writes every element of `dst` (as long as
+/// `src`), the last partial vector masked.
+///
+/// # Safety
+/// Inside [`Simd::vectorize`] of a level the CPU supports.
 #[inline(always)]
-fn affine(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32, silu: bool) {
-    if silu {
-        affine_then::<true>(dst, src, scale, shift);
-    } else {
-        affine_then::<false>(dst, src, scale, shift);
-    }
-}
-
-#[inline(always)]
-fn affine_then<const SILU: bool>(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32) {
-    let mut dst_vectors = dst.chunks_exact_mut(LANES);
-    let mut src_vectors = src.chunks_exact(LANES);
-    for (d, s) in (&mut dst_vectors).zip(&mut src_vectors) {
-        let s: &[f32; LANES] = s.try_into().expect("a whole vector");
-        let d: &mut [MaybeUninit<f32>; LANES] = d.try_into().expect("a whole vector");
-        for i in 0..LANES {
-            d[i].write(affine_value::<SILU>(s[i], scale, shift));
+unsafe fn affine<S: Simd, const SILU: bool>(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32) {
+    debug_assert_eq!(dst.len(), src.len());
+    let (scale, shift) = (S::splat(scale), S::splat(shift));
+    let (to, from, len) = (dst.as_mut_ptr().cast::<f32>(), src.as_ptr(), src.len().min(dst.len()));
+    let mut i = 0;
+    while i < len {
+        let mask = if len - i >= LANES { u16::MAX } else { (1u16 << (len - i)) - 1 };
+        // SAFETY: the masked lanes lie inside both slices.
+        unsafe {
+            let y = S::mul_add(S::load_masked(from.add(i), mask), scale, shift);
+            let y = if SILU { silu_vector::<S>(y) } else { y };
+            S::store_masked(to.add(i), mask, y);
         }
-    }
-    for (d, &s) in dst_vectors.into_remainder().iter_mut().zip(src_vectors.remainder()) {
-        d.write(affine_value::<SILU>(s, scale, shift));
-    }
-}
-
-#[inline(always)]
-fn affine_value<const SILU: bool>(x: f32, scale: f32, shift: f32) -> f32 {
-    let y = x * scale + shift;
-    if SILU {
-        simd::silu(y)
-    } else {
-        y
+        i += LANES;
     }
 }
 

@@ -137,7 +137,7 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
             let plan =
                 |v: usize| VectorPlan::new(p, &geo, input, v / vectors_per_image, (v % vectors_per_image) * LANES);
             let first = plan(2 * pair);
-            // An odd vector count: the second slot re-reads the first and stores nothing.
+            // An odd vector count: the second slot stores nothing, and its columns are not gathered.
             [first, if 2 * pair + 1 < vectors { plan(2 * pair + 1) } else { VectorPlan::empty_like(&first) }]
         })
         .collect();
@@ -184,7 +184,16 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
                     #[inline(always)]
                     || {
                         for (v, plan) in pair.iter().enumerate() {
-                            gather_vector::<S>(plan, &step_offsets, dst.get().add(i * panel_len + LANES * v));
+                            let to = dst.get().add(i * panel_len + LANES * v);
+                            if plan.target.mask != 0 {
+                                gather_vector::<S>(plan, &step_offsets, to);
+                            } else {
+                                // The micro-kernel skips an empty slot's columns: zeros (cheaper than
+                                // a gather) only so that the whole buffer is initialised.
+                                for step in 0..step_offsets.len() {
+                                    S::store(to.add(step * NR), S::zero());
+                                }
+                            }
                         }
                     },
                 )
@@ -320,7 +329,9 @@ impl Job<'_> {
                 let steps = &self.step_offsets[k0..k0 + kc];
                 for (i, pair) in pairs.iter().enumerate() {
                     for (v, plan) in pair.iter().enumerate() {
-                        gather_vector::<S>(plan, steps, buf[i * kc * NR + LANES * v..].as_mut_ptr());
+                        if plan.target.mask != 0 {
+                            gather_vector::<S>(plan, steps, buf[i * kc * NR + LANES * v..].as_mut_ptr());
+                        }
                     }
                 }
             }

@@ -135,6 +135,27 @@ unsafe impl Simd for Avx2 {
         [_mm256_sub_ps(a[0], b[0]), _mm256_sub_ps(a[1], b[1])]
     }
     #[inline(always)]
+    unsafe fn mul(a: V, b: V) -> V {
+        [_mm256_mul_ps(a[0], b[0]), _mm256_mul_ps(a[1], b[1])]
+    }
+    #[inline(always)]
+    unsafe fn max(a: V, b: V) -> V {
+        [_mm256_max_ps(a[0], b[0]), _mm256_max_ps(a[1], b[1])]
+    }
+    #[inline(always)]
+    unsafe fn min(a: V, b: V) -> V {
+        [_mm256_min_ps(a[0], b[0]), _mm256_min_ps(a[1], b[1])]
+    }
+    #[inline(always)]
+    unsafe fn ldexp(p: V, n: V) -> V {
+        // 2ⁿ from its exponent bits: (n + 127) << 23.
+        let pow2 = |n: __m256| {
+            let bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits))
+        };
+        [_mm256_mul_ps(p[0], pow2(n[0])), _mm256_mul_ps(p[1], pow2(n[1]))]
+    }
+    #[inline(always)]
     unsafe fn div(a: V, b: V) -> V {
         [_mm256_div_ps(a[0], b[0]), _mm256_div_ps(a[1], b[1])]
     }

@@ -79,6 +79,22 @@ unsafe impl Simd for Avx512 {
         _mm512_sub_ps(a, b)
     }
     #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        _mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        _mm512_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        _mm512_min_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn ldexp(p: __m512, n: __m512) -> __m512 {
+        _mm512_scalef_ps(p, n)
+    }
+    #[inline(always)]
     unsafe fn div(a: __m512, b: __m512) -> __m512 {
         _mm512_div_ps(a, b)
     }

@@ -22,6 +22,7 @@ mod avx2;
 mod avx512;
 mod math;
 mod scalar;
+mod vector_math;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::Avx2;
@@ -29,6 +30,7 @@ pub(crate) use avx2::Avx2;
 pub(crate) use avx512::Avx512;
 pub use math::{exp, silu};
 pub(crate) use scalar::Scalar;
+pub(crate) use vector_math::silu_vector;
 
 use super::isa::Isa;
 
@@ -79,7 +81,14 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     unsafe fn store_masked(p: *mut f32, mask: u16, v: Self::V);
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane `if a > b { a } else { b }`: `b` when either is NaN (x86's `maxps`).
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane `if a < b { a } else { b }`: `b` when either is NaN (x86's `minps`).
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    /// `p · 2ⁿ` for lanes of `n` that are whole numbers with `2ⁿ` a normal float (−126 ≤ n ≤ 127).
+    unsafe fn ldexp(p: Self::V, n: Self::V) -> Self::V;
     /// `a · b + c`, fused where the level has it.
     unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// Lane `i` from `base + offsets[i]`.
@@ -158,7 +167,30 @@ mod tests {
                 assert_eq!(lanes(S::splat(2.5)), [2.5; 16]);
                 assert_eq!(lanes(S::add(va, vb)), std::array::from_fn(|i| a[i] + b[i]));
                 assert_eq!(lanes(S::sub(va, vb)), std::array::from_fn(|i| a[i] - b[i]));
+                assert_eq!(lanes(S::mul(va, vb)), std::array::from_fn(|i| a[i] * b[i]));
                 assert_eq!(lanes(S::div(va, vb)), std::array::from_fn(|i| a[i] / b[i]));
+                let with_nan: [f32; 16] = std::array::from_fn(|i| if i % 5 == 2 { f32::NAN } else { a[i] });
+                let vn = S::load(with_nan.as_ptr());
+                let pick = |x: f32, y: f32, first: bool| if first { x } else { y };
+                for (ours, expected) in [
+                    (
+                        lanes(S::max(vn, vb)),
+                        std::array::from_fn::<f32, 16, _>(|i| pick(with_nan[i], b[i], with_nan[i] > b[i])),
+                    ),
+                    (lanes(S::max(vb, vn)), std::array::from_fn(|i| pick(b[i], with_nan[i], b[i] > with_nan[i]))),
+                    (lanes(S::min(vn, vb)), std::array::from_fn(|i| pick(with_nan[i], b[i], with_nan[i] < b[i]))),
+                    (lanes(S::min(vb, vn)), std::array::from_fn(|i| pick(b[i], with_nan[i], b[i] < with_nan[i]))),
+                ] {
+                    for i in 0..LANES {
+                        assert!(ours[i] == expected[i] || ours[i].is_nan() && expected[i].is_nan(), "lane {i}");
+                    }
+                }
+                let exponents =
+                    [-126.0, 127.0, 0.0, -3.0, 5.0, -20.0, 1.0, 64.0, -1.0, 2.0, 100.0, -100.0, 7.0, 0.0, -64.0, 3.0];
+                let scaled = lanes(S::ldexp(va, S::load(exponents.as_ptr())));
+                for i in 0..LANES {
+                    assert_eq!(scaled[i], a[i] * 2f32.powi(exponents[i] as i32), "ldexp lane {i}");
+                }
                 let fma = lanes(S::mul_add(va, vb, va));
                 for i in 0..LANES {
                     assert!((fma[i] - (a[i] * b[i] + a[i])).abs() <= 1e-5 * fma[i].abs().max(1.0));

@@ -71,6 +71,23 @@ unsafe impl Simd for Scalar {
         map2(a, b, |x, y| x - y)
     }
     #[inline(always)]
+    unsafe fn mul(a: V, b: V) -> V {
+        map2(a, b, |x, y| x * y)
+    }
+    #[inline(always)]
+    unsafe fn max(a: V, b: V) -> V {
+        map2(a, b, |x, y| if x > y { x } else { y })
+    }
+    #[inline(always)]
+    unsafe fn min(a: V, b: V) -> V {
+        map2(a, b, |x, y| if x < y { x } else { y })
+    }
+    #[inline(always)]
+    unsafe fn ldexp(p: V, n: V) -> V {
+        // A NaN `n` (from a NaN input) casts to 0; its `p` is NaN too.
+        map2(p, n, |p, n| p * f32::from_bits(((n as i32 + 127) as u32) << 23))
+    }
+    #[inline(always)]
     unsafe fn div(a: V, b: V) -> V {
         map2(a, b, |x, y| x / y)
     }
