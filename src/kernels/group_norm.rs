@@ -100,7 +100,8 @@ impl CustomOp3 for GroupNormOp {
             let (mean, var) = mean_and_variance(src);
             let rstd = 1.0 / (var + eps).sqrt();
             let channels = g * per_group..(g + 1) * per_group;
-            normalize_group(dst, src, &w[channels.clone()], &b[channels], layout, (mean, rstd));
+            let group = GroupAffine { weight: &w[channels.clone()], bias: &b[channels], mean, rstd };
+            normalize_group(dst, src, &group, layout);
         });
         // SAFETY: the chunks above cover all `out_len` elements, each written once (zero or `affine`).
         unsafe { out.set_len(out_len) };
@@ -122,17 +123,18 @@ struct GroupLayout {
     silu: bool,
 }
 
+/// One group's statistics and its channels' affine parameters.
+struct GroupAffine<'a> {
+    weight: &'a [f32],
+    bias: &'a [f32],
+    mean: f64,
+    rstd: f64,
+}
+
 /// One group's output planes (every element of `dst`, borders included): each channel's
 /// `x · w·rstd + (b − mean·w·rstd)`, then SiLU when asked, on explicit vectors of the active level.
 /// One dispatch per group, not per row.
-fn normalize_group(
-    dst: &mut [MaybeUninit<f32>],
-    src: &[f32],
-    w: &[f32],
-    b: &[f32],
-    layout: GroupLayout,
-    stats: (f64, f64),
-) {
+fn normalize_group(dst: &mut [MaybeUninit<f32>], src: &[f32], group: &GroupAffine, layout: GroupLayout) {
     let isa = Isa::active();
     #[cfg(test)]
     crate::kernels::isa::LAST_DISPATCH.with(|last| last.set(Some(isa)));
@@ -141,8 +143,8 @@ fn normalize_group(
         S::vectorize(
             #[inline(always)]
             || match layout.silu {
-                true => normalize_group_at::<S, true>(dst, src, w, b, layout, stats),
-                false => normalize_group_at::<S, false>(dst, src, w, b, layout, stats),
+                true => normalize_group_at::<S, true>(dst, src, group, layout),
+                false => normalize_group_at::<S, false>(dst, src, group, layout),
             },
         )
     })
@@ -156,13 +158,11 @@ fn normalize_group(
 unsafe fn normalize_group_at<S: Simd, const SILU: bool>(
     dst: &mut [MaybeUninit<f32>],
     src: &[f32],
-    w: &[f32],
-    b: &[f32],
+    group: &GroupAffine,
     layout: GroupLayout,
-    stats: (f64, f64),
 ) {
     let GroupLayout { spatial, rows, width, pad, .. } = layout;
-    let (mean, rstd) = stats;
+    let GroupAffine { weight: w, bias: b, mean, rstd } = *group;
     let out_width = width + 2 * pad;
     let out_plane = (rows + 2 * pad) * out_width;
     for (c, (plane, src)) in dst.chunks_exact_mut(out_plane).zip(src.chunks_exact(spatial)).enumerate() {

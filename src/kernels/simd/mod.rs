@@ -142,6 +142,30 @@ macro_rules! with_simd {
 }
 pub(crate) use with_simd;
 
+/// Runs `$body` with `$S` naming each level this CPU supports, asserting that the implementation is
+/// that level's, and prints the levels it cannot run; scalar and the best level must be among those run.
+#[cfg(test)]
+macro_rules! for_each_simd_level {
+    ($S:ident => $body:expr) => {{
+        use $crate::kernels::isa::Isa;
+        let mut ran = Vec::new();
+        for isa in Isa::ALL {
+            if !isa.is_supported() {
+                println!("level {isa} not run: this CPU lacks it");
+                continue;
+            }
+            $crate::kernels::simd::with_simd!(isa, $S => {
+                assert_eq!($S::ISA, isa, "the implementation chosen for {isa}");
+                $body
+            });
+            ran.push(isa);
+        }
+        assert!(ran.contains(&Isa::Scalar) && ran.contains(&Isa::best()), "{ran:?}");
+    }};
+}
+#[cfg(test)]
+pub(crate) use for_each_simd_level;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,18 +277,6 @@ mod tests {
 
     #[test]
     fn every_level_matches_the_scalar_definition() {
-        let mut ran = Vec::new();
-        for isa in Isa::ALL {
-            if !isa.is_supported() {
-                println!("level {isa} not run: this CPU lacks it");
-                continue;
-            }
-            with_simd!(isa, S => {
-                assert_eq!(S::ISA, isa, "the implementation chosen for {isa}");
-                check::<S>();
-            });
-            ran.push(isa);
-        }
-        assert!(ran.contains(&Isa::Scalar) && ran.contains(&Isa::best()), "{ran:?}");
+        for_each_simd_level!(S => check::<S>());
     }
 }
