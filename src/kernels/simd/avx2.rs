@@ -26,6 +26,15 @@ unsafe fn lane_mask(byte: u16) -> __m256i {
     _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(i32::from(byte)), bits), bits)
 }
 
+/// `2ⁿ` for whole-number lanes of `n` in the normal range, from its exponent bits: `(n + 127) << 23`.
+/// A function, not a closure inside `ldexp`: a closure may be left out of line, outside the level's
+/// `#[target_feature]` code (see `microkernel`).
+#[inline(always)]
+unsafe fn pow2(n: __m256) -> __m256 {
+    let bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits))
+}
+
 #[inline(always)]
 unsafe fn indices(offsets: &[i32; LANES]) -> [__m256i; 2] {
     let p = offsets.as_ptr().cast::<__m256i>();
@@ -148,11 +157,6 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn ldexp(p: V, n: V) -> V {
-        // 2ⁿ from its exponent bits: (n + 127) << 23.
-        let pow2 = |n: __m256| {
-            let bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits))
-        };
         [_mm256_mul_ps(p[0], pow2(n[0])), _mm256_mul_ps(p[1], pow2(n[1]))]
     }
     #[inline(always)]

@@ -17,9 +17,10 @@
 //! weights per tile: it wins where there are many tiles, and where the GEMMs are few columns wide it
 //! wins only on levels bound by arithmetic (AVX2, scalar) and loses on those bound by reading `U`
 //! (AVX-512); each level sets its threshold ([`Simd::F4_MIN_TILES`]). A layer holds F(2×2)'s `U` only (built
-//! from the loaded filters on its first call, `weights`); the first call with enough tiles builds F(4×4)'s from it and the layer keeps both
+//! from the loaded filters on its first call, `weights`); the first call with enough tiles builds F(4×4)'s from it and the layer keeps it
 //! (rebuilding it per call cost a quarter of the call: writing 36 floats per filter is memory-bound),
-//! so only the layers that see such calls hold the extra 2.25×. Calls with fewer tiles than one vector
+//! so only the layers that see such calls hold the extra 2.25×; where the filters stay mapped, F(2×2)'s
+//! `U` is then dropped until a call needs it again (see `weights`). Calls with fewer tiles than one vector
 //! of 16 (4×4 maps at batch 1 to 3) run the direct kernel on filters recovered from `U`
 //! ([`WinogradWeights::direct`]), twice as fast there.
 //!
