@@ -47,6 +47,7 @@ struct Plan<'a> {
 
 impl Transform for Plan<'_> {
     const POINTS: usize = POINTS;
+    const GEMM_OP: &'static str = "conv2d.winograd_gemm.f2";
     type Vector = TileVector;
 
     fn tiles(&self) -> usize {

@@ -211,6 +211,7 @@ struct QuadVector {
 
 impl Transform for Plan<'_> {
     const POINTS: usize = POINTS;
+    const GEMM_OP: &'static str = "conv2d.winograd_gemm.f4";
     type Vector = QuadVector;
 
     fn tiles(&self) -> usize {

@@ -157,6 +157,9 @@ impl Filters<'_> {
 pub(super) trait Transform: Sync {
     /// Transformed points per tile: `(m + 2)²` for F(m×m, 3×3).
     const POINTS: usize;
+    /// The profile's name for this tile size's GEMMs: the two sizes run at different efficiencies
+    /// (F(4×4) at batch 1 reads `U` for a single vector of tiles), so the profile keeps them apart.
+    const GEMM_OP: &'static str;
     /// 16 tiles, one per lane.
     type Vector: Copy + Send + Sync;
 
@@ -217,7 +220,7 @@ unsafe fn drive<S: Simd, T: Transform>(transform: &T, filters: &Filters, out: Se
             // SAFETY: `S`'s level per the caller; both buffers were sized for this chunk above.
             time("conv2d.winograd_input", &|| unsafe { phases.transform_inputs::<S>(v) });
             // SAFETY: as above; V was fully written by the input transform.
-            time("conv2d.winograd_gemm", &|| unsafe { phases.multiply::<S>(transformed_input, &zeros, m) });
+            time(T::GEMM_OP, &|| unsafe { phases.multiply::<S>(transformed_input, &zeros, m) });
             // SAFETY: as above; M was fully written by `multiply`; `out` is the whole output.
             time("conv2d.winograd_output", &|| unsafe { phases.transform_outputs::<S>(products, out) });
         })
