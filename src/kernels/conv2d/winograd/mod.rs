@@ -157,8 +157,9 @@ impl Filters<'_> {
 pub(super) trait Transform: Sync {
     /// Transformed points per tile: `(m + 2)²` for F(m×m, 3×3).
     const POINTS: usize;
-    /// The profile's name for this tile size's GEMMs: the two sizes run at different efficiencies
-    /// (F(4×4) at batch 1 reads `U` for a single vector of tiles), so the profile keeps them apart.
+    /// The profile's name for this tile size's GEMMs, kept apart because the two sizes run at different
+    /// efficiencies (and each is slower where a call has a single vector of tiles, so that every read of
+    /// `U` serves 16 tiles only).
     const GEMM_OP: &'static str;
     /// 16 tiles, one per lane.
     type Vector: Copy + Send + Sync;
