@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::microkernel::{Tile, VectorTarget, MR, NR};
 use super::padding::{repad, PlaneLayout};
-use super::{Call, Conv2dParams};
+use super::{share, Call, Conv2dParams};
 use crate::kernels::simd::{Simd, LANES};
 use crate::kernels::SendPtr;
 
@@ -29,6 +29,8 @@ use crate::kernels::SendPtr;
 pub(super) const PAIRS_PER_TASK: usize = 8;
 /// Largest pre-gathered column matrix (floats) shared between tasks: 1 MiB, half an L2.
 const SHARED_COLUMNS_MAX: usize = 1 << 18;
+/// Reduction steps per task when a shared column panel is gathered in parts (a few microseconds).
+const GATHER_STEPS_PER_TASK: usize = 512;
 
 /// Everything one direct convolution reads: the call, and packed `[C_out, C_in·k·k]` weights.
 pub(super) struct Problem<'a> {
@@ -153,11 +155,10 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
         // split re-gathering the same columns, which costs less than streaming a big shared copy.
         let splits = if column_tasks >= 2 * threads { 1 } else { (2 * threads).div_ceil(column_tasks) };
         let splits = splits.min(weight_panels);
-        let per_split = weight_panels.div_ceil(splits);
         let task = |t: usize| {
             let (column_task, split) = (t / splits, t % splits);
             let pairs = &pairs[column_task * PAIRS_PER_TASK..((column_task + 1) * PAIRS_PER_TASK).min(pairs.len())];
-            let panels = split * per_split..((split + 1) * per_split).min(weight_panels);
+            let panels = share(weight_panels, splits, split);
             COLUMNS.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 let columns = Columns::PerBlock(&mut buf);
@@ -178,16 +179,23 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
         // reduction, into a shared buffer that stays in L2; then split the output channels between tasks.
         let mut shared = Vec::<f32>::with_capacity(pairs.len() * panel_len);
         let dst = SendPtr(shared.as_mut_ptr());
-        pairs.par_iter().enumerate().for_each(|(i, pair)| {
-            // SAFETY: `S`'s level per the caller; each pair fills its own `k × NR` panel, both halves.
+        // Fewer pairs than threads (one pair at batch 1): each pair's reduction steps in parts, so that
+        // the other threads do not wait for one to gather the whole panel.
+        let parts = if pairs.len() >= threads { 1 } else { geo.k.div_ceil(GATHER_STEPS_PER_TASK) };
+        (0..pairs.len() * parts).into_par_iter().for_each(|task| {
+            let (i, steps) = (task / parts, share(geo.k, parts, task % parts));
+            let pair = &pairs[i];
+            let step_offsets = &step_offsets[steps.clone()];
+            // SAFETY: `S`'s level per the caller; each task fills its own steps of its pair's `k × NR`
+            // panel, both halves.
             unsafe {
                 S::vectorize(
                     #[inline(always)]
                     || {
                         for (v, plan) in pair.iter().enumerate() {
-                            let to = dst.get().add(i * panel_len + LANES * v);
+                            let to = dst.get().add(i * panel_len + steps.start * NR + LANES * v);
                             if plan.target.mask != 0 {
-                                gather_vector::<S>(plan, &step_offsets, to);
+                                gather_vector::<S>(plan, step_offsets, to);
                             } else {
                                 // The micro-kernel skips an empty slot's columns: zeros (cheaper than
                                 // a gather) only so that the whole buffer is initialised.
@@ -203,9 +211,8 @@ pub(super) unsafe fn run<S: Simd>(p: &Problem, out: *mut f32) {
         // SAFETY: every pair's panel was fully written above.
         unsafe { shared.set_len(pairs.len() * panel_len) };
         let splits = (4 * threads).min(weight_panels);
-        let per_split = weight_panels.div_ceil(splits);
         (0..splits).into_par_iter().for_each(|split| {
-            let panels = split * per_split..((split + 1) * per_split).min(weight_panels);
+            let panels = share(weight_panels, splits, split);
             let (geo, step_offsets, columns) = (&geo, &step_offsets[..], Columns::Shared(&shared));
             let job = Job { p, geo, step_offsets, pairs: &pairs, columns, weight_panels: panels };
             // SAFETY: as above.

@@ -243,6 +243,13 @@ pub(crate) struct Call<'a> {
     pub prepadded: bool,
 }
 
+/// Part `part` of `0..total` cut into `parts` ranges whose lengths differ by at most one: the output
+/// channel panels split between tasks. (Ranges of `total.div_ceil(parts)` left the last task short:
+/// 22 panels in 8 tasks of 3, 3, …, 1 put 12 panels on one of two threads and 10 on the other.)
+pub(super) fn share(total: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
+    total * part / parts..total * (part + 1) / parts
+}
+
 /// `conv2d(x, weight) + bias[None, :, None, None]`, then the [`ConvEpilogue`]. `x`: [B, C_in, H, W];
 /// `bias`: [C_out]. Float32 CPU tensors take the fast paths; anything else uses candle's ops.
 pub fn conv2d_bias(
@@ -533,6 +540,9 @@ mod tests {
             (1, 24, 24, 14, 16, 3, 1, 1),
             (2, 40, 36, 6, 32, 3, 1, 1),
             (1, 32, 32, 4, 4, 3, 1, 1),
+            // One pair of vectors with a reduction of 900 steps: on 2 or more threads its shared
+            // column panel is gathered in parts.
+            (1, 100, 20, 4, 4, 3, 1, 1),
             (1, 32, 18, 8, 8, 3, 1, 1),
             // F(4×4) shapes: one block of 4 tiles, 4-tile images (a vector spans 4), 24-tile images
             // (blocks of different images in one vector), whole vectors.

@@ -43,7 +43,7 @@ pub(in crate::kernels::conv2d) use self::weights::LoadedFilters;
 pub use self::weights::WinogradWeights;
 use super::direct::PAIRS_PER_TASK;
 use super::microkernel::{Tile, VectorTarget, MR, NR};
-use super::{Call, ConvKernel};
+use super::{share, Call, ConvKernel};
 use crate::kernels::isa::Isa;
 use crate::kernels::simd::{with_simd, Simd, LANES};
 use crate::kernels::SendPtr;
@@ -335,7 +335,6 @@ impl<T: Transform> Phases<'_, T> {
         let groups = pairs.div_ceil(PAIRS_PER_TASK);
         let splits = if self.parallel { (4 * rayon::current_num_threads()).div_ceil(T::POINTS * groups) } else { 1 };
         let splits = splits.clamp(1, panels);
-        let per_split = panels.div_ceil(splits);
         self.for_each_task(T::POINTS * groups * splits, |task| {
             // SAFETY: `S`'s level per the caller; each tile's rows and columns lie inside `products`,
             // and no other task writes this (point, pair, panel) tile.
@@ -345,7 +344,7 @@ impl<T: Transform> Phases<'_, T> {
                     || {
                         let (point, group, split) = (task / (groups * splits), task / splits % groups, task % splits);
                         let pair_range = group * PAIRS_PER_TASK..((group + 1) * PAIRS_PER_TASK).min(pairs);
-                        let panel_range = split * per_split..((split + 1) * per_split).min(panels);
+                        let panel_range = share(panels, splits, split);
                         let mut k0 = 0;
                         while k0 < c_in {
                             let kc = S::KC.min(c_in - k0);
