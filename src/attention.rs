@@ -4,7 +4,8 @@
 //! `to_out.0`, `group_norm`); legacy names are renamed at load, not here.
 //!
 //! Float32 on the CPU runs the fused kernel in [`crate::kernels::attention`] (one QKV projection,
-//! channel-first, no transposes); other devices and dtypes use candle's ops.
+//! channel-first, no transposes), and the block keeps its weights in that kernel's layout only; other
+//! devices and dtypes use candle's ops on candle's linear layers.
 
 use std::sync::Arc;
 
@@ -20,15 +21,20 @@ use crate::profile;
 #[derive(Debug, Clone)]
 pub struct AttentionBlock {
     group_norm: Option<GroupNorm>,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
+    projections: Projections,
     heads: usize,
     head_dim: usize,
     rescale_output_factor: f64,
-    /// The weights in the CPU kernel's layout (to_q/to_k/to_v fused), for float32 CPU models.
-    fused: Option<Arc<AttentionWeights>>,
+}
+
+/// The four projections, held once: as the CPU kernel lays them out, or as candle's linear layers.
+#[derive(Debug, Clone)]
+enum Projections {
+    /// Float32 models on the CPU: to_q, to_k and to_v fused, in the CPU kernel's layout. The linear
+    /// layers they were built from are not kept as well (they would hold every weight a second time).
+    Fused(Arc<AttentionWeights>),
+    /// Other devices and dtypes, run with candle's ops.
+    Linears { to_q: Linear, to_k: Linear, to_v: Linear, to_out: Linear },
 }
 
 impl AttentionBlock {
@@ -41,6 +47,31 @@ impl AttentionBlock {
         eps: f64,
         rescale_output_factor: f64,
         vb: WeightSource,
+    ) -> Result<Self> {
+        Self::build(channels, head_dim, norm_groups, eps, rescale_output_factor, vb, true)
+    }
+
+    /// The block with candle's linear layers even where the CPU kernel applies: the kernel's reference.
+    #[cfg(test)]
+    pub(crate) fn with_linears(
+        channels: usize,
+        head_dim: usize,
+        norm_groups: Option<usize>,
+        eps: f64,
+        rescale_output_factor: f64,
+        vb: WeightSource,
+    ) -> Result<Self> {
+        Self::build(channels, head_dim, norm_groups, eps, rescale_output_factor, vb, false)
+    }
+
+    fn build(
+        channels: usize,
+        head_dim: usize,
+        norm_groups: Option<usize>,
+        eps: f64,
+        rescale_output_factor: f64,
+        vb: WeightSource,
+        fuse: bool,
     ) -> Result<Self> {
         let heads = channels / head_dim;
         if heads == 0 {
@@ -57,38 +88,50 @@ impl AttentionBlock {
         let to_out = linear(inner, channels, vb.pp("to_out").pp("0"))?;
         let parts = |l: &Linear| (l.weight().clone(), l.bias().cloned());
         let fused = match [parts(&to_q), parts(&to_k), parts(&to_v), parts(&to_out)] {
-            [(wq, Some(bq)), (wk, Some(bk)), (wv, Some(bv)), (wo, Some(bo))] => {
+            [(wq, Some(bq)), (wk, Some(bk)), (wv, Some(bv)), (wo, Some(bo))] if fuse => {
                 AttentionWeights::new(channels, heads, head_dim, [(&wq, &bq), (&wk, &bk), (&wv, &bv)], (&wo, &bo))?
-                    .map(Arc::new)
             }
             _ => None,
         };
-        Ok(Self { group_norm, to_q, to_k, to_v, to_out, heads, head_dim, rescale_output_factor, fused })
+        let projections = match fused {
+            Some(fused) => Projections::Fused(Arc::new(fused)),
+            None => Projections::Linears { to_q, to_k, to_v, to_out },
+        };
+        Ok(Self { group_norm, projections, heads, head_dim, rescale_output_factor })
     }
 
     /// Whether float32 CPU inputs take the fused kernel.
     #[cfg(test)]
     pub(crate) fn has_cpu_kernel(&self) -> bool {
-        self.fused.is_some()
+        matches!(self.projections, Projections::Fused(_))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(fused) = &self.fused {
-            if crate::kernels::on_cpu_f32(x) {
-                let normed = match &self.group_norm {
-                    Some(norm) => norm.forward(x)?,
-                    None => x.clone(),
-                };
-                if let Some(y) = attention_cpu(&normed, x, fused, self.rescale_output_factor)? {
-                    return Ok(y);
-                }
-            }
+        let fused = match &self.projections {
+            Projections::Fused(fused) => fused,
+            Projections::Linears { .. } => return self.forward_candle(x),
+        };
+        let normed = match &self.group_norm {
+            Some(norm) => norm.forward(x)?,
+            None => x.clone(),
+        };
+        match attention_cpu(&normed, x, fused, self.rescale_output_factor)? {
+            Some(y) => Ok(y),
+            // The block's weights are float32 on the CPU, and so is every activation of its model.
+            None => candle_core::bail!(
+                "attention: the block computes in float32 on the CPU, got a {:?} input of shape {:?} on {:?}",
+                x.dtype(),
+                x.dims(),
+                x.device().location()
+            ),
         }
-        self.forward_candle(x)
     }
 
     /// The block with candle's ops (any device and dtype); the reference for the CPU kernel.
-    pub(crate) fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
+        let Projections::Linears { to_q, to_k, to_v, to_out } = &self.projections else {
+            candle_core::bail!("attention: the block holds its weights for the CPU kernel only");
+        };
         let residual = x;
         let (b, c, h, w) = x.dims4()?;
         let x = match &self.group_norm {
@@ -103,11 +146,11 @@ impl AttentionBlock {
                 t.reshape((b, h * w, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
             })
         };
-        let (q, k, v) = (project(&self.to_q)?, project(&self.to_k)?, project(&self.to_v)?);
+        let (q, k, v) = (project(to_q)?, project(to_k)?, project(to_v)?);
         let out = profile::time("attention.core", || self.attend(&q, &k, &v))?; // [B, heads, HW, head_dim]
         let out =
             profile::time("attention.layout", || out.transpose(1, 2)?.reshape((b, h * w, self.heads * self.head_dim)))?;
-        let out = profile::time("attention.projections", || self.to_out.forward(&out))?;
+        let out = profile::time("attention.projections", || to_out.forward(&out))?;
         profile::time("residual", || {
             let out = (out.transpose(D::Minus1, D::Minus2)?.reshape((b, c, h, w))? + residual)?;
             if self.rescale_output_factor == 1.0 {

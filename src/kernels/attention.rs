@@ -378,10 +378,12 @@ mod tests {
             put("group_norm.weight", Tensor::randn(1f32, 0.2, c, &dev).unwrap());
             put("group_norm.bias", Tensor::randn(0f32, 0.2, c, &dev).unwrap());
             let vb = VarBuilder::from_tensors(ts, candle_core::DType::F32, &dev);
-            let block = AttentionBlock::new(c, d, groups, 1e-6, rescale, vb.into()).unwrap();
+            let block = AttentionBlock::new(c, d, groups, 1e-6, rescale, vb.clone().into()).unwrap();
             assert!(block.has_cpu_kernel());
+            let candle = AttentionBlock::with_linears(c, d, groups, 1e-6, rescale, vb.into()).unwrap();
+            assert!(!candle.has_cpu_kernel());
             let x = (Tensor::randn(0f32, 2.0, (b, c, h, w), &dev).unwrap() + 0.5).unwrap();
-            let reference = block.forward_candle(&x).unwrap();
+            let reference = candle.forward(&x).unwrap();
             let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
             // The softmax and the norm inside are multiversioned: every level the CPU runs.
             crate::kernels::isa::for_each_level(|isa| {
@@ -391,6 +393,24 @@ mod tests {
                 assert!(diff < 2e-5 * scale, "{b} {c} {d} {h}×{w} {groups:?} {rescale} at {isa}: {diff} (max {scale})");
             });
         }
+    }
+
+    /// A block that holds its weights for the CPU kernel only names what it got when handed anything
+    /// but float32 (its model never does).
+    #[test]
+    fn a_fused_block_rejects_other_dtypes() {
+        let dev = Device::Cpu;
+        let mut ts = HashMap::new();
+        for p in ["to_q", "to_k", "to_v", "to_out.0"] {
+            ts.insert(format!("{p}.weight"), Tensor::zeros((8, 8), candle_core::DType::F32, &dev).unwrap());
+            ts.insert(format!("{p}.bias"), Tensor::zeros(8, candle_core::DType::F32, &dev).unwrap());
+        }
+        let vb = VarBuilder::from_tensors(ts, candle_core::DType::F32, &dev);
+        let block = AttentionBlock::new(8, 8, None, 1e-6, 1.0, vb.into()).unwrap();
+        assert!(block.has_cpu_kernel());
+        let x = Tensor::zeros((1, 8, 2, 2), candle_core::DType::F64, &dev).unwrap();
+        let error = block.forward(&x).unwrap_err().to_string();
+        assert!(error.contains("float32") && error.contains("F64"), "{error}");
     }
 
     #[test]
