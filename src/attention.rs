@@ -51,20 +51,9 @@ impl AttentionBlock {
         Self::build(channels, head_dim, norm_groups, eps, rescale_output_factor, vb, true)
     }
 
-    /// The block with candle's linear layers even where the CPU kernel applies: the kernel's reference.
-    #[cfg(test)]
-    pub(crate) fn with_linears(
-        channels: usize,
-        head_dim: usize,
-        norm_groups: Option<usize>,
-        eps: f64,
-        rescale_output_factor: f64,
-        vb: WeightSource,
-    ) -> Result<Self> {
-        Self::build(channels, head_dim, norm_groups, eps, rescale_output_factor, vb, false)
-    }
-
-    fn build(
+    /// [`Self::new`]; with `fuse` false the block keeps candle's linear layers even where the CPU
+    /// kernel applies (the kernel's reference in tests).
+    pub(crate) fn build(
         channels: usize,
         head_dim: usize,
         norm_groups: Option<usize>,

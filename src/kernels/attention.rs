@@ -380,7 +380,7 @@ mod tests {
             let vb = VarBuilder::from_tensors(ts, candle_core::DType::F32, &dev);
             let block = AttentionBlock::new(c, d, groups, 1e-6, rescale, vb.clone().into()).unwrap();
             assert!(block.has_cpu_kernel());
-            let candle = AttentionBlock::with_linears(c, d, groups, 1e-6, rescale, vb.into()).unwrap();
+            let candle = AttentionBlock::build(c, d, groups, 1e-6, rescale, vb.into(), false).unwrap();
             assert!(!candle.has_cpu_kernel());
             let x = (Tensor::randn(0f32, 2.0, (b, c, h, w), &dev).unwrap() + 0.5).unwrap();
             let reference = candle.forward(&x).unwrap();
