@@ -4,7 +4,8 @@
 //!   output on explicit vectors, the outputs split between rayon's threads. The product reads each
 //!   weight once, so it runs at the speed the weights stream from memory (512 KiB per resnet, from
 //!   DRAM: the model's weights do not fit the cache), and two cores stream faster than one:
-//!   cifar10-32's 23 projections at batch 1 took 0.90 ms per forward single-threaded in `gemm`.
+//!   cifar10-32's 23 projections at batch 1 took 1.1 ms per forward single-threaded in `gemm`, and
+//!   take 0.63 ms so (2-core Zen 3).
 //! - More rows: one single-threaded `gemm` with the bias as the initial output. candle's matmul
 //!   spreads even these over rayon's threads, whose hand-offs cost more than the arithmetic.
 
@@ -57,7 +58,8 @@ impl CustomOp3 for LinearOp {
         if crate::kernels::choice_batch(rows) == 1 {
             let isa = Isa::active();
             let mut out = vec![0f32; rows * cout];
-            for (row, x) in out.chunks_exact_mut(cout.max(1)).zip(x.chunks_exact(cin.max(1))) {
+            for r in 0..rows {
+                let (x, row) = (&x[r * cin..(r + 1) * cin], &mut out[r * cout..(r + 1) * cout]);
                 row.par_chunks_mut(OUTPUTS_PER_TASK).enumerate().for_each(|(task, outputs)| {
                     let first = task * OUTPUTS_PER_TASK;
                     let weights = &w[first * cin..(first + outputs.len()) * cin];
@@ -67,43 +69,38 @@ impl CustomOp3 for LinearOp {
             return Ok((CpuStorage::F32(out), Shape::from((rows, cout))));
         }
         let mut out: Vec<f32> = (0..rows).flat_map(|_| b.iter().copied()).collect();
-        let rows_per_call = rows;
-        let calls = if rows == 0 || cout == 0 { 0 } else { rows.div_ceil(rows_per_call) };
-        for call in 0..calls {
-            let first = call * rows_per_call;
-            let m = rows_per_call.min(rows - first);
-            let chunk = &mut out[first * cout..(first + m) * cout];
-            let parallelism = if m * cin * cout <= SINGLE_THREAD_MACS {
-                gemm::Parallelism::None
-            } else {
-                gemm::Parallelism::Rayon(rayon::current_num_threads())
-            };
-            // SAFETY: `chunk` is rows first..first+m of out, [m × cout] row-major; x from row `first` is
-            // [m × cin] row-major; weightᵀ is read as [cin × cout] with row step 1 and column step cin;
-            // all in bounds by the checks above.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    cout,
-                    cin,
-                    chunk.as_mut_ptr(),
-                    1,
-                    cout as isize,
-                    true,
-                    x.as_ptr().add(first * cin),
-                    1,
-                    cin as isize,
-                    w.as_ptr(),
-                    cin as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
+        if out.is_empty() {
+            return Ok((CpuStorage::F32(out), Shape::from((rows, cout))));
+        }
+        let parallelism = if rows * cin * cout <= SINGLE_THREAD_MACS {
+            gemm::Parallelism::None
+        } else {
+            gemm::Parallelism::Rayon(rayon::current_num_threads())
+        };
+        // SAFETY: `out` is [rows × cout] row-major; x is [rows × cin] row-major; weightᵀ is read as
+        // [cin × cout] with row step 1 and column step cin; all in bounds by the checks above.
+        unsafe {
+            gemm::gemm(
+                rows,
+                cout,
+                cin,
+                out.as_mut_ptr(),
+                1,
+                cout as isize,
+                true,
+                x.as_ptr(),
+                1,
+                cin as isize,
+                w.as_ptr(),
+                cin as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
         }
         Ok((CpuStorage::F32(out), Shape::from((rows, cout))))
     }
@@ -173,7 +170,9 @@ mod tests {
     fn matches_candle_linear() {
         let dev = Device::Cpu;
         crate::kernels::isa::for_each_level(|isa| {
-            for (rows, cin, cout) in [(1, 512, 256), (1, 517, 70), (1, 7, 3), (8, 7, 5), (3, 1, 1), (64, 128, 512)] {
+            for (rows, cin, cout) in
+                [(1, 512, 256), (1, 517, 70), (1, 7, 3), (2, 0, 4), (8, 7, 5), (3, 1, 1), (64, 128, 512), (4, 0, 3)]
+            {
                 let x = Tensor::randn(0f32, 1.0, (rows, cin), &dev).unwrap();
                 let w = Tensor::randn(0f32, 1.0, (cout, cin), &dev).unwrap();
                 let b = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
@@ -195,6 +194,12 @@ mod tests {
                     );
                 }
             }
+            let none = Tensor::zeros((0, 5), candle_core::DType::F32, &dev).unwrap();
+            let (w, b) = (
+                Tensor::ones((3, 5), candle_core::DType::F32, &dev).unwrap(),
+                Tensor::ones(3, candle_core::DType::F32, &dev).unwrap(),
+            );
+            assert_eq!(linear_cpu(&none, &w, &b).unwrap().unwrap().dims(), [0, 3]);
             // The last product ran the dot products (one row); `for_each_level` asserts their level.
             let x = Tensor::randn(0f32, 1.0, (1, 64), &dev).unwrap();
             let w = Tensor::randn(0f32, 1.0, (40, 64), &dev).unwrap();
