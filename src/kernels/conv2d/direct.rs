@@ -258,8 +258,9 @@ enum Lanes {
     Rows { width: usize, row_stride: usize },
     /// Stride 2 (the downsamplers): `16 / width` output rows of `width` (16, 8 or 4) pixels, each read
     /// as the `2 · width` consecutive floats it spans, keeping the even lanes; the rows `row_stride`
-    /// floats apart (unused for rows of 16, one per vector). Two to four loads and a shuffle where a
-    /// gather costs 16 loads: AVX2's gathers are slow, and this took the downsamplers of cifar10-32 at
+    /// floats apart. A row of 16 is one per vector, and its `row_stride` of 16 points at the span's
+    /// second half, so rows of 16 and of 8 are both two loads `row_stride` apart. Two to four loads and
+    /// a shuffle where a gather costs 16 loads: AVX2's gathers are slow, and this took the downsamplers of cifar10-32 at
     /// batch 1 from 1.33 to 1.09 ms (32×32), 1.19 to 1.02 ms (16×16) and 0.33 to 0.26 ms (8×8) on one
     /// core (`examples/conv_bench`, Zen 3).
     EvenColumns { width: usize, row_stride: usize },
@@ -294,7 +295,7 @@ impl VectorPlan {
         } else if valid == 16 && stride == 1 && whole_rows {
             Lanes::Rows { width: geo.out_w, row_stride: geo.padded_w }
         } else if valid == 16 && one_row && even_columns(16) {
-            Lanes::EvenColumns { width: 16, row_stride: 0 }
+            Lanes::EvenColumns { width: 16, row_stride: LANES }
         } else if valid == 16 && whole_rows && even_columns(geo.out_w) {
             Lanes::EvenColumns { width: geo.out_w, row_stride: 2 * geo.padded_w }
         } else {
@@ -406,13 +407,7 @@ unsafe fn gather_vector<S: Simd>(plan: &VectorPlan, steps: &[usize], dst: *mut f
                 S::store(dst.add(i * NR), S::load_rows_of_4(plan.input.add(offset), row_stride));
             }
         }
-        Lanes::EvenColumns { width: 16, .. } => {
-            for (i, &offset) in steps.iter().enumerate() {
-                let p = plan.input.add(offset);
-                S::store(dst.add(i * NR), S::even_odd(S::load(p), S::load(p.add(LANES))).0);
-            }
-        }
-        Lanes::EvenColumns { width: 8, row_stride } => {
+        Lanes::EvenColumns { width: 16 | 8, row_stride } => {
             for (i, &offset) in steps.iter().enumerate() {
                 let p = plan.input.add(offset);
                 S::store(dst.add(i * NR), S::even_odd(S::load(p), S::load(p.add(row_stride))).0);
@@ -468,10 +463,10 @@ mod tests {
             Lanes::EvenColumns { width, row_stride } => Some((width, row_stride)),
             _ => None,
         };
-        assert_eq!(width_and_stride(first_vector_lanes(32, 2, 1)).map(|(w, _)| w), Some(16));
+        assert_eq!(width_and_stride(first_vector_lanes(32, 2, 1)), Some((16, 16)));
         assert_eq!(width_and_stride(first_vector_lanes(16, 2, 1)), Some((8, 36)));
         assert_eq!(width_and_stride(first_vector_lanes(8, 2, 1)), Some((4, 20)));
-        assert_eq!(width_and_stride(first_vector_lanes(34, 2, 0)).map(|(w, _)| w), Some(16));
+        assert_eq!(width_and_stride(first_vector_lanes(34, 2, 0)), Some((16, 16)));
         // 33 unpadded: 16 output columns span 32 floats plus the kernel's 2, one past the row.
         assert!(matches!(first_vector_lanes(33, 2, 0), Lanes::Gather(_)));
         assert!(matches!(first_vector_lanes(32, 1, 1), Lanes::Contiguous));
