@@ -55,6 +55,19 @@ impl Conv2d {
         profile::time(self.profile_label(), || conv2d_bias(x, &self.weight, &self.bias, self.params, epilogue))
     }
 
+    /// The zero border this convolution's input may carry already ([`Self::forward_prepadded`]):
+    /// its padding, when its kernel reads a bordered input as it is; `None` when it pads itself.
+    pub fn prepadded_border(&self) -> Option<usize> {
+        (self.weight.accepts_prepadded_input() && self.params.padding > 0).then_some(self.params.padding)
+    }
+
+    /// The convolution of `xp`, an input already written with the [`Self::prepadded_border`].
+    pub fn forward_prepadded(&self, xp: &Tensor, epilogue: ConvEpilogue) -> Result<Tensor> {
+        profile::time(self.profile_label(), || {
+            conv2d_bias_prepadded(xp, &self.weight, &self.bias, self.params, epilogue)
+        })
+    }
+
     /// The per-op profile's name for this convolution: which kernel computes it.
     fn profile_label(&self) -> &'static str {
         match self.weight.kernel() {
@@ -73,11 +86,9 @@ impl Conv2d {
         act: Activation,
         epilogue: ConvEpilogue,
     ) -> Result<Tensor> {
-        let padding = self.params.padding;
-        if self.weight.accepts_prepadded_input() && padding > 0 {
+        if let Some(padding) = self.prepadded_border() {
             if let Some(xp) = norm.forward_padded(x, act, padding)? {
-                let conv = || conv2d_bias_prepadded(&xp, &self.weight, &self.bias, self.params, epilogue);
-                return profile::time(self.profile_label(), conv);
+                return self.forward_prepadded(&xp, epilogue);
             }
         }
         self.forward_with(&norm.forward_then(x, Some(act))?, epilogue)

@@ -261,6 +261,7 @@ impl UNet2DModel {
 
         // 1. time
         let emb = profile::time("time_embedding", || self.embed(timesteps, class_labels))?;
+        let time = crate::resnet::TimeEmbedding::new(&emb);
 
         // 2. pre-process
         let mut skip_sample = Some(sample.clone());
@@ -269,7 +270,7 @@ impl UNet2DModel {
         // 3. down
         let mut res_states = vec![hidden.clone()];
         for block in &self.down_blocks {
-            let out = block.forward(&hidden, &emb, skip_sample)?;
+            let out = block.forward(&hidden, &time, skip_sample)?;
             hidden = out.hidden;
             res_states.extend(out.res_states);
             skip_sample = out.skip_sample;
@@ -277,7 +278,7 @@ impl UNet2DModel {
 
         // 4. mid
         if let Some(mid) = &self.mid_block {
-            hidden = mid.forward(&hidden, &emb)?;
+            hidden = mid.forward(&hidden, &time)?;
         }
 
         // 5. up
@@ -285,7 +286,7 @@ impl UNet2DModel {
         for block in &self.up_blocks {
             let n = block.num_res_states();
             let split = res_states.len() - n;
-            let (h, s) = block.forward(&hidden, &res_states[split..], &emb, skip_sample)?;
+            let (h, s) = block.forward(&hidden, &res_states[split..], &time, skip_sample)?;
             res_states.truncate(split);
             hidden = h;
             skip_sample = s;

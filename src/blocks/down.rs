@@ -9,7 +9,7 @@ use crate::attention::AttentionBlock;
 use crate::config::{DownBlockKind, ResampleKind};
 use crate::fir;
 use crate::layers::{conv2d, Conv2d};
-use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetResample};
+use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetResample, TimeEmbedding};
 
 /// How a down block halves the resolution.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ impl DownBlock {
         Ok(Self { resnets, attentions, downsampler })
     }
 
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, skip_sample: Option<Tensor>) -> Result<DownOutput> {
+    pub fn forward(&self, x: &Tensor, temb: &TimeEmbedding, skip_sample: Option<Tensor>) -> Result<DownOutput> {
         let mut hidden = x.clone();
         let mut res_states = Vec::with_capacity(self.resnets.len() + 1);
         for (i, resnet) in self.resnets.iter().enumerate() {

@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor};
 use super::BlockSettings;
 use crate::attention::AttentionBlock;
 use crate::config::TimeScaleShift;
-use crate::resnet::{ResnetBlock2D, ResnetOptions};
+use crate::resnet::{ResnetBlock2D, ResnetOptions, TimeEmbedding};
 
 #[derive(Debug, Clone)]
 pub struct MidBlock {
@@ -47,7 +47,7 @@ impl MidBlock {
         Ok(Self { resnets: [resnet(0)?, resnet(1)?], attention })
     }
 
-    pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb: &TimeEmbedding) -> Result<Tensor> {
         let mut h = self.resnets[0].forward(x, temb)?;
         if let Some(attn) = &self.attention {
             h = attn.forward(&h)?;

@@ -9,7 +9,7 @@ use crate::config::{Activation, ResampleKind, UpBlockKind};
 use crate::fir;
 use crate::layers::{conv2d, Conv2d, GroupNorm};
 use crate::profile;
-use crate::resnet::{ResnetBlock2D, ResnetResample, Upsample2D};
+use crate::resnet::{ResnetBlock2D, ResnetResample, TimeEmbedding, Upsample2D};
 
 /// How an up block doubles the resolution.
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ impl UpBlock {
         &self,
         x: &Tensor,
         res_states: &[Tensor],
-        temb: &Tensor,
+        temb: &TimeEmbedding,
         skip_sample: Option<Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let mut hidden = x.clone();

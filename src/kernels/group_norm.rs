@@ -12,9 +12,9 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::f32_inputs;
 use super::isa::Isa;
 use super::simd::{silu_vector, with_simd, Simd, LANES};
+use super::{f32_inputs, zero_fill};
 
 /// What to apply after the affine transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,8 +269,8 @@ unsafe fn quad_rows<S: Simd, const SILU: bool>(
 unsafe fn zero_borders<S: Simd>(plane: &mut [MaybeUninit<f32>], border: usize) {
     let len = plane.len();
     if len < LANES || border == 0 {
-        zero(&mut plane[..border]);
-        zero(&mut plane[len - border..]);
+        zero_fill(&mut plane[..border]);
+        zero_fill(&mut plane[len - border..]);
         return;
     }
     let to = plane.as_mut_ptr().cast::<f32>();
@@ -286,28 +286,15 @@ unsafe fn zero_borders<S: Simd>(plane: &mut [MaybeUninit<f32>], border: usize) {
 }
 
 /// The middle of an output row with a zero border of `pad` on each side: writes the border, returns
-/// the rest for the caller to fill. A 3×3 convolution's border of one is two single stores: through
-/// `write_bytes` each was a `memset` call, and two calls per row cost more than the row's arithmetic
-/// (about 1 ns per element on 32×32 maps).
+/// the rest for the caller to fill.
 #[inline(always)]
 fn bordered(out_row: &mut [MaybeUninit<f32>], pad: usize) -> &mut [MaybeUninit<f32>] {
     let width = out_row.len() - 2 * pad;
     let (left, rest) = out_row.split_at_mut(pad);
     let (middle, right) = rest.split_at_mut(width);
-    if pad == 1 {
-        left[0].write(0.0);
-        right[0].write(0.0);
-    } else {
-        zero(left);
-        zero(right);
-    }
+    zero_fill(left);
+    zero_fill(right);
     middle
-}
-
-#[inline(always)]
-fn zero(dst: &mut [MaybeUninit<f32>]) {
-    // SAFETY: all-zero bytes are the float 0.0; the range is `dst`.
-    unsafe { dst.as_mut_ptr().write_bytes(0, dst.len()) };
 }
 
 /// The group's mean and (biased) variance, in two passes: the sum, then the squared deviations

@@ -51,6 +51,19 @@ pub(crate) fn f32_inputs<'a, const N: usize>(
     Ok(slices)
 }
 
+/// Zeroes `dst`, uninitialised output. A single float, the one-wide border a 3×3 convolution reads on
+/// each side of a row, is one store: through `write_bytes` it was a `memset` call per side and row,
+/// which cost more than the row's own work on small maps.
+#[inline(always)]
+pub(crate) fn zero_fill(dst: &mut [std::mem::MaybeUninit<f32>]) {
+    match dst {
+        [] => {}
+        [only] => _ = only.write(0.0),
+        // SAFETY: all-zero bytes are the float 0.0; the range is `dst`.
+        _ => unsafe { dst.as_mut_ptr().write_bytes(0, dst.len()) },
+    }
+}
+
 /// A raw output pointer that rayon tasks may share: each task writes only its own, disjoint part
 /// (every use says which).
 #[derive(Clone, Copy)]

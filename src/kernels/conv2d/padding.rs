@@ -2,7 +2,11 @@
 //! border of the convolution's padding, the Winograd kernel one padded up to whole 2×2 tiles, and
 //! either may be handed an input that a group norm already wrote with a border.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use crate::kernels::zero_fill;
 
 /// How an `h × w` image plane lies in a buffer: planes of `rows × columns` floats, the image's first
 /// pixel at (`border`, `border`).
@@ -24,21 +28,39 @@ impl PlaneLayout {
     }
 }
 
-/// The `h × w` images of `planes` planes laid out as `src`, copied into zeroed planes laid out as `dst`
-/// (which must hold them).
+/// The `h × w` images of `planes` planes laid out as `src`, copied into planes laid out as `dst` (which
+/// must hold them) with zeros everywhere else. Each element is written once: zero-filling the whole
+/// buffer first was a second pass over it.
 pub(super) fn repad(x: &[f32], planes: usize, h: usize, w: usize, src: PlaneLayout, dst: PlaneLayout) -> Vec<f32> {
     debug_assert!(dst.border + h <= dst.rows && dst.border + w <= dst.columns);
-    let mut padded = vec![0f32; planes * dst.len()];
-    if dst.len() == 0 || src.len() == 0 {
-        return padded;
-    }
-    padded.par_chunks_mut(dst.len()).zip(x.par_chunks(src.len())).for_each(|(to, from)| {
-        for y in 0..h {
-            let row = &from[(y + src.border) * src.columns + src.border..][..w];
-            to[(y + dst.border) * dst.columns + dst.border..][..w].copy_from_slice(row);
+    let fill = |padded: &mut [MaybeUninit<f32>]| {
+        if dst.len() == 0 {
+            return;
         }
-    });
-    padded
+        if h * w == 0 {
+            zero_fill(padded);
+            return;
+        }
+        padded.par_chunks_mut(dst.len()).zip(x.par_chunks(src.len())).for_each(|(to, from)| {
+            let (top, rest) = to.split_at_mut(dst.border * dst.columns);
+            let (body, bottom) = rest.split_at_mut(h * dst.columns);
+            zero_fill(top);
+            zero_fill(bottom);
+            for (y, out_row) in body.chunks_exact_mut(dst.columns).enumerate() {
+                let row = &from[(y + src.border) * src.columns + src.border..][..w];
+                let (left, rest) = out_row.split_at_mut(dst.border);
+                let (middle, right) = rest.split_at_mut(w);
+                zero_fill(left);
+                zero_fill(right);
+                // SAFETY: `middle` and `row` are both `w` floats, in different buffers.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), middle.as_mut_ptr().cast::<f32>(), w) };
+            }
+        });
+    };
+    // SAFETY: each plane writes its rows above, below and in the image whole (zeros, or the image row
+    // between zeros); the planes cover the buffer, as `x`'s planes pair with them one for one; with
+    // no pixels everything is zeroed.
+    unsafe { crate::memory::filled_by(planes * dst.len(), fill) }
 }
 
 #[cfg(test)]
