@@ -9,7 +9,7 @@
 //! exceed the last-level cache, so that every call streams its weights from memory as the layers of a
 //! forward pass do; `CONV_BENCH_SHAPE=batch,c_in,c_out,size,kernel[,stride]` for one shape).
 use candle_core::{Device, Tensor};
-use candle_unet2d::kernels::conv2d::{conv2d_bias, Conv2dParams, Conv2dWeight, ConvEpilogue, ConvKernel};
+use candle_unet2d::kernels::conv2d::{conv2d_bias, f4_applies, Conv2dParams, Conv2dWeight, ConvEpilogue, ConvKernel};
 use candle_unet2d::kernels::isa::Isa;
 
 /// As the CLI and the Python extension run (see `ReusingAllocator`): without it, every call's output
@@ -79,11 +79,16 @@ fn main() -> candle_core::Result<()> {
         for &isa in &levels {
             variants.push((format!("direct {isa}"), prepare(Some((ConvKernel::Direct, isa)))?));
             if k == 3 && stride == 1 {
-                for (name, kernel) in [
+                // Where F(4×4) does not apply (maps narrower than 16), a layer asking for it runs F(2×2):
+                // no column for it, rather than a second F(2×2) timing under its name.
+                let tiles = [
                     ("winograd F(2x2)", ConvKernel::WinogradF2),
                     ("winograd F(4x4)", ConvKernel::WinogradF4),
                     ("winograd (chosen per call)", ConvKernel::Winograd),
-                ] {
+                ];
+                for (name, kernel) in
+                    tiles.into_iter().filter(|&(_, kernel)| kernel != ConvKernel::WinogradF4 || f4_applies(h, h))
+                {
                     variants.push((format!("{name} {isa}"), prepare(Some((kernel, isa)))?));
                 }
             }

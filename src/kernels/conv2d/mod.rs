@@ -20,7 +20,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 
 use self::direct::PackedWeights;
-pub use self::winograd::{tile_override as winograd_tile_override, TILE_ENV as WINOGRAD_TILE_ENV};
+pub use self::winograd::{f4_applies, tile_override as winograd_tile_override, TILE_ENV as WINOGRAD_TILE_ENV};
 use self::winograd::{LoadedFilters, WinogradWeights};
 use super::isa::Isa;
 use super::simd::with_simd;

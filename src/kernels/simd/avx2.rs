@@ -83,7 +83,7 @@ unsafe impl Simd for Avx2 {
     // 16 KiB of columns + 6 KiB of weights inside a 32 KiB L1 (Zen, Skylake); 256 measured 5–15% slower.
     const KC: usize = 128;
     // `examples/conv_bench`, 2-core AMD EPYC (Zen 3), 256 → 256 channels at 16×16, batch 1 (16 tiles):
-    // F(4×4) 1.35 ms, F(2×2) 1.80 ms; at 8×8 (4 tiles, a quarter of a vector) F(2×2) still leads.
+    // F(4×4) 1.35 ms, F(2×2) 1.80 ms (8×8 maps run F(2×2) whatever the count: F(4×4) needs rows of 16).
     const F4_MIN_TILES: usize = 16;
 
     #[inline(always)]

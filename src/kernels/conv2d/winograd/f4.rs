@@ -35,8 +35,9 @@ use crate::profile;
 /// Transformed points per tile: a 6×6 patch.
 const POINTS: usize = 36;
 
-/// Whether F(4×4) can compute an `h × w` map (see the module doc).
-pub(super) fn applies(h: usize, w: usize) -> bool {
+/// Whether F(4×4) can compute an `h × w` map (see the module doc); elsewhere a Winograd layer runs
+/// F(2×2), whatever it asks for.
+pub fn applies(h: usize, w: usize) -> bool {
     h >= 4 && h.is_multiple_of(4) && w >= 16 && w.is_multiple_of(16)
 }
 

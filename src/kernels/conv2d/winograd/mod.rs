@@ -31,6 +31,7 @@
 
 mod f2;
 mod f4;
+pub use f4::applies as f4_applies;
 mod weights;
 
 use std::cell::RefCell;
