@@ -3,7 +3,7 @@
 //!
 //! Outside it the convolution picks its algorithm from the whole call's tile count (the direct
 //! kernel below one vector of tiles, F(4×4) Winograd from the level's `F4_MIN_TILES`), which is what is fastest,
-//! but F(2×2), F(4×4) and the direct kernel round differently: at AVX-512 a 16×16 map runs F(2×2) at
+//! but F(2×2), F(4×4) and the direct kernel round differently: at AVX-512 on a Xeon a 16×16 map runs F(2×2) at
 //! batch 1 and F(4×4) at batch 8, and the same image comes out a few ulps apart. Sampling with one generator per
 //! image (`pipeline::sample_per_image`), the HTTP service's dynamic batching and the Ray workers promise
 //! that image `i` equals the batch-of-one run, bit for bit; they run inside this scope. The other

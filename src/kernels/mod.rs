@@ -7,6 +7,7 @@ pub mod attention;
 mod batch_invariance;
 pub mod concat;
 pub mod conv2d;
+mod cpu_core;
 pub mod group_norm;
 pub mod isa;
 pub mod linear;

@@ -41,6 +41,9 @@ pub(crate) struct Tile<'a> {
     /// Distance between consecutive output channels.
     pub stride: usize,
     pub targets: &'a [VectorTarget; 2],
+    /// The weight panel the next call reads (anything, when there is none: it is only prefetched):
+    /// the reads of the weights run on from one call into the next without a gap.
+    pub next_weights: *const f32,
     /// First reduction block: start from the bias (indexed by a target's `bias_offset` + channel)
     /// instead of the stored partial sum.
     pub bias: Option<&'a [f32]>,
@@ -81,15 +84,34 @@ pub(crate) unsafe fn tile_loop<S: Simd, const ROWS: usize, const VECTORS: usize>
 ) {
     let vectors = if tile.targets[1].mask == 0 { 1 } else { 2 };
     let mut r0 = 0;
+    let mut pass = 0;
     while r0 < tile.rows {
         if VECTORS == 2 && vectors == 2 {
-            subtile::<S, ROWS, VECTORS>(kc, a, b, tile, out, r0, 0);
+            subtile::<S, ROWS, VECTORS>(kc, a, b, tile, out, r0, 0, pass);
+            pass += 1;
         } else {
             for v in 0..vectors {
-                subtile::<S, ROWS, 1>(kc, a, b, tile, out, r0, v);
+                subtile::<S, ROWS, 1>(kc, a, b, tile, out, r0, v, pass);
+                pass += 1;
             }
         }
         r0 += ROWS;
+    }
+}
+
+/// What step `step` of pass `pass` over the tile prefetches. The first pass reads the weights from
+/// memory and prefetches [`PREFETCH_STEPS`] ahead, on into the next call's panel over its last steps;
+/// the second (where the sub-tiles take more than one) runs from L1 and prefetches the rest of the next
+/// panel, so that memory stays busy while it computes (at AVX2, whose tile takes two or four passes,
+/// the Winograd GEMMs of cifar10-32 at batch 1 waited on the weights in every pass after the first).
+#[inline(always)]
+fn prefetch_target(a: *const f32, next: *const f32, kc: usize, step: usize, pass: usize) -> Option<*const f32> {
+    let ahead = step + PREFETCH_STEPS;
+    match pass {
+        0 if ahead < kc => Some(a.wrapping_add(ahead * MR)),
+        0 => Some(next.wrapping_add((ahead - kc) * MR)),
+        1 if ahead < kc => Some(next.wrapping_add(ahead * MR)),
+        _ => None,
     }
 }
 
@@ -100,8 +122,9 @@ pub(crate) unsafe fn tile_loop<S: Simd, const ROWS: usize, const VECTORS: usize>
 /// 16 to 64 steps measured the same).
 const PREFETCH_STEPS: usize = 32;
 
-/// Rows `r0..r0 + ROWS` × vectors `v0..v0 + VECTORS` of the tile.
+/// Rows `r0..r0 + ROWS` × vectors `v0..v0 + VECTORS` of the tile, the tile's pass number `pass`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn subtile<S: Simd, const ROWS: usize, const VECTORS: usize>(
     kc: usize,
     a: *const f32,
@@ -110,8 +133,10 @@ unsafe fn subtile<S: Simd, const ROWS: usize, const VECTORS: usize>(
     out: *mut f32,
     r0: usize,
     v0: usize,
+    pass: usize,
 ) {
     let mut acc = [[S::zero(); VECTORS]; ROWS];
+    let panel = a;
     let (a, b) = (a.add(r0), b.add(LANES * v0));
     for step in 0..kc {
         let mut columns = [S::zero(); VECTORS];
@@ -119,7 +144,9 @@ unsafe fn subtile<S: Simd, const ROWS: usize, const VECTORS: usize>(
             *column = S::load(b.add(step * NR + LANES * v));
         }
         let a = a.add(step * MR);
-        S::prefetch(a.wrapping_add(PREFETCH_STEPS * MR));
+        if let Some(p) = prefetch_target(panel, tile.next_weights, kc, step, pass) {
+            S::prefetch(p);
+        }
         for (r, acc) in acc.iter_mut().enumerate() {
             let w = S::splat(*a.add(r));
             for (acc, &column) in acc.iter_mut().zip(&columns) {

@@ -16,7 +16,8 @@
 //! **Which tile a call runs** ([`choose`]). F(4×4) needs a quarter of F(2×2)'s tiles and 36/16 of its
 //! weights per tile: it wins where there are many tiles, and where the GEMMs are few columns wide it
 //! wins only on levels bound by arithmetic (AVX2, scalar) and loses on those bound by reading `U`
-//! (AVX-512); each level sets its threshold ([`Simd::F4_MIN_TILES`]). A layer holds F(2×2)'s `U` only (built
+//! (AVX-512 on cores with 512-bit units); each level sets its threshold ([`Simd::F4_MIN_TILES`]), and a core that
+//! splits AVX-512 into halves (Zen 4) takes AVX2's ([`f4_min_tiles`]). A layer holds F(2×2)'s `U` only (built
 //! from the loaded filters on its first call, `weights`); the first call with enough tiles builds F(4×4)'s from it and the layer keeps it
 //! (rebuilding it per call cost a quarter of the call: writing 36 floats per filter is memory-bound),
 //! so only the layers that see such calls hold the extra 2.25×; where the filters stay mapped, F(2×2)'s
@@ -96,8 +97,17 @@ fn tile_policy_from_env(value: Option<&str>) -> Option<ConvKernel> {
     }
 }
 
+/// F(4×4) tiles from which a call at `isa` runs F(4×4): the level's [`Simd::F4_MIN_TILES`], except that a
+/// core running AVX-512 as two 256-bit halves is bound by arithmetic as AVX2 is, and takes AVX2's.
+pub(in crate::kernels) fn f4_min_tiles(isa: Isa) -> usize {
+    if isa == Isa::Avx512 && crate::kernels::cpu_core::avx512_in_halves() {
+        return with_simd!(Isa::Avx2, S => S::F4_MIN_TILES);
+    }
+    with_simd!(isa, S => S::F4_MIN_TILES)
+}
+
 /// The kernel for `call` under the weights' `policy` at level `isa` (`Winograd` chooses by tile counts
-/// against the level's [`Simd::F4_MIN_TILES`], unless [`TILE_ENV`] fixes the tile size; `WinogradF2` /
+/// against [`f4_min_tiles`], unless [`TILE_ENV`] fixes the tile size; `WinogradF2` /
 /// `WinogradF4` force one where the shape allows it, for tests and benchmarks).
 pub(in crate::kernels::conv2d) fn choose(call: &Call, policy: ConvKernel, isa: Isa) -> Variant {
     // Inside `batch_invariant` the choice is the batch-of-one one, so an image rounds the same in any batch.
@@ -110,7 +120,7 @@ pub(in crate::kernels::conv2d) fn choose(call: &Call, policy: ConvKernel, isa: I
     let variant = match policy {
         ConvKernel::WinogradF4 if f4 => Variant::F4,
         _ if batch * h.div_ceil(2) * w.div_ceil(2) < LANES => Variant::Direct,
-        ConvKernel::Winograd if f4 && batch * (h / 4) * (w / 4) >= with_simd!(isa, S => S::F4_MIN_TILES) => Variant::F4,
+        ConvKernel::Winograd if f4 && batch * (h / 4) * (w / 4) >= f4_min_tiles(isa) => Variant::F4,
         _ => Variant::F2,
     };
     #[cfg(test)]
@@ -151,6 +161,11 @@ impl Filters<'_> {
     /// Panel `panel`'s packed `U[point]`, from reduction step `k0` on.
     fn panel(&self, panel: usize, point: usize, k0: usize) -> *const f32 {
         self.data[((panel * self.points + point) * self.c_in + k0) * MR..].as_ptr()
+    }
+
+    /// [`Self::panel`]'s address for prefetching only: past the end where no such panel is.
+    fn panel_ahead(&self, panel: usize, point: usize, k0: usize) -> *const f32 {
+        self.data.as_ptr().wrapping_add(((panel * self.points + point) * self.c_in + k0) * MR)
     }
 }
 
@@ -361,11 +376,19 @@ impl<T: Transform> Phases<'_, T> {
                                 ];
                                 for panel in panel_range.clone() {
                                     let a = filters.panel(panel, point, k0);
+                                    // The next call's panel: the next one down, else the first, for the
+                                    // next pair or the next block.
+                                    let next_weights = match (panel + 1 < panel_range.end, pair + 1 < pair_range.end) {
+                                        (true, _) => filters.panel_ahead(panel + 1, point, k0),
+                                        (false, true) => filters.panel_ahead(panel_range.start, point, k0),
+                                        (false, false) => filters.panel_ahead(panel_range.start, point, k0 + kc),
+                                    };
                                     let tile = Tile {
                                         rows: MR.min(c_out - panel * MR),
                                         row0: panel * MR,
                                         stride: strides.product_row,
                                         targets: &targets,
+                                        next_weights,
                                         // The first block starts from zero, later ones from the stored partial sums.
                                         bias: (k0 == 0).then_some(zeros),
                                         residual: None,
