@@ -19,7 +19,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::microkernel::{Tile, VectorTarget, MR, NR};
+use super::microkernel::{next_call, Tile, VectorTarget, MR, NR};
 use super::padding::{repad, PlaneLayout};
 use super::{share, Call, Conv2dParams};
 use crate::kernels::simd::{Simd, LANES};
@@ -369,18 +369,13 @@ impl Job<'_> {
                 for panel in self.weight_panels.clone() {
                     let row0 = panel * MR;
                     let a = p.weights.data[(panel * k + k0) * MR..].as_ptr();
-                    // The next call's panel (prefetched only): the next one down, else the first, for
-                    // the next pair or the next block.
-                    let (next_panel, next_k0) = match (panel + 1 < self.weight_panels.end, i + 1 < pairs.len()) {
-                        (true, _) => (panel + 1, k0),
-                        (false, true) => (self.weight_panels.start, k0),
-                        (false, false) => (self.weight_panels.start, k0 + kc),
-                    };
+                    let (next_panel, next_k0) = next_call(panel, &self.weight_panels, i + 1 < pairs.len(), k0, kc);
                     let tile = Tile {
                         rows: MR.min(p.weights.c_out - row0),
                         row0,
                         stride: self.geo.pixels,
                         targets: &targets,
+                        // Past the end after the last call: it is only prefetched.
                         next_weights: p.weights.data.as_ptr().wrapping_add((next_panel * k + next_k0) * MR),
                         bias: if first { Some(p.call.bias) } else { None },
                         residual: if last { p.call.residual } else { None },

@@ -16,6 +16,8 @@
 // A `match` where clippy would have `Option::map`: see above.
 #![allow(clippy::manual_map)]
 
+use std::ops::Range;
+
 use crate::kernels::simd::{Simd, LANES};
 
 /// Output channels per tile.
@@ -31,6 +33,17 @@ pub(crate) struct VectorTarget {
     pub mask: u16,
     /// Where this image's biases start (`image · C_out` for a per-image bias, else 0).
     pub bias_offset: usize,
+}
+
+/// The (panel, first reduction step) of the call after (`panel`, `k0`), for the drivers' loop order:
+/// every panel of `panels` for one pair of column vectors, every pair (`more_pairs` while any is left)
+/// for one block of `kc` steps. Its weights are what [`Tile::next_weights`] points at.
+pub(crate) fn next_call(panel: usize, panels: &Range<usize>, more_pairs: bool, k0: usize, kc: usize) -> (usize, usize) {
+    match (panel + 1 < panels.end, more_pairs) {
+        (true, _) => (panel + 1, k0),
+        (false, true) => (panels.start, k0),
+        (false, false) => (panels.start, k0 + kc),
+    }
 }
 
 /// The store side of one micro-kernel call.
@@ -173,5 +186,32 @@ unsafe fn subtile<S: Simd, const ROWS: usize, const VECTORS: usize>(
             };
             S::store_masked(dst, target.mask, finish::<S>(value, residual, tile.output_scale));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_call;
+
+    #[test]
+    fn next_call_follows_the_drivers_loop_order() {
+        // Blocks of up to 4 steps over 10 (the last one 2), 2 pairs, panels 3..6: the calls in the order
+        // the drivers make them.
+        let (panels, pairs, k, block) = (3..6, 2, 10, 4);
+        let mut calls = Vec::new();
+        for k0 in (0..k).step_by(block) {
+            let kc = block.min(k - k0);
+            for pair in 0..pairs {
+                for panel in panels.clone() {
+                    calls.push((panel, k0, kc, pair + 1 < pairs));
+                }
+            }
+        }
+        for window in calls.windows(2) {
+            let ((panel, k0, kc, more_pairs), (next_panel, next_k0, _, _)) = (window[0], window[1]);
+            assert_eq!(next_call(panel, &panels, more_pairs, k0, kc), (next_panel, next_k0), "after {:?}", window[0]);
+        }
+        // After the last call: the first panel at the end of the reduction (only ever prefetched).
+        assert_eq!(next_call(5, &panels, false, 8, 2), (3, 10));
     }
 }

@@ -44,7 +44,7 @@ use rayon::prelude::*;
 pub(in crate::kernels::conv2d) use self::weights::LoadedFilters;
 pub use self::weights::WinogradWeights;
 use super::direct::PAIRS_PER_TASK;
-use super::microkernel::{Tile, VectorTarget, MR, NR};
+use super::microkernel::{next_call, Tile, VectorTarget, MR, NR};
 use super::{share, Call, ConvKernel};
 use crate::kernels::isa::Isa;
 use crate::kernels::simd::{with_simd, Simd, LANES};
@@ -160,12 +160,16 @@ pub(super) struct Filters<'a> {
 impl Filters<'_> {
     /// Panel `panel`'s packed `U[point]`, from reduction step `k0` on.
     fn panel(&self, panel: usize, point: usize, k0: usize) -> *const f32 {
-        self.data[((panel * self.points + point) * self.c_in + k0) * MR..].as_ptr()
+        self.data[self.panel_offset(panel, point, k0)..].as_ptr()
     }
 
     /// [`Self::panel`]'s address for prefetching only: past the end where no such panel is.
     fn panel_ahead(&self, panel: usize, point: usize, k0: usize) -> *const f32 {
-        self.data.as_ptr().wrapping_add(((panel * self.points + point) * self.c_in + k0) * MR)
+        self.data.as_ptr().wrapping_add(self.panel_offset(panel, point, k0))
+    }
+
+    fn panel_offset(&self, panel: usize, point: usize, k0: usize) -> usize {
+        ((panel * self.points + point) * self.c_in + k0) * MR
     }
 }
 
@@ -376,19 +380,14 @@ impl<T: Transform> Phases<'_, T> {
                                 ];
                                 for panel in panel_range.clone() {
                                     let a = filters.panel(panel, point, k0);
-                                    // The next call's panel: the next one down, else the first, for the
-                                    // next pair or the next block.
-                                    let next_weights = match (panel + 1 < panel_range.end, pair + 1 < pair_range.end) {
-                                        (true, _) => filters.panel_ahead(panel + 1, point, k0),
-                                        (false, true) => filters.panel_ahead(panel_range.start, point, k0),
-                                        (false, false) => filters.panel_ahead(panel_range.start, point, k0 + kc),
-                                    };
+                                    let (next_panel, next_k0) =
+                                        next_call(panel, &panel_range, pair + 1 < pair_range.end, k0, kc);
                                     let tile = Tile {
                                         rows: MR.min(c_out - panel * MR),
                                         row0: panel * MR,
                                         stride: strides.product_row,
                                         targets: &targets,
-                                        next_weights,
+                                        next_weights: filters.panel_ahead(next_panel, point, next_k0),
                                         // The first block starts from zero, later ones from the stored partial sums.
                                         bias: (k0 == 0).then_some(zeros),
                                         residual: None,
